@@ -1,0 +1,42 @@
+package v1alpha1
+
+// Condition types shared by every kind. Ready has positive polarity so that
+// kstatus, Argo CD and Flux health checks read it unchanged.
+const (
+	// ConditionReady is True when the object does what its spec asks.
+	ConditionReady = "Ready"
+)
+
+// Reasons of a Subnet's Ready condition.
+const (
+	// ReasonEffective: the subnet takes part in address resolution and maps
+	// its addresses to status.effectiveSite (named or inherited).
+	ReasonEffective = "Effective"
+	// ReasonOverriddenByImport: an ActiveDirectory subnet with the same CIDR
+	// wins over this Manual one; the message names it.
+	ReasonOverriddenByImport = "OverriddenByImport"
+	// ReasonDuplicate: an older subnet with the same CIDR and source but
+	// another site wins; the message names it.
+	ReasonDuplicate = "Duplicate"
+	// ReasonSiteNotFound: spec.site names a Site that does not exist. The
+	// subnet becomes effective by itself when the Site is created.
+	ReasonSiteNotFound = "SiteNotFound"
+	// ReasonNoSite: the subnet names no site and no enclosing effective
+	// subnet has one, so its addresses belong to no site.
+	ReasonNoSite = "NoSite"
+	// ReasonInvalidCIDR: spec.cidr cannot be used. Admission rejects such
+	// values, so this shows only for objects stored before the rules existed.
+	ReasonInvalidCIDR = "InvalidCIDR"
+)
+
+// Reasons of a Site's Ready condition.
+const (
+	// ReasonNoSiteServer: no SiteServer serves the site yet, so agents there
+	// are served by the unassigned SiteServers.
+	ReasonNoSiteServer = "NoSiteServer"
+	// ReasonServicesNotReady: SiteServers serve the site but none of their
+	// task services is ready.
+	ReasonServicesNotReady = "ServicesNotReady"
+	// ReasonSiteReady: at least one task service of the site's own is ready.
+	ReasonSiteReady = "TaskServiceReady"
+)

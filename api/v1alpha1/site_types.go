@@ -1,0 +1,105 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// SiteSpec describes a physical location.
+type SiteSpec struct {
+	// displayName is the name people use for the site, such as
+	// "Paris — Head Office, 3rd floor".
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	DisplayName string `json:"displayName,omitempty"`
+
+	// description is free text about the site.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Description string `json:"description,omitempty"`
+
+	// location is free text telling where the site is (address, building,
+	// floor).
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Location string `json:"location,omitempty"`
+}
+
+// SiteStatus is what the operator observed about a site.
+type SiteStatus struct {
+	// observedGeneration is the metadata.generation this status was computed
+	// from.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// subnets is the number of Subnets whose addresses are effectively
+	// mapped to this site (named or inherited).
+	// +optional
+	Subnets int32 `json:"subnets"`
+
+	// siteServers are the names of the SiteServers that serve this site.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=256
+	SiteServers []string `json:"siteServers,omitempty"`
+
+	// taskEndpoints are the in-cluster URLs of the site's task Services.
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	TaskEndpoints []string `json:"taskEndpoints,omitempty"`
+
+	// packageEndpoints are the in-cluster URLs of the site's package
+	// Services.
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	PackageEndpoints []string `json:"packageEndpoints,omitempty"`
+
+	// computers is the number of Computers located in this site.
+	// +optional
+	Computers int32 `json:"computers,omitempty"`
+
+	// conditions: Ready is True when the site has at least one ready task
+	// service of its own; reasons NoSiteServer, ServicesNotReady.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// Site is a physical location (a building, a floor) made of Subnets and
+// served by SiteServers.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=site,categories=siteops
+// +kubebuilder:printcolumn:name="Display Name",type=string,JSONPath=`.spec.displayName`
+// +kubebuilder:printcolumn:name="Subnets",type=integer,JSONPath=`.status.subnets`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name of a Site must be a DNS-1123 label: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit (it names the site's Services and pod labels)"
+type Site struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec describes the site.
+	// +optional
+	Spec SiteSpec `json:"spec,omitempty"`
+
+	// status is what the operator observed.
+	// +optional
+	Status SiteStatus `json:"status,omitempty"`
+}
+
+// SiteList is a list of Sites.
+//
+// +kubebuilder:object:root=true
+type SiteList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Site `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&Site{}, &SiteList{})
+}

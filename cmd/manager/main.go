@@ -1,0 +1,68 @@
+// Command manager runs the site-operator controllers.
+package main
+
+import (
+	"flag"
+	"os"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/siteops/site-operator/controllers"
+)
+
+func main() {
+	var (
+		metricsAddr, probeAddr string
+		leaderElect            bool
+		opts                   = controllers.DefaultOptions()
+	)
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
+	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one replica runs the controllers.")
+	flag.IntVar(&opts.SubnetConcurrency, "subnet-concurrency", opts.SubnetConcurrency, "Subnets reconciled at once.")
+	flag.IntVar(&opts.SiteConcurrency, "site-concurrency", opts.SiteConcurrency, "Sites reconciled at once.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	setupLog := ctrl.Log.WithName("setup")
+
+	scheme, err := controllers.NewScheme()
+	if err != nil {
+		setupLog.Error(err, "Building the scheme")
+		os.Exit(1)
+	}
+
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress:  probeAddr,
+		LeaderElection:          leaderElect,
+		LeaderElectionID:        "site-operator.siteops.io",
+		LeaderElectionNamespace: os.Getenv("POD_NAMESPACE"),
+	})
+	if err != nil {
+		setupLog.Error(err, "Creating the manager")
+		os.Exit(1)
+	}
+	if _, err := controllers.Setup(mgr, opts); err != nil {
+		setupLog.Error(err, "Setting up the controllers")
+		os.Exit(1)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		setupLog.Error(err, "Adding the health check")
+		os.Exit(1)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		setupLog.Error(err, "Adding the readiness check")
+		os.Exit(1)
+	}
+	setupLog.Info("Starting the manager")
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		setupLog.Error(err, "Running the manager")
+		os.Exit(1)
+	}
+}

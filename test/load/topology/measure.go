@@ -1,0 +1,316 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// requestCounter counts the writes (every request but GET) that go through
+// the RoundTripper it wraps, by what they write, and the responses that
+// show contention.
+type requestCounter struct {
+	subnetStatus, siteStatus, otherWrites atomic.Int64
+	conflicts, throttled                  atomic.Int64
+}
+
+// requestCounts is a copy of a requestCounter's counts.
+type requestCounts struct {
+	subnetStatus, siteStatus, otherWrites int64
+	conflicts, throttled                  int64
+}
+
+func (c requestCounts) writes() int64 { return c.subnetStatus + c.siteStatus + c.otherWrites }
+
+func (c requestCounts) sub(o requestCounts) requestCounts {
+	return requestCounts{
+		subnetStatus: c.subnetStatus - o.subnetStatus,
+		siteStatus:   c.siteStatus - o.siteStatus,
+		otherWrites:  c.otherWrites - o.otherWrites,
+		conflicts:    c.conflicts - o.conflicts,
+		throttled:    c.throttled - o.throttled,
+	}
+}
+
+func (c requestCounts) String() string {
+	return fmt.Sprintf("%d (Subnet status %d, Site status %d, other %d; %d conflicts)",
+		c.writes(), c.subnetStatus, c.siteStatus, c.otherWrites, c.conflicts)
+}
+
+func (c *requestCounter) snapshot() requestCounts {
+	return requestCounts{
+		subnetStatus: c.subnetStatus.Load(),
+		siteStatus:   c.siteStatus.Load(),
+		otherWrites:  c.otherWrites.Load(),
+		conflicts:    c.conflicts.Load(),
+		throttled:    c.throttled.Load(),
+	}
+}
+
+// wrap is a rest.Config WrapTransport function.
+func (c *requestCounter) wrap(next http.RoundTripper) http.RoundTripper {
+	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
+		if req.Method != http.MethodGet {
+			path := req.URL.Path
+			switch {
+			case strings.HasSuffix(path, "/status") && strings.Contains(path, "/subnets/"):
+				c.subnetStatus.Add(1)
+			case strings.HasSuffix(path, "/status") && strings.Contains(path, "/sites/"):
+				c.siteStatus.Add(1)
+			default:
+				c.otherWrites.Add(1)
+			}
+		}
+		resp, err := next.RoundTrip(req)
+		if err == nil {
+			switch resp.StatusCode {
+			case http.StatusConflict:
+				c.conflicts.Add(1)
+			case http.StatusTooManyRequests:
+				c.throttled.Add(1)
+			}
+		}
+		return resp, err
+	})
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+// reconcileTotals reads controller-runtime's controller_runtime_reconcile_total
+// for each controller, summed over results.
+func reconcileTotals() (map[string]float64, error) {
+	families, err := metrics.Registry.Gather()
+	if err != nil {
+		return nil, fmt.Errorf("gathering the controller-runtime metrics: %w", err)
+	}
+	totals := map[string]float64{}
+	for _, family := range families {
+		if family.GetName() != "controller_runtime_reconcile_total" {
+			continue
+		}
+		for _, m := range family.GetMetric() {
+			for _, label := range m.GetLabel() {
+				if label.GetName() == "controller" {
+					totals[label.GetValue()] += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return totals, nil
+}
+
+// The processes whose CPU time and memory the harness reports: itself (the
+// manager, the harness clients and the observer) and the control plane that
+// envtest started as its children.
+const (
+	procSelf      = "harness+manager"
+	procAPIServer = "kube-apiserver"
+	procEtcd      = "etcd"
+)
+
+// userHZ is the unit of the CPU times in /proc/<pid>/stat (USER_HZ, 100 on
+// every Linux architecture Go supports).
+const userHZ = 100
+
+// processes maps the reported process names to their pids.
+func processes() (map[string]int, error) {
+	self := os.Getpid()
+	procs := map[string]int{procSelf: self}
+	stats, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil {
+		return nil, fmt.Errorf("listing processes: %w", err)
+	}
+	for _, path := range stats {
+		comm, fields, err := readStat(path)
+		if err != nil || len(fields) < 2 {
+			continue // the process has exited
+		}
+		if ppid, _ := strconv.Atoi(fields[1]); ppid != self {
+			continue
+		}
+		if comm == procAPIServer || comm == procEtcd {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(path)))
+			procs[comm] = pid
+		}
+	}
+	return procs, nil
+}
+
+// readStat returns the command name of a /proc/<pid>/stat file and the
+// fields after it (state first).
+func readStat(path string) (string, []string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", nil, err
+	}
+	open, closing := bytes.IndexByte(data, '('), bytes.LastIndexByte(data, ')')
+	if open < 0 || closing < open {
+		return "", nil, fmt.Errorf("unexpected format of %s", path)
+	}
+	return string(data[open+1 : closing]), strings.Fields(string(data[closing+1:])), nil
+}
+
+// cpuTimes is the CPU time (user and system) each process has used.
+type cpuTimes map[string]time.Duration
+
+// sampleCPU reads the CPU time each of procs has used so far.
+func sampleCPU(procs map[string]int) (cpuTimes, error) {
+	times := cpuTimes{}
+	for name, pid := range procs {
+		_, fields, err := readStat(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return nil, fmt.Errorf("reading the CPU time of %s: %w", name, err)
+		}
+		// utime and stime are fields 14 and 15 of stat(5); fields[0] is 3.
+		if len(fields) < 13 {
+			return nil, fmt.Errorf("reading the CPU time of %s: short stat line", name)
+		}
+		utime, _ := strconv.ParseInt(fields[11], 10, 64)
+		stime, _ := strconv.ParseInt(fields[12], 10, 64)
+		times[name] = time.Duration(utime+stime) * time.Second / userHZ
+	}
+	return times, nil
+}
+
+// waitIdle waits until the control plane has used less than a tenth of a
+// core for half a second, so that a measurement does not start while the
+// API server is still busy with its own start-up (such as publishing the
+// CRDs' OpenAPI), or gives up after a minute.
+func waitIdle(ctx context.Context, procs map[string]int) error {
+	const window, idle = 500 * time.Millisecond, 50 * time.Millisecond
+	deadline := time.Now().Add(time.Minute)
+	before, err := sampleCPU(procs)
+	if err != nil {
+		return err
+	}
+	for time.Now().Before(deadline) {
+		if err := sleep(ctx, window); err != nil {
+			return err
+		}
+		now, err := sampleCPU(procs)
+		if err != nil {
+			return err
+		}
+		used := now.sub(before)
+		if used[procAPIServer]+used[procEtcd] < idle {
+			return nil
+		}
+		before = now
+	}
+	log.Printf("The control plane is still busy after a minute; going on")
+	return nil
+}
+
+func (t cpuTimes) sub(o cpuTimes) cpuTimes {
+	d := cpuTimes{}
+	for name, v := range t {
+		d[name] = v - o[name]
+	}
+	return d
+}
+
+// peakRSS reads each process's peak resident set size (VmHWM).
+func peakRSS(procs map[string]int) (map[string]int64, error) {
+	peaks := map[string]int64{}
+	for name, pid := range procs {
+		f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			return nil, fmt.Errorf("reading the memory use of %s: %w", name, err)
+		}
+		s := bufio.NewScanner(f)
+		for s.Scan() {
+			if kb, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
+				v, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), 10, 64)
+				peaks[name] = v * 1024
+			}
+		}
+		err = s.Err()
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("reading the memory use of %s: %w", name, err)
+		}
+	}
+	return peaks, nil
+}
+
+// logProgress logs every few seconds how far the creates and the statuses
+// are, until ctx ends.
+func logProgress(ctx context.Context, start time.Time, obs *observer, creates, writes *requestCounter) {
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			m, w := obs.milestones(), writes.snapshot()
+			log.Printf("%3.0f s: %d creates sent; Subnets ready %d; manager writes: Subnet status %d, Site status %d",
+				time.Since(start).Seconds(), creates.snapshot().otherWrites, m.ready, w.subnetStatus, w.siteStatus)
+		}
+	}
+}
+
+// apiServerProfileDuration is how long -apiserver-cpuprofile profiles.
+const apiServerProfileDuration = 30 * time.Second
+
+// profileAPIServer fetches a CPU profile of the API server from its
+// /debug/pprof endpoint into path, if path is set, and closes the returned
+// channel when it is done.
+func profileAPIServer(ctx context.Context, cfg *rest.Config, path string) <-chan struct{} {
+	done := make(chan struct{})
+	if path == "" {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		if err := fetchProfile(ctx, cfg, path); err != nil {
+			log.Printf("Profiling kube-apiserver: %v", err)
+		}
+	}()
+	return done
+}
+
+func fetchProfile(ctx context.Context, cfg *rest.Config, path string) error {
+	httpClient, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return fmt.Errorf("creating an HTTP client: %w", err)
+	}
+	url := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", cfg.Host, int(apiServerProfileDuration.Seconds()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("building the request: %w", err)
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("requesting the profile: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("requesting the profile: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", path, err)
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return f.Close()
+}
