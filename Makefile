@@ -31,6 +31,7 @@ manifests: ## Generate the CRDs and the manager's RBAC from the Go markers.
 	$(CONTROLLER_GEN) rbac:roleName=site-operator-manager crd paths="./api/...;./controllers/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	@mkdir -p charts/site-operator/crds && cp config/crd/bases/*.yaml charts/site-operator/crds/
+	@cp config/rbac/role.yaml charts/site-operator/files/manager-role.yaml
 
 .PHONY: generate
 generate: ## Generate the DeepCopy methods.
@@ -51,6 +52,7 @@ tidy: ## go mod tidy for the project and its tools module.
 
 .PHONY: verify
 verify: generate manifests fmt tidy vet ## Regenerate, format, tidy and vet, then fail if the tree changed.
+	hack/check-chart-rbac.sh
 	@if [[ -n "$$(git status --porcelain)" ]]; then \
 		echo "The tree is not clean after regeneration; commit these:"; git status --porcelain; git --no-pager diff --stat; exit 1; fi
 
@@ -76,7 +78,8 @@ build: generate ## Build the manager binary into bin/.
 
 .PHONY: run
 run: build manifests ## Start a local control plane with the CRDs and samples, and run the manager against it.
-	KUBEBUILDER_ASSETS="$$($(CONTROLPLANE))" go run ./hack/localcluster --manager bin/manager
+	go build -o bin/localcluster ./hack/localcluster
+	KUBEBUILDER_ASSETS="$$($(CONTROLPLANE))" bin/localcluster --manager bin/manager
 
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).

@@ -14,11 +14,6 @@ import (
 	"github.com/siteops/site-operator/internal/topology"
 )
 
-// Leader election and events, used by the manager itself.
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
-
 // Options tune the controllers registered by Setup.
 type Options struct {
 	// SubnetConcurrency is how many Subnets are reconciled at once.
