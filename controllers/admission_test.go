@@ -47,11 +47,13 @@ var _ = Describe("Admission", func() {
 		Entry("an empty CIDR", subnet("adm-empty", "", "", ""),
 			"spec.cidr"),
 		Entry("a site that is not a DNS-1123 label (upper case)", subnet("adm-site-upper", "10.9.0.0/16", "Paris", ""),
-			"spec.site", "DNS-1123 label"),
+			"spec.site", "must be the name of a Site"),
 		Entry("a site that is not a DNS-1123 label (dot)", subnet("adm-site-dot", "10.9.0.0/16", "paris.hq", ""),
-			"spec.site", "DNS-1123 label"),
-		Entry("a site name longer than 63", subnet("adm-site-long", "10.9.0.0/16", "a123456789012345678901234567890123456789012345678901234567890123", ""),
-			"spec.site", "63"),
+			"spec.site", "must be the name of a Site"),
+		Entry("a site name longer than 50", subnet("adm-site-long", "10.9.0.0/16", "a12345678901234567890123456789012345678901234567890", ""),
+			"spec.site", "50"),
+		Entry("a site name starting with a digit", subnet("adm-site-digit", "10.9.0.0/16", "9th-floor", ""),
+			"spec.site", "starting with a letter"),
 		Entry("an unknown source", subnet("adm-source", "10.9.0.0/16", "", "LDAP"),
 			"spec.source", `supported values: "Manual", "ActiveDirectory"`),
 	)
@@ -59,7 +61,7 @@ var _ = Describe("Admission", func() {
 	It("rejects a Site whose name is not a DNS-1123 label", func() {
 		err := k8sClient.Create(ctx, &siteopsv1.Site{ObjectMeta: metav1.ObjectMeta{Name: "paris.hq"}})
 		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want an Invalid error, got %v", err)
-		Expect(err.Error()).To(ContainSubstring("metadata.name of a Site must be a DNS-1123 label"))
+		Expect(err.Error()).To(ContainSubstring("metadata.name of a Site must be at most 50 lower-case letters"))
 	})
 
 	It("accepts canonical IPv4 and IPv6 prefixes and defaults source to Manual", func() {

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -15,15 +16,27 @@ const (
 	// IndexSubnetEffectiveSite indexes Subnets by status.effectiveSite: the
 	// Site controller counts a site's subnets with it.
 	IndexSubnetEffectiveSite = "status.effectiveSite"
+	// IndexSiteServerSites indexes SiteServers by each name in spec.sites:
+	// a Site finds the servers that serve it, and a SiteServer finds the
+	// Sites it waits for.
+	IndexSiteServerSites = "spec.sites"
 )
 
 func setupIndexes(mgr ctrl.Manager) error {
-	return mgr.GetFieldIndexer().IndexField(context.Background(), &siteopsv1.Subnet{}, IndexSubnetEffectiveSite,
+	indexer := mgr.GetFieldIndexer()
+	if err := indexer.IndexField(context.Background(), &siteopsv1.Subnet{}, IndexSubnetEffectiveSite,
 		func(o client.Object) []string {
 			site := o.(*siteopsv1.Subnet).Status.EffectiveSite
 			if site == "" {
 				return nil
 			}
 			return []string{site}
-		})
+		}); err != nil {
+		return fmt.Errorf("indexing Subnets by %s: %w", IndexSubnetEffectiveSite, err)
+	}
+	if err := indexer.IndexField(context.Background(), &siteopsv1.SiteServer{}, IndexSiteServerSites,
+		func(o client.Object) []string { return o.(*siteopsv1.SiteServer).Spec.Sites }); err != nil {
+		return fmt.Errorf("indexing SiteServers by %s: %w", IndexSiteServerSites, err)
+	}
+	return nil
 }

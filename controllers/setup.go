@@ -5,9 +5,14 @@ package controllers
 import (
 	"fmt"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
 
@@ -20,11 +25,24 @@ type Options struct {
 	SubnetConcurrency int
 	// SiteConcurrency is how many Sites are reconciled at once.
 	SiteConcurrency int
+	// SiteServerConcurrency is how many SiteServers are reconciled at once.
+	SiteServerConcurrency int
+	// Workloads says where and with which image the site services run.
+	Workloads WorkloadConfig
 }
 
 // DefaultOptions are the options the manager binary starts with.
 func DefaultOptions() Options {
-	return Options{SubnetConcurrency: 8, SiteConcurrency: 4}
+	return Options{
+		SubnetConcurrency:     8,
+		SiteConcurrency:       4,
+		SiteServerConcurrency: 4,
+		Workloads: WorkloadConfig{
+			Namespace:       "site-operator-system",
+			Image:           "site-operator:0.1.0",
+			ImagePullPolicy: corev1.PullIfNotPresent,
+		},
+	}
 }
 
 // Setup registers the field indexes and every controller with mgr. The
@@ -39,9 +57,13 @@ func Setup(mgr ctrl.Manager, opts Options) (*topology.Resolver, error) {
 	if err := subnets.SetupWithManager(mgr, opts.SubnetConcurrency); err != nil {
 		return nil, fmt.Errorf("setting up the Subnet controller: %w", err)
 	}
-	sites := &SiteReconciler{Client: mgr.GetClient()}
+	sites := &SiteReconciler{Client: mgr.GetClient(), Workloads: opts.Workloads}
 	if err := sites.SetupWithManager(mgr, opts.SiteConcurrency); err != nil {
 		return nil, fmt.Errorf("setting up the Site controller: %w", err)
+	}
+	siteServers := &SiteServerReconciler{Client: mgr.GetClient(), Workloads: opts.Workloads}
+	if err := siteServers.SetupWithManager(mgr, opts.SiteServerConcurrency); err != nil {
+		return nil, fmt.Errorf("setting up the SiteServer controller: %w", err)
 	}
 	return resolver, nil
 }
@@ -57,4 +79,18 @@ func NewScheme() (*runtime.Scheme, error) {
 		return nil, fmt.Errorf("registering the siteops.io kinds: %w", err)
 	}
 	return scheme, nil
+}
+
+// CacheOptions limits the manager's cache of the workload kinds to the
+// namespace that holds the site services, so that the operator neither
+// watches nor holds every Deployment, Service and ConfigMap of the cluster.
+func CacheOptions(workloadNamespace string) cache.Options {
+	only := cache.ByObject{Namespaces: map[string]cache.Config{workloadNamespace: {}}}
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&appsv1.Deployment{}:            only,
+		&appsv1.StatefulSet{}:           only,
+		&corev1.Service{}:               only,
+		&corev1.ConfigMap{}:             only,
+		&policyv1.PodDisruptionBudget{}: only,
+	}}
 }

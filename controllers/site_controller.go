@@ -3,11 +3,15 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -21,16 +25,22 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
+	"github.com/siteops/site-operator/internal/serviceconfig"
 )
 
 // +kubebuilder:rbac:groups=siteops.io,resources=sites,verbs=get;list;watch
 // +kubebuilder:rbac:groups=siteops.io,resources=sites/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=siteops.io,resources=subnets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=siteops.io,resources=siteservers,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;patch;delete
 
-// SiteReconciler keeps each Site's status: how many Subnets map to it and
-// whether it has a ready task service of its own.
+// SiteReconciler keeps each Site's task and package Services, which select
+// the pods of every SiteServer serving the site, and its status: how many
+// Subnets map to it, which SiteServers serve it and whether one of their
+// task services is ready.
 type SiteReconciler struct {
 	client.Client
+	Workloads WorkloadConfig
 }
 
 // SetupWithManager registers the controller; concurrency is the number of
@@ -56,8 +66,29 @@ func (r *SiteReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) err
 				enqueueSite(q, e.Object.(*siteopsv1.Subnet).Status.EffectiveSite)
 			},
 		}).
+		// A SiteServer joining, leaving or changing readiness changes the
+		// sites it serves before and after.
+		Watches(&siteopsv1.SiteServer{}, handler.Funcs{
+			CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				enqueueSites(q, e.Object.(*siteopsv1.SiteServer).Spec.Sites)
+			},
+			UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				enqueueSites(q, e.ObjectOld.(*siteopsv1.SiteServer).Spec.Sites)
+				enqueueSites(q, e.ObjectNew.(*siteopsv1.SiteServer).Spec.Sites)
+			},
+			DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				enqueueSites(q, e.Object.(*siteopsv1.SiteServer).Spec.Sites)
+			},
+		}).
+		Owns(&corev1.Service{}).
 		WithOptions(controller.Options{MaxConcurrentReconciles: concurrency}).
 		Complete(r)
+}
+
+func enqueueSites(q workqueue.TypedRateLimitingInterface[reconcile.Request], sites []string) {
+	for _, site := range sites {
+		enqueueSite(q, site)
+	}
 }
 
 func enqueueSite(q workqueue.TypedRateLimitingInterface[reconcile.Request], site string) {
@@ -79,10 +110,28 @@ func (r *SiteReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		return ctrl.Result{}, fmt.Errorf("listing Subnets of Site %s: %w", site.Name, err)
 	}
 
+	var servers siteopsv1.SiteServerList
+	if err := r.List(ctx, &servers, client.MatchingFields{IndexSiteServerSites: site.Name}); err != nil {
+		return ctrl.Result{}, fmt.Errorf("listing SiteServers of Site %s: %w", site.Name, err)
+	}
+	if err := r.reconcileServices(ctx, &site, len(servers.Items) > 0); err != nil {
+		return ctrl.Result{}, err
+	}
+
 	status := site.Status.DeepCopy()
 	status.ObservedGeneration = site.Generation
 	status.Subnets = int32(len(subnets.Items))
-	setSiteReady(status, site.Generation)
+	status.SiteServers, status.TaskEndpoints, status.PackageEndpoints = nil, nil, nil
+	for _, ss := range servers.Items {
+		status.SiteServers = append(status.SiteServers, ss.Name)
+	}
+	slices.Sort(status.SiteServers)
+	if len(servers.Items) > 0 {
+		ns := r.Workloads.Namespace
+		status.TaskEndpoints = []string{serviceURL(siteServiceName(site.Name, componentTask), ns, serviceconfig.DefaultPort)}
+		status.PackageEndpoints = []string{serviceURL(siteServiceName(site.Name, componentPackage), ns, serviceconfig.DefaultPort)}
+	}
+	meta.SetStatusCondition(&status.Conditions, siteReadyCondition(servers.Items, site.Generation))
 	if equality.Semantic.DeepEqual(status, &site.Status) {
 		return ctrl.Result{}, nil
 	}
@@ -95,15 +144,49 @@ func (r *SiteReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	return ctrl.Result{}, nil
 }
 
-// setSiteReady sets the Ready condition. SiteServers do not exist yet in
-// this API version, so no site has a task service of its own.
-func setSiteReady(status *siteopsv1.SiteStatus, generation int64) {
-	meta.SetStatusCondition(&status.Conditions, metav1.Condition{
-		Type:   siteopsv1.ConditionReady,
-		Status: metav1.ConditionFalse,
-		Reason: siteopsv1.ReasonNoSiteServer,
-		Message: "No SiteServer serves this site yet: its agents are served by the unassigned SiteServers" +
-			" (create a SiteServer that lists this site in spec.sites)",
-		ObservedGeneration: generation,
-	})
+// reconcileServices keeps the site's task and package Services while
+// SiteServers serve it, and removes them when none does.
+func (r *SiteReconciler) reconcileServices(ctx context.Context, site *siteopsv1.Site, served bool) error {
+	for _, component := range []string{componentTask, componentPackage} {
+		if served {
+			if err := applyIfChanged(ctx, r.Client, &corev1.Service{}, desiredSiteService(site, component, r.Workloads),
+				corev1ac.ExtractService); err != nil {
+				return err
+			}
+			continue
+		}
+		key := client.ObjectKey{Namespace: r.Workloads.Namespace, Name: siteServiceName(site.Name, component)}
+		if err := deleteIfExists(ctx, r.Client, &corev1.Service{}, key); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// siteReadyCondition is True when a SiteServer serving the site has a ready
+// task service of its own (a disabled one does not count).
+func siteReadyCondition(servers []siteopsv1.SiteServer, generation int64) metav1.Condition {
+	cond := metav1.Condition{Type: siteopsv1.ConditionReady, ObservedGeneration: generation}
+	if len(servers) == 0 {
+		cond.Status, cond.Reason = metav1.ConditionFalse, siteopsv1.ReasonNoSiteServer
+		cond.Message = "No SiteServer serves this site: its agents are served by the unassigned SiteServers" +
+			" (create a SiteServer that lists this site in spec.sites)"
+		return cond
+	}
+	var names []string
+	for _, ss := range servers {
+		task := meta.FindStatusCondition(ss.Status.Conditions, siteopsv1.ConditionTaskServiceReady)
+		if task != nil && task.Status == metav1.ConditionTrue && task.Reason == siteopsv1.ReasonAvailable {
+			names = append(names, ss.Name)
+		}
+	}
+	if len(names) == 0 {
+		cond.Status, cond.Reason = metav1.ConditionFalse, siteopsv1.ReasonServicesNotReady
+		cond.Message = "No task service of the SiteServers serving this site is ready: its agents are served by the unassigned SiteServers"
+		return cond
+	}
+	slices.Sort(names)
+	cond.Status, cond.Reason = metav1.ConditionTrue, siteopsv1.ReasonSiteReady
+	cond.Message = "Task service ready on SiteServer " + strings.Join(names, ", ")
+	return cond
 }

@@ -11,6 +11,8 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -30,11 +32,15 @@ import (
 // them) against a real kube-apiserver and etcd built by hack/controlplane.sh.
 var (
 	testEnv   *envtest.Environment
+	options   = controllers.DefaultOptions()
 	restCfg   *rest.Config
 	scheme    *runtime.Scheme
 	k8sClient client.Client
 	manager   *runningManager
 )
+
+// workloadNamespace holds the site services the suite's manager runs.
+var workloadNamespace = controllers.DefaultOptions().Workloads.Namespace
 
 func TestControllers(t *testing.T) {
 	RegisterFailHandler(Fail)
@@ -59,6 +65,9 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	k8sClient, err = client.New(restCfg, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
+
+	Expect(k8sClient.Create(context.Background(), &corev1.Namespace{
+		ObjectMeta: metav1.ObjectMeta{Name: workloadNamespace}})).To(Succeed())
 
 	manager = startManager()
 	DeferCleanup(func() { manager.stop() })
@@ -85,12 +94,13 @@ func startManager() *runningManager {
 	})
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:  scheme,
+		Cache:   controllers.CacheOptions(workloadNamespace),
 		Metrics: metricsserver.Options{BindAddress: "0"},
 		// Each restart registers the same controller names again.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	Expect(err).NotTo(HaveOccurred())
-	_, err = controllers.Setup(mgr, controllers.DefaultOptions())
+	_, err = controllers.Setup(mgr, options)
 	Expect(err).NotTo(HaveOccurred())
 
 	ctx, cancel := context.WithCancel(context.Background())

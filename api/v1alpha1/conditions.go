@@ -5,6 +5,16 @@ package v1alpha1
 const (
 	// ConditionReady is True when the object does what its spec asks.
 	ConditionReady = "Ready"
+	// ConditionPrerequisitesMet is True when a SiteServer's services can
+	// run: its sites exist, a node matches its selector and its storage
+	// class exists. While False, the services it blocks are not created.
+	ConditionPrerequisitesMet = "PrerequisitesMet"
+	// ConditionTaskServiceReady is True when a SiteServer's task service is
+	// available (or disabled).
+	ConditionTaskServiceReady = "TaskServiceReady"
+	// ConditionPackageServiceReady is True when a SiteServer's package
+	// service is available (or disabled).
+	ConditionPackageServiceReady = "PackageServiceReady"
 )
 
 // Reasons of a Subnet's Ready condition.
@@ -39,4 +49,27 @@ const (
 	ReasonServicesNotReady = "ServicesNotReady"
 	// ReasonSiteReady: at least one task service of the site's own is ready.
 	ReasonSiteReady = "TaskServiceReady"
+)
+
+// Reasons of a SiteServer's conditions.
+const (
+	// ReasonNoMatchingNode: no node matches spec.nodeSelector.
+	ReasonNoMatchingNode = "NoMatchingNode"
+	// ReasonStorageClassNotFound: the package service's StorageClass (or a
+	// default one, when none is named) does not exist.
+	ReasonStorageClassNotFound = "StorageClassNotFound"
+	// ReasonPrerequisitesMet: every prerequisite holds.
+	ReasonPrerequisitesMet = "PrerequisitesMet"
+	// ReasonAvailable: the service's pods are available.
+	ReasonAvailable = "Available"
+	// ReasonProgressing: the service's workload exists but not every pod is
+	// available yet.
+	ReasonProgressing = "Progressing"
+	// ReasonDisabled: the service is disabled in the spec.
+	ReasonDisabled = "Disabled"
+	// ReasonPrerequisitesNotMet: the service is not created because a
+	// prerequisite is missing; PrerequisitesMet says which.
+	ReasonPrerequisitesNotMet = "PrerequisitesNotMet"
+	// ReasonServicesReady: every enabled service is ready.
+	ReasonServicesReady = "ServicesReady"
 )

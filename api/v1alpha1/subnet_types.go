@@ -31,8 +31,8 @@ type SubnetSpec struct {
 	// site is the name of the Site this subnet belongs to. When absent the
 	// subnet inherits the site of the nearest enclosing subnet that has one.
 	// +optional
-	// +kubebuilder:validation:MaxLength=63
-	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="spec.site must be the name of a Site: a DNS-1123 label of lower-case letters, digits and '-', starting and ending with a letter or digit"
+	// +kubebuilder:validation:MaxLength=50
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="spec.site must be the name of a Site: at most 50 lower-case letters, digits and '-', starting with a letter and ending with a letter or digit"
 	Site string `json:"site,omitempty"`
 
 	// source tells who maintains the subnet: Manual (the default) or

@@ -24,6 +24,16 @@ func main() {
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one replica runs the controllers.")
 	flag.IntVar(&opts.SubnetConcurrency, "subnet-concurrency", opts.SubnetConcurrency, "Subnets reconciled at once.")
 	flag.IntVar(&opts.SiteConcurrency, "site-concurrency", opts.SiteConcurrency, "Sites reconciled at once.")
+	flag.IntVar(&opts.SiteServerConcurrency, "siteserver-concurrency", opts.SiteServerConcurrency, "SiteServers reconciled at once.")
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		opts.Workloads.Namespace = ns
+	}
+	flag.StringVar(&opts.Workloads.Namespace, "workload-namespace", opts.Workloads.Namespace,
+		"Namespace of the site services' Deployments, StatefulSets, Services and ConfigMaps (default: the manager's own namespace, from POD_NAMESPACE).")
+	flag.StringVar(&opts.Workloads.Image, "service-image", opts.Workloads.Image,
+		"Image holding the task-service and package-service binaries (the operator's own image).")
+	flag.StringVar((*string)(&opts.Workloads.ImagePullPolicy), "service-image-pull-policy", string(opts.Workloads.ImagePullPolicy),
+		"Pull policy of the site services' containers: Always, IfNotPresent or Never.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -38,6 +48,7 @@ func main() {
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                  scheme,
+		Cache:                   controllers.CacheOptions(opts.Workloads.Namespace),
 		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:  probeAddr,
 		LeaderElection:          leaderElect,

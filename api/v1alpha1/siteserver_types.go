@@ -1,0 +1,184 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// SiteServerSpec describes a server role: the nodes that host site services
+// and the sites they serve.
+type SiteServerSpec struct {
+	// sites are the names of the Sites this server serves. Empty means
+	// unassigned: the server serves agents whose site has no ready server
+	// of its own, or that are in no site.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=50
+	// +kubebuilder:validation:items:XValidation:rule="self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="spec.sites entries must be names of Sites: at most 50 lower-case letters, digits and '-', starting with a letter and ending with a letter or digit"
+	Sites []string `json:"sites,omitempty"`
+
+	// nodeSelector selects the nodes the server's pods run on, as a pod's
+	// nodeSelector does.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// tolerations let the server's pods run on tainted nodes.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=32
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// services are the site services this server hosts.
+	// +optional
+	Services SiteServices `json:"services,omitempty"`
+}
+
+// SiteServices are the services a SiteServer hosts.
+type SiteServices struct {
+	// task is the task service: agents check in there and receive work.
+	// +optional
+	Task TaskService `json:"task,omitempty"`
+
+	// package is the package service: content replicated to the site and
+	// served to its agents.
+	// +optional
+	Package PackageService `json:"package,omitempty"`
+}
+
+// TaskService configures a SiteServer's task service.
+type TaskService struct {
+	// enabled runs the task service (default true).
+	// +optional
+	// +kubebuilder:default=true
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// replicas is the number of task-service pods (default 1).
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=32
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// resources are the task-service container's resource requests and
+	// limits; requests default to 50m CPU and 64Mi memory.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+}
+
+// PackageService configures a SiteServer's package service.
+type PackageService struct {
+	// enabled runs the package service (default true).
+	// +optional
+	// +kubebuilder:default=true
+	Enabled *bool `json:"enabled,omitempty"`
+
+	// storage is the content store's volume.
+	// +optional
+	Storage PackageStorage `json:"storage,omitempty"`
+
+	// bandwidthLimit caps the bytes per second the package service spends
+	// replicating content into the site, such as 50Mi; absent means no cap.
+	// +optional
+	BandwidthLimit *resource.Quantity `json:"bandwidthLimit,omitempty"`
+}
+
+// PackageStorage is the persistent volume of a package service.
+type PackageStorage struct {
+	// size of the content store (default 10Gi).
+	// +optional
+	// +kubebuilder:default="10Gi"
+	Size *resource.Quantity `json:"size,omitempty"`
+
+	// storageClassName is the StorageClass of the volume; absent means the
+	// cluster's default StorageClass.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	StorageClassName string `json:"storageClassName,omitempty"`
+}
+
+// ServiceStatus is the state of one of a SiteServer's services.
+type ServiceStatus struct {
+	// ready is true when every desired replica of the service is available.
+	// +optional
+	Ready bool `json:"ready"`
+
+	// replicas is the number of pods desired.
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+
+	// readyReplicas is the number of pods ready.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+
+	// endpoint is the in-cluster URL of this SiteServer's own Service for
+	// the service.
+	// +optional
+	Endpoint string `json:"endpoint,omitempty"`
+}
+
+// SiteServerStatus is what the operator observed about a SiteServer.
+type SiteServerStatus struct {
+	// observedGeneration is the metadata.generation this status was computed
+	// from.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// task is the state of the task service.
+	// +optional
+	Task ServiceStatus `json:"task,omitempty"`
+
+	// package is the state of the package service.
+	// +optional
+	Package ServiceStatus `json:"package,omitempty"`
+
+	// conditions: Ready (every enabled service is ready), PrerequisitesMet
+	// (reasons NoMatchingNode, StorageClassNotFound, SiteNotFound),
+	// TaskServiceReady, PackageServiceReady.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// SiteServer is a server role: nodes that run a task service and a package
+// service for the Sites it serves.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=ss,categories=siteops
+// +kubebuilder:printcolumn:name="Sites",type=string,JSONPath=`.spec.sites`
+// +kubebuilder:printcolumn:name="Task",type=boolean,JSONPath=`.status.task.ready`
+// +kubebuilder:printcolumn:name="Package",type=boolean,JSONPath=`.status.package.ready`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 40 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name of a SiteServer must be at most 40 lower-case letters, digits and '-', starting with a letter and ending with a letter or digit (it names the server's Deployment, StatefulSet and Services)"
+type SiteServer struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec describes the server role.
+	// +optional
+	Spec SiteServerSpec `json:"spec,omitempty"`
+
+	// status is what the operator observed.
+	// +optional
+	Status SiteServerStatus `json:"status,omitempty"`
+}
+
+// SiteServerList is a list of SiteServers.
+//
+// +kubebuilder:object:root=true
+type SiteServerList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []SiteServer `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&SiteServer{}, &SiteServerList{})
+}

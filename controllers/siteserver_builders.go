@@ -1,0 +1,320 @@
+package controllers
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"slices"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+	policyv1ac "k8s.io/client-go/applyconfigurations/policy/v1"
+
+	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
+	"github.com/siteops/site-operator/internal/serviceconfig"
+)
+
+// Labels the operator puts on what it runs.
+const (
+	// LabelSiteServer names the SiteServer a workload or pod belongs to.
+	LabelSiteServer = "siteops.io/siteserver"
+	// LabelComponent is task-service or package-service.
+	LabelComponent = "app.kubernetes.io/component"
+	// LabelSitePrefix + site name is "true" on the pods that serve the site.
+	LabelSitePrefix = "site.siteops.io/"
+	// LabelUnassigned is "true" on the pods of unassigned SiteServers.
+	LabelUnassigned = "siteops.io/unassigned"
+	// AnnotationConfigHash on a pod template rolls the pods when their
+	// configuration changes.
+	AnnotationConfigHash = "siteops.io/config-hash"
+
+	componentTask    = "task-service"
+	componentPackage = "package-service"
+	configMountPath  = "/etc/site-operator"
+	contentVolume    = "content"
+	// nonRootUID is the user the image's binaries run as.
+	nonRootUID = int64(65532)
+)
+
+// WorkloadConfig is what the builders need besides the SiteServer.
+type WorkloadConfig struct {
+	// Namespace holds every workload, Service and ConfigMap.
+	Namespace string
+	// Image holds the task-service and package-service binaries.
+	Image string
+	// ImagePullPolicy of the workloads' containers.
+	ImagePullPolicy corev1.PullPolicy
+}
+
+func taskName(ss *siteopsv1.SiteServer) string    { return ss.Name + "-task" }
+func packageName(ss *siteopsv1.SiteServer) string { return ss.Name + "-package" }
+func configName(ss *siteopsv1.SiteServer) string  { return ss.Name + "-config" }
+
+// siteServiceName is the name of a Site's Service for a component: the
+// name limits of Sites (50) keep it within the 63 of a Service.
+func siteServiceName(site, component string) string {
+	if component == componentTask {
+		return "site-" + site + "-task"
+	}
+	return "site-" + site + "-package"
+}
+
+// serviceURL is the in-cluster URL of a Service.
+func serviceURL(name, namespace string, port int) string {
+	return fmt.Sprintf("http://%s.%s.svc:%d", name, namespace, port)
+}
+
+func commonLabels(ss *siteopsv1.SiteServer, component string) map[string]string {
+	return map[string]string{
+		"app.kubernetes.io/name":       "site-operator",
+		"app.kubernetes.io/managed-by": "site-operator",
+		LabelComponent:                 component,
+		LabelSiteServer:                ss.Name,
+	}
+}
+
+// podLabels adds one label per site served (or the unassigned label) to the
+// common labels, so that each Site's Services select the pods serving it.
+func podLabels(ss *siteopsv1.SiteServer, component string) map[string]string {
+	labels := commonLabels(ss, component)
+	if len(ss.Spec.Sites) == 0 {
+		labels[LabelUnassigned] = "true"
+	}
+	for _, site := range ss.Spec.Sites {
+		labels[LabelSitePrefix+site] = "true"
+	}
+	return labels
+}
+
+func selectorLabels(ss *siteopsv1.SiteServer, component string) map[string]string {
+	return map[string]string{LabelSiteServer: ss.Name, LabelComponent: component}
+}
+
+func ownerReference(ss *siteopsv1.SiteServer) *metav1ac.OwnerReferenceApplyConfiguration {
+	return metav1ac.OwnerReference().
+		WithAPIVersion(siteopsv1.GroupVersion.String()).WithKind("SiteServer").
+		WithName(ss.Name).WithUID(ss.UID).
+		WithController(true).WithBlockOwnerDeletion(true)
+}
+
+// serviceConfig is the configuration the SiteServer's pods load.
+func serviceConfig(ss *siteopsv1.SiteServer) serviceconfig.Config {
+	cfg := serviceconfig.Defaults(ss.Name, slices.Sorted(slices.Values(ss.Spec.Sites)))
+	if limit := ss.Spec.Services.Package.BandwidthLimit; limit != nil {
+		cfg.Package.BandwidthLimit = limit.Value()
+	}
+	return cfg
+}
+
+// desiredConfigMap holds the configuration of the SiteServer's services.
+func desiredConfigMap(ss *siteopsv1.SiteServer, wc WorkloadConfig) (*corev1ac.ConfigMapApplyConfiguration, string, error) {
+	data, err := serviceConfig(ss).Marshal()
+	if err != nil {
+		return nil, "", err
+	}
+	sum := sha256.Sum256([]byte(data))
+	cm := corev1ac.ConfigMap(configName(ss), wc.Namespace).
+		WithLabels(commonLabels(ss, "config")).
+		WithOwnerReferences(ownerReference(ss)).
+		WithData(map[string]string{serviceconfig.FileName: data})
+	return cm, hex.EncodeToString(sum[:8]), nil
+}
+
+// restrictedPodSecurity meets the restricted Pod Security Standard.
+func restrictedPodSecurity() *corev1ac.PodSecurityContextApplyConfiguration {
+	return corev1ac.PodSecurityContext().
+		WithRunAsNonRoot(true).WithRunAsUser(nonRootUID).WithRunAsGroup(nonRootUID).WithFSGroup(nonRootUID).
+		WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault))
+}
+
+func restrictedContainerSecurity() *corev1ac.SecurityContextApplyConfiguration {
+	return corev1ac.SecurityContext().
+		WithAllowPrivilegeEscalation(false).WithReadOnlyRootFilesystem(true).WithRunAsNonRoot(true).
+		WithCapabilities(corev1ac.Capabilities().WithDrop("ALL"))
+}
+
+// containerResources are the spec's resources, with requests defaulted so
+// that every pod is scheduled against what it uses.
+func containerResources(res corev1.ResourceRequirements) *corev1ac.ResourceRequirementsApplyConfiguration {
+	requests := corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse("50m"),
+		corev1.ResourceMemory: resource.MustParse("64Mi"),
+	}
+	maps.Copy(requests, res.Requests)
+	out := corev1ac.ResourceRequirements().WithRequests(requests)
+	if len(res.Limits) > 0 {
+		out.WithLimits(res.Limits)
+	}
+	return out
+}
+
+// serviceContainer is the container of a task-service or package-service
+// pod: the binary of that name from the image, its configuration mounted
+// read-only, probes on the health port.
+func serviceContainer(component string, wc WorkloadConfig, res corev1.ResourceRequirements) *corev1ac.ContainerApplyConfiguration {
+	probe := func(path string) *corev1ac.ProbeApplyConfiguration {
+		return corev1ac.Probe().
+			WithHTTPGet(corev1ac.HTTPGetAction().WithPath(path).WithPort(intstr.FromString("health")).
+				WithScheme(corev1.URISchemeHTTP)).
+			WithPeriodSeconds(10).WithTimeoutSeconds(2).WithFailureThreshold(3).WithSuccessThreshold(1)
+	}
+	return corev1ac.Container().
+		WithName(component).
+		WithImage(wc.Image).
+		WithImagePullPolicy(wc.ImagePullPolicy).
+		WithCommand("/usr/local/bin/"+component, "--config="+configMountPath+"/"+serviceconfig.FileName).
+		WithPorts(
+			corev1ac.ContainerPort().WithName("http").WithContainerPort(serviceconfig.DefaultPort).WithProtocol(corev1.ProtocolTCP),
+			corev1ac.ContainerPort().WithName("health").WithContainerPort(serviceconfig.DefaultHealthPort).WithProtocol(corev1.ProtocolTCP),
+		).
+		WithReadinessProbe(probe("/readyz")).
+		WithLivenessProbe(probe("/healthz")).
+		WithResources(containerResources(res)).
+		WithSecurityContext(restrictedContainerSecurity()).
+		WithVolumeMounts(corev1ac.VolumeMount().WithName("config").WithMountPath(configMountPath).WithReadOnly(true))
+}
+
+func podSpec(ss *siteopsv1.SiteServer, container *corev1ac.ContainerApplyConfiguration) *corev1ac.PodSpecApplyConfiguration {
+	spec := corev1ac.PodSpec().
+		WithContainers(container).
+		WithSecurityContext(restrictedPodSecurity()).
+		WithAutomountServiceAccountToken(false).
+		WithEnableServiceLinks(false).
+		WithVolumes(corev1ac.Volume().WithName("config").
+			WithConfigMap(corev1ac.ConfigMapVolumeSource().WithName(configName(ss))))
+	if len(ss.Spec.NodeSelector) > 0 {
+		spec.WithNodeSelector(ss.Spec.NodeSelector)
+	}
+	for i := range ss.Spec.Tolerations {
+		t := ss.Spec.Tolerations[i]
+		tol := corev1ac.Toleration()
+		if t.Key != "" {
+			tol.WithKey(t.Key)
+		}
+		if t.Operator != "" {
+			tol.WithOperator(t.Operator)
+		}
+		if t.Value != "" {
+			tol.WithValue(t.Value)
+		}
+		if t.Effect != "" {
+			tol.WithEffect(t.Effect)
+		}
+		if t.TolerationSeconds != nil {
+			tol.WithTolerationSeconds(*t.TolerationSeconds)
+		}
+		spec.WithTolerations(tol)
+	}
+	return spec
+}
+
+// taskReplicas is spec.services.task.replicas, 1 when unset.
+func taskReplicas(ss *siteopsv1.SiteServer) int32 {
+	if r := ss.Spec.Services.Task.Replicas; r != nil {
+		return *r
+	}
+	return 1
+}
+
+// desiredTaskDeployment runs the SiteServer's task service.
+func desiredTaskDeployment(ss *siteopsv1.SiteServer, wc WorkloadConfig, configHash string) *appsv1ac.DeploymentApplyConfiguration {
+	return appsv1ac.Deployment(taskName(ss), wc.Namespace).
+		WithLabels(commonLabels(ss, componentTask)).
+		WithOwnerReferences(ownerReference(ss)).
+		WithSpec(appsv1ac.DeploymentSpec().
+			WithReplicas(taskReplicas(ss)).
+			WithSelector(metav1ac.LabelSelector().WithMatchLabels(selectorLabels(ss, componentTask))).
+			WithTemplate(corev1ac.PodTemplateSpec().
+				WithLabels(podLabels(ss, componentTask)).
+				WithAnnotations(map[string]string{AnnotationConfigHash: configHash}).
+				WithSpec(podSpec(ss, serviceContainer(componentTask, wc, ss.Spec.Services.Task.Resources)))))
+}
+
+// desiredPackageStatefulSet runs the SiteServer's package service with its
+// content store on a PersistentVolumeClaim.
+func desiredPackageStatefulSet(ss *siteopsv1.SiteServer, wc WorkloadConfig, configHash string) *appsv1ac.StatefulSetApplyConfiguration {
+	storage := ss.Spec.Services.Package.Storage
+	size := resource.MustParse("10Gi")
+	if storage.Size != nil {
+		size = *storage.Size
+	}
+	claim := corev1ac.PersistentVolumeClaimSpec().
+		WithAccessModes(corev1.ReadWriteOnce).
+		WithResources(corev1ac.VolumeResourceRequirements().
+			WithRequests(corev1.ResourceList{corev1.ResourceStorage: size}))
+	if storage.StorageClassName != "" {
+		claim.WithStorageClassName(storage.StorageClassName)
+	}
+	container := serviceContainer(componentPackage, wc, corev1.ResourceRequirements{}).
+		WithVolumeMounts(corev1ac.VolumeMount().WithName(contentVolume).WithMountPath(serviceconfig.DefaultStoragePath))
+	return appsv1ac.StatefulSet(packageName(ss), wc.Namespace).
+		WithLabels(commonLabels(ss, componentPackage)).
+		WithOwnerReferences(ownerReference(ss)).
+		WithSpec(appsv1ac.StatefulSetSpec().
+			WithReplicas(1).
+			WithServiceName(packageName(ss)).
+			WithPodManagementPolicy(appsv1.ParallelPodManagement).
+			WithSelector(metav1ac.LabelSelector().WithMatchLabels(selectorLabels(ss, componentPackage))).
+			WithTemplate(corev1ac.PodTemplateSpec().
+				WithLabels(podLabels(ss, componentPackage)).
+				WithAnnotations(map[string]string{AnnotationConfigHash: configHash}).
+				WithSpec(podSpec(ss, container))).
+			WithVolumeClaimTemplates(corev1ac.PersistentVolumeClaim(contentVolume, "").
+				WithLabels(selectorLabels(ss, componentPackage)).
+				WithSpec(claim)))
+}
+
+// desiredServerService is the SiteServer's own Service for a component:
+// the endpoint of an unassigned server, and status.<service>.endpoint.
+func desiredServerService(ss *siteopsv1.SiteServer, component string, wc WorkloadConfig) *corev1ac.ServiceApplyConfiguration {
+	name := taskName(ss)
+	if component == componentPackage {
+		name = packageName(ss)
+	}
+	return corev1ac.Service(name, wc.Namespace).
+		WithLabels(commonLabels(ss, component)).
+		WithOwnerReferences(ownerReference(ss)).
+		WithSpec(serviceSpec(selectorLabels(ss, component)))
+}
+
+// desiredSiteService selects the pods of every SiteServer serving site for
+// a component; the Site owns it.
+func desiredSiteService(site *siteopsv1.Site, component string, wc WorkloadConfig) *corev1ac.ServiceApplyConfiguration {
+	return corev1ac.Service(siteServiceName(site.Name, component), wc.Namespace).
+		WithLabels(map[string]string{
+			"app.kubernetes.io/name":       "site-operator",
+			"app.kubernetes.io/managed-by": "site-operator",
+			LabelComponent:                 component,
+			"siteops.io/site":              site.Name,
+		}).
+		WithOwnerReferences(metav1ac.OwnerReference().
+			WithAPIVersion(siteopsv1.GroupVersion.String()).WithKind("Site").
+			WithName(site.Name).WithUID(site.UID).
+			WithController(true).WithBlockOwnerDeletion(true)).
+		WithSpec(serviceSpec(map[string]string{LabelSitePrefix + site.Name: "true", LabelComponent: component}))
+}
+
+func serviceSpec(selector map[string]string) *corev1ac.ServiceSpecApplyConfiguration {
+	return corev1ac.ServiceSpec().
+		WithType(corev1.ServiceTypeClusterIP).
+		WithSelector(selector).
+		WithPorts(corev1ac.ServicePort().WithName("http").WithProtocol(corev1.ProtocolTCP).
+			WithPort(serviceconfig.DefaultPort).WithTargetPort(intstr.FromString("http")))
+}
+
+// desiredTaskPDB keeps one task-service pod up through voluntary
+// disruptions; only built when the task service has more than one replica.
+func desiredTaskPDB(ss *siteopsv1.SiteServer, wc WorkloadConfig) *policyv1ac.PodDisruptionBudgetApplyConfiguration {
+	return policyv1ac.PodDisruptionBudget(taskName(ss), wc.Namespace).
+		WithLabels(commonLabels(ss, componentTask)).
+		WithOwnerReferences(ownerReference(ss)).
+		WithSpec(policyv1ac.PodDisruptionBudgetSpec().
+			WithMaxUnavailable(intstr.FromInt32(1)).
+			WithSelector(metav1ac.LabelSelector().WithMatchLabels(selectorLabels(ss, componentTask))))
+}

@@ -1,0 +1,107 @@
+package serviceconfig
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// writeConfig writes content as a configuration file and returns its path.
+func writeConfig(t *testing.T, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), FileName)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestMarshalLoadRoundTrip(t *testing.T) {
+	for _, c := range []Config{
+		Defaults("central", nil),
+		func() Config {
+			c := Defaults("paris-1", []string{"paris", "lyon"})
+			c.Task.Port, c.Task.HealthPort = 9000, 9001
+			c.Package.Port, c.Package.HealthPort = 9100, 9101
+			c.Package.StoragePath = "/data/content"
+			c.Package.BandwidthLimit = 10 << 20
+			return c
+		}(),
+	} {
+		t.Run(c.SiteServer, func(t *testing.T) {
+			data, err := c.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := Load(writeConfig(t, data))
+			if err != nil {
+				t.Fatalf("Load of the marshalled configuration:\n%s\nfailed: %v", data, err)
+			}
+			if !reflect.DeepEqual(got, c) {
+				t.Errorf("round trip gave %+v, want %+v\nfile:\n%s", got, c, data)
+			}
+		})
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c := Defaults("central", nil)
+	if c.Task.Port != 8080 || c.Task.HealthPort != 8081 || c.Package.Port != 8080 ||
+		c.Package.HealthPort != 8081 || c.Package.StoragePath != "/var/lib/site-operator/content" {
+		t.Errorf("Defaults = %+v", c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("Defaults do not validate: %v", err)
+	}
+}
+
+func TestLoadRejects(t *testing.T) {
+	const valid = `siteServer: central
+task: {port: 8080, healthPort: 8081}
+package: {port: 8080, healthPort: 8081, storagePath: /data}
+`
+	if _, err := Load(writeConfig(t, valid)); err != nil {
+		t.Fatalf("the valid base configuration does not load: %v", err)
+	}
+	tests := []struct {
+		name    string
+		content string
+		want    []string // substrings of the error
+	}{
+		{"unknown top-level field", valid + "sitess: [paris]\n", []string{`unknown field "sitess"`}},
+		{"unknown nested field", strings.Replace(valid, "port: 8080, healthPort", "prot: 8080, port: 8080, healthPort", 1),
+			[]string{`unknown field "prot"`}},
+		{"not YAML of the right shape", "siteServer: [a, b]\n", []string{"parsing the service configuration"}},
+		{"missing siteServer", strings.Replace(valid, "siteServer: central", "sites: [paris]", 1),
+			[]string{"siteServer must be set"}},
+		{"missing ports", "siteServer: central\n",
+			[]string{"task.port", "task.healthPort", "package.port", "package.healthPort"}},
+		{"port out of range", strings.Replace(valid, "healthPort: 8081}\npackage", "healthPort: 70000}\npackage", 1),
+			[]string{"task.healthPort must be a port between 1 and 65535, not 70000"}},
+		{"negative bandwidth", strings.Replace(valid, "storagePath: /data", "storagePath: /data, bandwidthLimit: -1", 1),
+			[]string{"package.bandwidthLimit"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := writeConfig(t, tt.content)
+			_, err := Load(path)
+			if err == nil {
+				t.Fatalf("Load accepted:\n%s", tt.content)
+			}
+			for _, want := range append(tt.want, path) {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not contain %q", err, want)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "absent.yaml"))
+	if err == nil || !strings.Contains(err.Error(), "absent.yaml") {
+		t.Errorf("Load of a missing file: %v, want an error naming the file", err)
+	}
+}
