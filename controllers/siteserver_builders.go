@@ -246,6 +246,7 @@ func desiredPackageStatefulSet(ss *siteopsv1.SiteServer, wc WorkloadConfig, conf
 	}
 	claim := corev1ac.PersistentVolumeClaimSpec().
 		WithAccessModes(corev1.ReadWriteOnce).
+		WithVolumeMode(corev1.PersistentVolumeFilesystem).
 		WithResources(corev1ac.VolumeResourceRequirements().
 			WithRequests(corev1.ResourceList{corev1.ResourceStorage: size}))
 	if storage.StorageClassName != "" {
@@ -265,7 +266,10 @@ func desiredPackageStatefulSet(ss *siteopsv1.SiteServer, wc WorkloadConfig, conf
 				WithLabels(podLabels(ss, componentPackage)).
 				WithAnnotations(map[string]string{AnnotationConfigHash: configHash}).
 				WithSpec(podSpec(ss, container))).
-			WithVolumeClaimTemplates(corev1ac.PersistentVolumeClaim(contentVolume, "").
+			// Not corev1ac.PersistentVolumeClaim(): a template has no kind,
+			// apiVersion or namespace of its own.
+			WithVolumeClaimTemplates((&corev1ac.PersistentVolumeClaimApplyConfiguration{}).
+				WithName(contentVolume).
 				WithLabels(selectorLabels(ss, componentPackage)).
 				WithSpec(claim)))
 }

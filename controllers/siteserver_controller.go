@@ -235,7 +235,7 @@ func (r *SiteServerReconciler) reconcileWorkloads(ctx context.Context, ss *siteo
 	runPackage := enabled(ss.Spec.Services.Package.Enabled) && !pre.packageBlocked
 	packageKey := client.ObjectKey{Namespace: wc.Namespace, Name: packageName(ss)}
 	if runPackage {
-		if err := applyIfChanged(ctx, r.Client, &appsv1.StatefulSet{}, desiredPackageStatefulSet(ss, wc, configHash), appsv1ac.ExtractStatefulSet); err != nil {
+		if err := applyIfChanged(ctx, r.Client, &appsv1.StatefulSet{}, desiredPackageStatefulSet(ss, wc, configHash), extractStatefulSet); err != nil {
 			return err
 		}
 		return applyIfChanged(ctx, r.Client, &corev1.Service{}, desiredServerService(ss, componentPackage, wc), corev1ac.ExtractService)
@@ -374,4 +374,19 @@ func quoteJoin(names []string) string {
 		quoted[i] = fmt.Sprintf("%q", n)
 	}
 	return strings.Join(quoted, ", ")
+}
+
+// extractStatefulSet is appsv1ac.ExtractStatefulSet for comparing with what
+// the builder wants. volumeClaimTemplates is an atomic list, so the applier
+// owns the whole of each template, including the status.phase that the API
+// server sets on it; that field is dropped here.
+func extractStatefulSet(sts *appsv1.StatefulSet, manager string) (*appsv1ac.StatefulSetApplyConfiguration, error) {
+	ac, err := appsv1ac.ExtractStatefulSet(sts, manager)
+	if err != nil || ac.Spec == nil {
+		return ac, err
+	}
+	for i := range ac.Spec.VolumeClaimTemplates {
+		ac.Spec.VolumeClaimTemplates[i].Status = nil
+	}
+	return ac, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -77,6 +78,8 @@ var _ = BeforeSuite(func() {
 // requests it sent to the API server.
 type runningManager struct {
 	writes atomic.Int64
+	// written lists the writes' methods and paths, for failure messages.
+	written sync.Map
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -88,6 +91,7 @@ func startManager() *runningManager {
 		return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
 			if req.Method != http.MethodGet {
 				m.writes.Add(1)
+				m.written.Store(req.Method+" "+req.URL.Path, true)
 			}
 			return rt.RoundTrip(req)
 		})
@@ -111,6 +115,13 @@ func startManager() *runningManager {
 		Expect(mgr.Start(ctx)).To(Succeed())
 	}()
 	return m
+}
+
+// writeList names the writes sent so far.
+func (m *runningManager) writeList() []string {
+	var list []string
+	m.written.Range(func(k, _ any) bool { list = append(list, k.(string)); return true })
+	return list
 }
 
 func (m *runningManager) stop() {

@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -135,7 +136,9 @@ var _ = Describe("Topology", func() {
 		Eventually(func() float64 { return reconcileTotal("site") - sitesBefore }, timeout, interval).
 			Should(BeNumerically(">=", 3))
 		// Let any queued follow-up reconciles run before counting.
-		Consistently(manager.writes.Load, 2*time.Second, interval).Should(BeZero())
+		Consistently(manager.writes.Load, 2*time.Second, interval).Should(BeZero(), func() string {
+			return fmt.Sprintf("writes: %v", manager.writeList())
+		})
 	})
 
 	It("makes a Subnet effective when its missing Site appears, and not when it goes", func() {
