@@ -80,8 +80,8 @@ type runningManager struct {
 	writes atomic.Int64
 	// written lists the writes' methods and paths, for failure messages.
 	written sync.Map
-	cancel context.CancelFunc
-	done   chan struct{}
+	cancel  context.CancelFunc
+	done    chan struct{}
 }
 
 func startManager() *runningManager {
