@@ -111,7 +111,7 @@ var _ = Describe("Topology", func() {
 			"corp-v6-fd00-a10-32":      effective("paris-hq", ""),
 			"lyon-v6-fd00-a10-20-48":   effective("lyon", ""),
 		}
-		Expect(objs).To(HaveLen(len(want) + 3))
+		Expect(objs).To(HaveLen(len(want) + 3 + 4))
 		for name, state := range want {
 			Eventually(getSubnetState(ctx, name), timeout, interval).Should(Equal(state), name)
 		}
@@ -119,22 +119,26 @@ var _ = Describe("Topology", func() {
 
 		for site, count := range map[string]int32{"paris-hq": 2, "lyon": 4, "nantes-warehouse": 1} {
 			Eventually(siteSubnets(ctx, site), timeout, interval).Should(Equal(count), site)
-			var s siteopsv1.Site
-			Expect(k8sClient.Get(ctx, client.ObjectKey{Name: site}, &s)).To(Succeed())
-			ready := meta.FindStatusCondition(s.Status.Conditions, siteopsv1.ConditionReady)
-			Expect(ready).NotTo(BeNil())
-			Expect(ready.Status).To(Equal(metav1.ConditionFalse))
-			Expect(ready.Reason).To(Equal(siteopsv1.ReasonNoSiteServer))
+			Eventually(func(g Gomega) []string { return siteStatus(ctx, site)(g).SiteServers }, timeout, interval).
+				Should(Equal([]string{site + "-srv"}))
+			// This control plane has no nodes, so no task service runs.
+			Eventually(siteReady(ctx, site), timeout, interval).Should(Equal("False/ServicesNotReady"), site)
+		}
+		for _, server := range []string{"paris-hq-srv", "lyon-srv", "nantes-warehouse-srv", "central"} {
+			Eventually(condition(ctx, server, siteopsv1.ConditionPrerequisitesMet), timeout, interval).
+				Should(Equal("False/NoMatchingNode"), server)
 		}
 
 		By("restarting the manager on the converged organisation: it reconciles everything and writes nothing")
 		manager.stop()
-		subnetsBefore, sitesBefore := reconcileTotal("subnet"), reconcileTotal("site")
+		subnetsBefore, sitesBefore, serversBefore := reconcileTotal("subnet"), reconcileTotal("site"), reconcileTotal("siteserver")
 		manager = startManager()
 		Eventually(func() float64 { return reconcileTotal("subnet") - subnetsBefore }, timeout, interval).
 			Should(BeNumerically(">=", len(want)))
 		Eventually(func() float64 { return reconcileTotal("site") - sitesBefore }, timeout, interval).
 			Should(BeNumerically(">=", 3))
+		Eventually(func() float64 { return reconcileTotal("siteserver") - serversBefore }, timeout, interval).
+			Should(BeNumerically(">=", 4))
 		// Let any queued follow-up reconciles run before counting.
 		Consistently(manager.writes.Load, 2*time.Second, interval).Should(BeZero(), func() string {
 			return fmt.Sprintf("writes: %v", manager.writeList())
