@@ -26,6 +26,7 @@ import (
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
 	"github.com/siteops/site-operator/internal/serviceconfig"
+	"github.com/siteops/site-operator/internal/serving"
 )
 
 // +kubebuilder:rbac:groups=siteops.io,resources=sites,verbs=get;list;watch
@@ -131,7 +132,7 @@ func (r *SiteReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		status.TaskEndpoints = []string{serviceURL(siteServiceName(site.Name, componentTask), ns, serviceconfig.DefaultPort)}
 		status.PackageEndpoints = []string{serviceURL(siteServiceName(site.Name, componentPackage), ns, serviceconfig.DefaultPort)}
 	}
-	meta.SetStatusCondition(&status.Conditions, siteReadyCondition(servers.Items, site.Generation))
+	meta.SetStatusCondition(&status.Conditions, siteReadyCondition(site.Name, servers.Items, site.Generation))
 	if equality.Semantic.DeepEqual(status, &site.Status) {
 		return ctrl.Result{}, nil
 	}
@@ -164,8 +165,9 @@ func (r *SiteReconciler) reconcileServices(ctx context.Context, site *siteopsv1.
 }
 
 // siteReadyCondition is True when a SiteServer serving the site has a ready
-// task service of its own (a disabled one does not count).
-func siteReadyCondition(servers []siteopsv1.SiteServer, generation int64) metav1.Condition {
+// task service of its own (a disabled one does not count), by the serving
+// rules the locator uses too.
+func siteReadyCondition(site string, servers []siteopsv1.SiteServer, generation int64) metav1.Condition {
 	cond := metav1.Condition{Type: siteopsv1.ConditionReady, ObservedGeneration: generation}
 	if len(servers) == 0 {
 		cond.Status, cond.Reason = metav1.ConditionFalse, siteopsv1.ReasonNoSiteServer
@@ -173,20 +175,30 @@ func siteReadyCondition(servers []siteopsv1.SiteServer, generation int64) metav1
 			" (create a SiteServer that lists this site in spec.sites)"
 		return cond
 	}
-	var names []string
-	for _, ss := range servers {
-		task := meta.FindStatusCondition(ss.Status.Conditions, siteopsv1.ConditionTaskServiceReady)
-		if task != nil && task.Status == metav1.ConditionTrue && task.Reason == siteopsv1.ReasonAvailable {
-			names = append(names, ss.Name)
-		}
-	}
-	if len(names) == 0 {
+	rules := servingServers(servers)
+	if !serving.HasReadyServer(site, rules) {
 		cond.Status, cond.Reason = metav1.ConditionFalse, siteopsv1.ReasonServicesNotReady
 		cond.Message = "No task service of the SiteServers serving this site is ready: its agents are served by the unassigned SiteServers"
 		return cond
 	}
-	slices.Sort(names)
+	var ready []serving.Server
+	for _, s := range rules {
+		if s.TaskReady {
+			ready = append(ready, s)
+		}
+	}
 	cond.Status, cond.Reason = metav1.ConditionTrue, siteopsv1.ReasonSiteReady
-	cond.Message = "Task service ready on SiteServer " + strings.Join(names, ", ")
+	cond.Message = "Task service ready on SiteServer " + strings.Join(serving.Names(ready), ", ")
 	return cond
+}
+
+// servingServers is what the serving rules need to know of SiteServers.
+func servingServers(servers []siteopsv1.SiteServer) []serving.Server {
+	out := make([]serving.Server, 0, len(servers))
+	for _, ss := range servers {
+		task := meta.FindStatusCondition(ss.Status.Conditions, siteopsv1.ConditionTaskServiceReady)
+		out = append(out, serving.Server{Name: ss.Name, Sites: ss.Spec.Sites,
+			TaskReady: task != nil && task.Status == metav1.ConditionTrue && task.Reason == siteopsv1.ReasonAvailable})
+	}
+	return out
 }

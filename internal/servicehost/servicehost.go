@@ -1,0 +1,225 @@
+// Package servicehost is the HTTP plumbing that the task service and the
+// package service share: an API server and a health server with /healthz
+// and /readyz, server timeouts, graceful shutdown and structured logging
+// with log/slog.
+//
+// It links neither controller-runtime nor client-go, so that the agent may
+// import it.
+package servicehost
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultShutdownTimeout is how long a Host waits for requests in flight
+// when it stops: under the 30 seconds Kubernetes gives a pod by default.
+const DefaultShutdownTimeout = 25 * time.Second
+
+// ReadyFunc reports nil when a service can take traffic, or why it cannot.
+type ReadyFunc func(ctx context.Context) error
+
+// HealthHandler serves the probes: GET /healthz answers 200 while the
+// process runs, GET /readyz answers 200 when ready returns nil and 503 with
+// the reason in the body otherwise. A nil ready is always ready.
+func HealthHandler(ready ReadyFunc) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeText(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if ready != nil {
+			if err := ready(r.Context()); err != nil {
+				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		writeText(w, "ok\n")
+	})
+	return mux
+}
+
+func writeText(w http.ResponseWriter, s string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.WriteString(w, s)
+}
+
+// Host runs one service: its API on one listener and the probes of
+// [HealthHandler] on another. A Host serves once.
+type Host struct {
+	// Name names the service in logs, e.g. "task-service".
+	Name string
+	// Handler serves the API.
+	Handler http.Handler
+	// Ready reports whether the service can take traffic beyond its API
+	// listener being up, which the Host checks itself; nil adds nothing.
+	Ready ReadyFunc
+	// Logger receives the Host's logs; nil means slog.Default().
+	Logger *slog.Logger
+	// ShutdownTimeout bounds the wait for requests in flight when the Host
+	// stops; 0 means DefaultShutdownTimeout. Connections still open after
+	// it are closed.
+	ShutdownTimeout time.Duration
+
+	state atomic.Int32 // one of the host* constants
+
+	mu        sync.Mutex
+	lastReady *string // the last readiness reported, to log its changes
+}
+
+// States of a Host, as readiness sees them.
+const (
+	hostStarting int32 = iota
+	hostServing
+	hostStopping
+)
+
+// ListenAndServe listens on addr for the API and on healthAddr for the
+// probes (host:port, as net.Listen takes them), then calls Serve.
+func (h *Host) ListenAndServe(ctx context.Context, addr, healthAddr string) error {
+	var lc net.ListenConfig
+	api, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listening for the %s API: %w", h.Name, err)
+	}
+	health, err := lc.Listen(ctx, "tcp", healthAddr)
+	if err != nil {
+		_ = api.Close()
+		return fmt.Errorf("listening for the %s health probes: %w", h.Name, err)
+	}
+	return h.Serve(ctx, api, health)
+}
+
+// Serve serves the API on api and the probes on health until ctx is done
+// or a server fails, then shuts down: /readyz turns 503, requests in
+// flight finish (within ShutdownTimeout), and the probes stop last. It
+// closes both listeners. It returns nil after a shutdown asked for by ctx.
+func (h *Host) Serve(ctx context.Context, api, health net.Listener) error {
+	log := h.logger()
+	apiServer := newAPIServer(h.Handler, log)
+	healthServer := newHealthServer(HealthHandler(h.ready), log)
+
+	errs := make(chan error, 2)
+	go func() { errs <- serve(apiServer, api, "API") }()
+	go func() { errs <- serve(healthServer, health, "health probes") }()
+	h.state.Store(hostServing)
+	log.Info("Serving", "address", api.Addr().String(), "healthAddress", health.Addr().String())
+
+	var err error
+	select {
+	case <-ctx.Done():
+		log.Info("Shutting down")
+	case err = <-errs:
+		log.Error("Shutting down after a server failed", "error", err)
+	}
+	h.state.Store(hostStopping)
+
+	timeout := h.ShutdownTimeout
+	if timeout <= 0 {
+		timeout = DefaultShutdownTimeout
+	}
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	for _, s := range []struct {
+		what   string
+		server *http.Server
+	}{{"API", apiServer}, {"health probes", healthServer}} {
+		if serr := s.server.Shutdown(stopCtx); serr != nil {
+			log.Warn("Closing the connections still open at the shutdown timeout", "server", s.what, "error", serr)
+			_ = s.server.Close()
+		}
+	}
+	log.Info("Stopped")
+	return err
+}
+
+// serve runs server on ln until it is shut down.
+func serve(server *http.Server, ln net.Listener, what string) error {
+	if err := server.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serving the %s on %s: %w", what, ln.Addr(), err)
+	}
+	return nil
+}
+
+// ready is the Host's readiness: its API listener is up, it is not
+// stopping, and h.Ready agrees. Changes are logged.
+func (h *Host) ready(ctx context.Context) error {
+	var err error
+	switch h.state.Load() {
+	case hostStarting:
+		err = errors.New("not serving yet")
+	case hostStopping:
+		err = errors.New("shutting down")
+	default:
+		if h.Ready != nil {
+			err = h.Ready(ctx)
+		}
+	}
+	h.noteReadiness(err)
+	return err
+}
+
+func (h *Host) noteReadiness(err error) {
+	reason := ""
+	if err != nil {
+		reason = err.Error()
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.lastReady != nil && *h.lastReady == reason {
+		return
+	}
+	h.lastReady = &reason
+	if err != nil {
+		h.logger().Warn("Not ready", "reason", reason)
+	} else {
+		h.logger().Info("Ready")
+	}
+}
+
+func (h *Host) logger() *slog.Logger {
+	log := h.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if h.Name != "" {
+		log = log.With("service", h.Name)
+	}
+	return log
+}
+
+// newAPIServer returns the server of a service's API. It has no read or
+// write timeout: agents hold long polls and download multi-gigabyte
+// images, so the handlers bound their own work instead. Slow or idle
+// clients are still cut off.
+func newAPIServer(handler http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// newHealthServer returns the server of the probes, whose requests and
+// answers are small.
+func newHealthServer(handler http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}

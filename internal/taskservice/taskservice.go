@@ -1,0 +1,63 @@
+// Package taskservice is the task service of a SiteServer: agents of its
+// sites check in there and receive work. It serves GET /v1/info on the
+// task port and the probes on the health port; the agent API (register,
+// work, status) is added on the same port.
+package taskservice
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+
+	"github.com/siteops/site-operator/internal/serviceconfig"
+	"github.com/siteops/site-operator/internal/servicehost"
+)
+
+// Options are what a Server needs besides its configuration.
+type Options struct {
+	// Version is reported by /v1/info.
+	Version string
+	// Logger receives the service's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Server is one task service. It is ready once it serves: its
+// configuration was loaded and validated by New, and its listener is up.
+type Server struct {
+	cfg  serviceconfig.Config
+	host *servicehost.Host
+}
+
+// New returns the task service configured by cfg.
+func New(cfg serviceconfig.Config, opts Options) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("task service configuration: %w", err)
+	}
+	if cfg.Task.Port == cfg.Task.HealthPort {
+		return nil, fmt.Errorf("task service configuration: task.port and task.healthPort must differ, both are %d", cfg.Task.Port)
+	}
+	s := &Server{cfg: cfg}
+	mux := http.NewServeMux()
+	mux.Handle("GET /v1/info", servicehost.InfoHandler(servicehost.Info{
+		Service: "task", SiteServer: cfg.SiteServer, Sites: cfg.Sites, Version: opts.Version,
+	}))
+	s.host = &servicehost.Host{Name: "task-service", Handler: mux, Logger: opts.Logger}
+	return s, nil
+}
+
+// ListenAndServe serves on the configured ports of every interface until
+// ctx is done, then shuts down gracefully.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	return s.host.ListenAndServe(ctx, portAddr(s.cfg.Task.Port), portAddr(s.cfg.Task.HealthPort))
+}
+
+// Serve serves the API on api and the probes on health until ctx is done,
+// then shuts down gracefully. It closes both listeners.
+func (s *Server) Serve(ctx context.Context, api, health net.Listener) error {
+	return s.host.Serve(ctx, api, health)
+}
+
+func portAddr(port int) string { return ":" + strconv.Itoa(port) }

@@ -1,0 +1,103 @@
+package taskservice
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/siteops/site-operator/internal/serviceconfig"
+	"github.com/siteops/site-operator/internal/servicehost"
+)
+
+func TestNewRejects(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		mutate func(*serviceconfig.Config)
+		want   string
+	}{
+		{"invalid configuration", func(c *serviceconfig.Config) { c.SiteServer = "" }, "siteServer"},
+		{"one port for API and probes", func(c *serviceconfig.Config) { c.Task.HealthPort = c.Task.Port },
+			"task.port and task.healthPort must differ"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := serviceconfig.Defaults("central", nil)
+			tt.mutate(&cfg)
+			if _, err := New(cfg, Options{}); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("New = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestServe(t *testing.T) {
+	cfg := serviceconfig.Defaults("paris-1", []string{"paris", "lyon"})
+	s, err := New(cfg, Options{Version: "v0.1.0", Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, health := listen(t), listen(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, api, health) }()
+	apiURL, healthURL := "http://"+api.Addr().String(), "http://"+health.Addr().String()
+
+	if code, body := get(t, healthURL+"/healthz"); code != 200 {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+	if code, body := get(t, healthURL+"/readyz"); code != 200 {
+		t.Errorf("/readyz: %d %q", code, body)
+	}
+
+	code, body := get(t, apiURL+"/v1/info")
+	if code != 200 {
+		t.Fatalf("/v1/info: %d %q", code, body)
+	}
+	var info servicehost.Info
+	if err := json.Unmarshal([]byte(body), &info); err != nil {
+		t.Fatalf("/v1/info is not JSON: %v: %s", err, body)
+	}
+	want := servicehost.Info{Service: "task", SiteServer: "paris-1", Sites: []string{"paris", "lyon"}, Version: "v0.1.0"}
+	if !reflect.DeepEqual(info, want) {
+		t.Errorf("/v1/info = %+v, want %+v", info, want)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after cancel")
+	}
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return resp.StatusCode, string(body)
+}
