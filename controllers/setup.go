@@ -34,8 +34,10 @@ type Options struct {
 // DefaultOptions are the options the manager binary starts with.
 func DefaultOptions() Options {
 	return Options{
-		SubnetConcurrency:     8,
-		SiteConcurrency:       4,
+		// Reconciles mostly wait on their status write: many at once keep
+		// up with a burst of creates (docs/benchmarks.md).
+		SubnetConcurrency:     32,
+		SiteConcurrency:       8,
 		SiteServerConcurrency: 4,
 		Workloads: WorkloadConfig{
 			Namespace:       "site-operator-system",

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -53,18 +54,18 @@ func (r *SiteReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) err
 		// A Subnet moving between sites changes the counts of both.
 		Watches(&siteopsv1.Subnet{}, handler.Funcs{
 			CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				enqueueSite(q, e.Object.(*siteopsv1.Subnet).Status.EffectiveSite)
+				enqueueSiteCoalesced(q, e.Object.(*siteopsv1.Subnet).Status.EffectiveSite)
 			},
 			UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 				oldSite := e.ObjectOld.(*siteopsv1.Subnet).Status.EffectiveSite
 				newSite := e.ObjectNew.(*siteopsv1.Subnet).Status.EffectiveSite
 				if oldSite != newSite {
-					enqueueSite(q, oldSite)
-					enqueueSite(q, newSite)
+					enqueueSiteCoalesced(q, oldSite)
+					enqueueSiteCoalesced(q, newSite)
 				}
 			},
 			DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				enqueueSite(q, e.Object.(*siteopsv1.Subnet).Status.EffectiveSite)
+				enqueueSiteCoalesced(q, e.Object.(*siteopsv1.Subnet).Status.EffectiveSite)
 			},
 		}).
 		// A SiteServer joining, leaving or changing readiness changes the
@@ -89,6 +90,18 @@ func (r *SiteReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) err
 func enqueueSites(q workqueue.TypedRateLimitingInterface[reconcile.Request], sites []string) {
 	for _, site := range sites {
 		enqueueSite(q, site)
+	}
+}
+
+// subnetCountDelay lets the Subnet changes of a burst (an import, a
+// GitOps sync) land before a Site recounts them, so that the Site's status
+// is written once per burst rather than once per Subnet. A queue holds a
+// delayed item once, whatever the number of adds.
+const subnetCountDelay = 500 * time.Millisecond
+
+func enqueueSiteCoalesced(q workqueue.TypedRateLimitingInterface[reconcile.Request], site string) {
+	if site != "" {
+		q.AddAfter(reconcile.Request{NamespacedName: types.NamespacedName{Name: site}}, subnetCountDelay)
 	}
 }
 

@@ -170,52 +170,6 @@ func subnetObjects(p *plan) [][]client.Object {
 	return batches
 }
 
-// measureResync starts a second manager with a fresh cache over the
-// converged objects, waits until it has reconciled every Subnet and Site
-// once, plus the settle time, and records the writes it sent.
-func (r *results) measureResync(ctx context.Context, scheme *runtime.Scheme) error {
-	before, err := reconcileTotals()
-	if err != nil {
-		return err
-	}
-	writes := &requestCounter{}
-	log.Printf("Restarting the manager")
-	start := time.Now()
-	mgr, err := startManager(ctx, r.cfg, scheme, r.opts.controllers, writes)
-	if err != nil {
-		return fmt.Errorf("restarting the manager: %w", err)
-	}
-	defer mgr.stop()
-
-	subnets, sites := float64(r.plan.subnetCount()), float64(len(r.plan.Sites))
-	waitCtx, cancel := context.WithTimeout(ctx, r.opts.timeout)
-	defer cancel()
-	for {
-		now, err := reconcileTotals()
-		if err != nil {
-			return err
-		}
-		if now["subnet"]-before["subnet"] >= subnets && now["site"]-before["site"] >= sites {
-			break
-		}
-		if err := sleep(waitCtx, 20*time.Millisecond); err != nil {
-			return fmt.Errorf("waiting for the restarted manager to reconcile every object (%v of %v Subnets, %v of %v Sites): %w",
-				now["subnet"]-before["subnet"], subnets, now["site"]-before["site"], sites, err)
-		}
-	}
-	r.tResync = time.Since(start)
-	log.Printf("Restarted manager reconciled every object in %s; counting its writes for %s more",
-		r.tResync.Round(time.Millisecond), r.opts.settle)
-	if err := sleep(ctx, r.opts.settle); err != nil {
-		return err
-	}
-	r.resyncWrites = writes.snapshot()
-	if err := mgr.stop(); err != nil {
-		return fmt.Errorf("stopping the restarted manager: %w", err)
-	}
-	return nil
-}
-
 // verify lists every Subnet and Site and compares its status with the plan.
 func verify(ctx context.Context, c client.Client, p *plan) error {
 	var problems []string

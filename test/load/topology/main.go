@@ -18,6 +18,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -30,7 +31,6 @@ import (
 	"github.com/go-logr/logr/funcr"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/siteops/site-operator/controllers"
@@ -55,9 +55,9 @@ func parseFlags() options {
 	flag.StringVar(&opts.crds, "crds", "config/crd/bases", "Directory of the CRDs to install.")
 	flag.Uint64Var(&opts.seed, "seed", 1, "Seed of the topology generator.")
 	flag.IntVar(&opts.controllers.SubnetConcurrency, "subnet-concurrency", opts.controllers.SubnetConcurrency,
-		"Subnets the manager reconciles at once (default: the manager's).")
+		"Subnets the manager reconciles at once.")
 	flag.IntVar(&opts.controllers.SiteConcurrency, "site-concurrency", opts.controllers.SiteConcurrency,
-		"Sites the manager reconciles at once (default: the manager's).")
+		"Sites the manager reconciles at once.")
 	flag.DurationVar(&opts.timeout, "timeout", 10*time.Minute, "How long each wait for the controllers may take.")
 	flag.DurationVar(&opts.settle, "settle", 5*time.Second,
 		"How long to keep counting the manager's writes after the statuses converged and after a restart.")
@@ -105,14 +105,14 @@ func main() {
 	}
 }
 
-// run starts the control plane, runs the measurements and verifies the
-// statuses. It returns what it measured so far even when it fails.
+// run starts the control plane and the harness, runs the measurements and
+// verifies the statuses. It returns what it measured so far even when it
+// fails.
 func run(ctx context.Context, opts options) (*results, error) {
 	p, err := generate(opts.sites, opts.subnets, opts.seed)
 	if err != nil {
 		return nil, fmt.Errorf("generating the topology: %w", err)
 	}
-	res := &results{opts: opts, plan: p}
 	scheme, err := controllers.NewScheme()
 	if err != nil {
 		return nil, fmt.Errorf("building the scheme: %w", err)
@@ -126,140 +126,43 @@ func run(ctx context.Context, opts options) (*results, error) {
 	log.Printf("Starting kube-apiserver and etcd")
 	cfg, err := env.Start()
 	if err != nil {
-		return nil, fmt.Errorf("starting the control plane (is KUBEBUILDER_ASSETS set?): %w", err)
+		// Start leaves etcd and kube-apiserver running when a later step,
+		// such as installing the CRDs, fails.
+		return nil, errors.Join(fmt.Errorf("starting the control plane (is KUBEBUILDER_ASSETS set?): %w", err), env.Stop())
 	}
 	defer func() {
 		if err := env.Stop(); err != nil {
 			log.Printf("Stopping the control plane: %v", err)
 		}
 	}()
-	res.cfg = cfg
-	procs, err := processes()
+	// Stop the observer's watches and the manager before the control
+	// plane, whose API server otherwise waits for their watches to end.
+	ctx, stopHarness := context.WithCancel(ctx)
+	defer stopHarness()
+
+	h, err := newHarness(ctx, opts, p, cfg, scheme)
 	if err != nil {
 		return nil, err
 	}
-
-	// Stop the observer's watches before the control plane, whose API
-	// server otherwise waits for them to end when it shuts down.
-	obsCtx, stopObserver := context.WithCancel(ctx)
-	defer stopObserver()
-	obs, err := newObserver(cfg, scheme, p)
-	if err != nil {
-		return nil, err
+	defer h.manager.stop()
+	if err := h.createSites(ctx); err != nil {
+		return &h.res, err
 	}
-	var obsErr error
-	pprof.Do(obsCtx, pprof.Labels("component", "observer"), func(ctx context.Context) { obsErr = obs.run(ctx) })
-	if obsErr != nil {
-		return nil, obsErr
+	if err := h.measureConvergence(ctx); err != nil {
+		return &h.res, err
 	}
-
-	writes := &requestCounter{}
-	mgr, err := startManager(ctx, cfg, scheme, opts.controllers, writes)
-	if err != nil {
-		return nil, err
+	if err := h.manager.stop(); err != nil {
+		return &h.res, fmt.Errorf("stopping the manager: %w", err)
 	}
-	defer mgr.stop()
-
-	creates := &requestCounter{}
-	clients, err := newClients(cfg, scheme, opts.workers, creates)
-	if err != nil {
-		return nil, err
+	if err := h.measureResync(ctx); err != nil {
+		return &h.res, err
 	}
-
-	if err := waitIdle(ctx, procs); err != nil {
-		return res, err
-	}
-	log.Printf("Creating %d Sites", len(p.Sites))
-	start := time.Now()
-	if _, err := createAll(ctx, clients, siteObjects(p)); err != nil {
-		return res, err
-	}
-	if err := obs.waitFor(ctx, "the Sites' first statuses", opts.timeout, func(m milestones) bool {
-		return m.statused == len(p.Sites)
-	}); err != nil {
-		return res, err
-	}
-	res.siteWrites = writes.snapshot()
-	log.Printf("Sites created and given a status in %s", time.Since(start).Round(time.Millisecond))
-
-	if err := res.measureConvergence(ctx, procs, obs, clients, creates, writes); err != nil {
-		return res, err
-	}
-	if err := mgr.stop(); err != nil {
-		return res, fmt.Errorf("stopping the manager: %w", err)
-	}
-	if err := res.measureResync(ctx, scheme); err != nil {
-		return res, err
-	}
-
-	res.createsThrottled = creates.snapshot().throttled
-	if res.peakRSS, err = peakRSS(procs); err != nil {
-		return res, err
+	h.res.creates = h.creates.snapshot()
+	if h.res.peakRSS, err = peakRSS(h.procs); err != nil {
+		return &h.res, err
 	}
 	log.Printf("Verifying every status")
-	return res, verify(ctx, clients[0], p)
-}
-
-// measureConvergence creates the Subnets while the manager runs and waits
-// until every Subnet and Site status is the planned one.
-func (r *results) measureConvergence(ctx context.Context, procs map[string]int, obs *observer,
-	clients []client.Client, creates, writes *requestCounter) error {
-	subnets := subnetObjects(r.plan)
-	if err := waitIdle(ctx, procs); err != nil {
-		return err
-	}
-	stopProfile, err := startCPUProfile(r.opts.cpuProfile)
-	if err != nil {
-		return err
-	}
-	defer stopProfile()
-	writesBefore := writes.snapshot()
-	cpuBefore, err := sampleCPU(procs)
-	if err != nil {
-		return err
-	}
-
-	log.Printf("Creating %d Subnets with %d workers", r.plan.subnetCount(), len(clients))
-	profileDone := profileAPIServer(ctx, r.cfg, r.opts.apiServerProfile)
-	defer func() { <-profileDone }()
-	progressCtx, stopProgress := context.WithCancel(ctx)
-	defer stopProgress()
-	start := time.Now()
-	go logProgress(progressCtx, start, obs, creates, writes)
-	lastCreate, err := createAll(ctx, clients, subnets)
-	if err != nil {
-		return err
-	}
-	r.tCreate = lastCreate.Sub(start)
-	cpuCreated, err := sampleCPU(procs)
-	if err != nil {
-		return err
-	}
-	r.cpuCreate = cpuCreated.sub(cpuBefore)
-	log.Printf("Subnets created in %s; waiting for the statuses", r.tCreate.Round(time.Millisecond))
-
-	err = obs.waitFor(ctx, "every Subnet and Site status", r.opts.timeout, func(m milestones) bool {
-		return m.final == r.plan.subnetCount() && m.settled == len(r.plan.Sites)
-	})
-	m := obs.milestones()
-	r.converged = time.Since(start)
-	stopProgress()
-	cpuConverged, cpuErr := sampleCPU(procs)
-	stopProfile()
-	if err != nil {
-		return err
-	}
-	if cpuErr != nil {
-		return cpuErr
-	}
-	r.cpuConverge = cpuConverged.sub(cpuBefore)
-	r.tReady, r.tFinal, r.tSettled = m.readyAt.Sub(start), m.finalAt.Sub(start), m.settledAt.Sub(start)
-	log.Printf("Converged in %s; counting the manager's writes for %s more", r.converged.Round(time.Millisecond), r.opts.settle)
-	if err := sleep(ctx, r.opts.settle); err != nil {
-		return err
-	}
-	r.convergeWrites = writes.snapshot().sub(writesBefore)
-	return nil
+	return &h.res, verify(ctx, h.clients[0], p)
 }
 
 // startCPUProfile starts a CPU profile into path, if path is set, and returns

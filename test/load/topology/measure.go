@@ -21,27 +21,32 @@ import (
 
 // requestCounter counts the writes (every request but GET) that go through
 // the RoundTripper it wraps, by what they write, and the responses that
-// show contention.
+// show contention: conflicts, and 429s (Too Many Requests) to writes and to
+// reads. A 429 to a read is usually a list or watch sent while the API
+// server's watch cache for a just-installed CRD was still initialising.
 type requestCounter struct {
 	subnetStatus, siteStatus, otherWrites atomic.Int64
-	conflicts, throttled                  atomic.Int64
+	conflicts                             atomic.Int64
+	throttledWrites, throttledReads       atomic.Int64
 }
 
 // requestCounts is a copy of a requestCounter's counts.
 type requestCounts struct {
 	subnetStatus, siteStatus, otherWrites int64
-	conflicts, throttled                  int64
+	conflicts                             int64
+	throttledWrites, throttledReads       int64
 }
 
 func (c requestCounts) writes() int64 { return c.subnetStatus + c.siteStatus + c.otherWrites }
 
 func (c requestCounts) sub(o requestCounts) requestCounts {
 	return requestCounts{
-		subnetStatus: c.subnetStatus - o.subnetStatus,
-		siteStatus:   c.siteStatus - o.siteStatus,
-		otherWrites:  c.otherWrites - o.otherWrites,
-		conflicts:    c.conflicts - o.conflicts,
-		throttled:    c.throttled - o.throttled,
+		subnetStatus:    c.subnetStatus - o.subnetStatus,
+		siteStatus:      c.siteStatus - o.siteStatus,
+		otherWrites:     c.otherWrites - o.otherWrites,
+		conflicts:       c.conflicts - o.conflicts,
+		throttledWrites: c.throttledWrites - o.throttledWrites,
+		throttledReads:  c.throttledReads - o.throttledReads,
 	}
 }
 
@@ -52,18 +57,20 @@ func (c requestCounts) String() string {
 
 func (c *requestCounter) snapshot() requestCounts {
 	return requestCounts{
-		subnetStatus: c.subnetStatus.Load(),
-		siteStatus:   c.siteStatus.Load(),
-		otherWrites:  c.otherWrites.Load(),
-		conflicts:    c.conflicts.Load(),
-		throttled:    c.throttled.Load(),
+		subnetStatus:    c.subnetStatus.Load(),
+		siteStatus:      c.siteStatus.Load(),
+		otherWrites:     c.otherWrites.Load(),
+		conflicts:       c.conflicts.Load(),
+		throttledWrites: c.throttledWrites.Load(),
+		throttledReads:  c.throttledReads.Load(),
 	}
 }
 
 // wrap is a rest.Config WrapTransport function.
 func (c *requestCounter) wrap(next http.RoundTripper) http.RoundTripper {
 	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
-		if req.Method != http.MethodGet {
+		write := req.Method != http.MethodGet
+		if write {
 			path := req.URL.Path
 			switch {
 			case strings.HasSuffix(path, "/status") && strings.Contains(path, "/subnets/"):
@@ -80,7 +87,11 @@ func (c *requestCounter) wrap(next http.RoundTripper) http.RoundTripper {
 			case http.StatusConflict:
 				c.conflicts.Add(1)
 			case http.StatusTooManyRequests:
-				c.throttled.Add(1)
+				if write {
+					c.throttledWrites.Add(1)
+				} else {
+					c.throttledReads.Add(1)
+				}
 			}
 		}
 		return resp, err
@@ -121,6 +132,9 @@ const (
 	procSelf      = "harness+manager"
 	procAPIServer = "kube-apiserver"
 	procEtcd      = "etcd"
+	// procOthers is every other process on the machine: CPU time they use
+	// during a measurement was taken from the control plane and manager.
+	procOthers = "other processes"
 )
 
 // userHZ is the unit of the CPU times in /proc/<pid>/stat (USER_HZ, 100 on
@@ -168,9 +182,14 @@ func readStat(path string) (string, []string, error) {
 // cpuTimes is the CPU time (user and system) each process has used.
 type cpuTimes map[string]time.Duration
 
-// sampleCPU reads the CPU time each of procs has used so far.
+// sampleCPU reads the CPU time each of procs, and procOthers, has used so
+// far.
 func sampleCPU(procs map[string]int) (cpuTimes, error) {
-	times := cpuTimes{}
+	machine, err := machineBusy()
+	if err != nil {
+		return nil, err
+	}
+	times := cpuTimes{procOthers: machine}
 	for name, pid := range procs {
 		_, fields, err := readStat(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
@@ -183,8 +202,29 @@ func sampleCPU(procs map[string]int) (cpuTimes, error) {
 		utime, _ := strconv.ParseInt(fields[11], 10, 64)
 		stime, _ := strconv.ParseInt(fields[12], 10, 64)
 		times[name] = time.Duration(utime+stime) * time.Second / userHZ
+		times[procOthers] -= times[name]
 	}
 	return times, nil
+}
+
+// machineBusy reads the CPU time all processes have used, from /proc/stat.
+func machineBusy() (time.Duration, error) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, fmt.Errorf("reading the machine's CPU time: %w", err)
+	}
+	line, _, _ := bytes.Cut(data, []byte("\n"))
+	fields := strings.Fields(string(line))
+	// cpu user nice system idle iowait irq softirq steal ...
+	if len(fields) < 9 || fields[0] != "cpu" {
+		return 0, fmt.Errorf("reading the machine's CPU time: unexpected format of /proc/stat")
+	}
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		v, _ := strconv.ParseInt(fields[i], 10, 64)
+		ticks += v
+	}
+	return time.Duration(ticks) * time.Second / userHZ, nil
 }
 
 // waitIdle waits until the control plane has used less than a tenth of a
@@ -248,9 +288,25 @@ func peakRSS(procs map[string]int) (map[string]int64, error) {
 	return peaks, nil
 }
 
-// logProgress logs every few seconds how far the creates and the statuses
-// are, until ctx ends.
-func logProgress(ctx context.Context, start time.Time, obs *observer, creates, writes *requestCounter) {
+// progress logs every few seconds how far the creates and the statuses
+// are since it was made.
+type progress struct {
+	start           time.Time
+	obs             *observer
+	creates, writes *requestCounter
+	createsBefore   requestCounts
+	writesBefore    requestCounts
+}
+
+func newProgress(obs *observer, creates, writes *requestCounter) *progress {
+	return &progress{
+		start: time.Now(), obs: obs, creates: creates, writes: writes,
+		createsBefore: creates.snapshot(), writesBefore: writes.snapshot(),
+	}
+}
+
+// log logs until ctx ends.
+func (p *progress) log(ctx context.Context) {
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	for {
@@ -258,9 +314,10 @@ func logProgress(ctx context.Context, start time.Time, obs *observer, creates, w
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			m, w := obs.milestones(), writes.snapshot()
+			m := p.obs.milestones()
+			c, w := p.creates.snapshot().sub(p.createsBefore), p.writes.snapshot().sub(p.writesBefore)
 			log.Printf("%3.0f s: %d creates sent; Subnets ready %d; manager writes: Subnet status %d, Site status %d",
-				time.Since(start).Seconds(), creates.snapshot().otherWrites, m.ready, w.subnetStatus, w.siteStatus)
+				time.Since(p.start).Seconds(), c.otherWrites, m.ready, w.subnetStatus, w.siteStatus)
 		}
 	}
 }
@@ -291,7 +348,8 @@ func fetchProfile(ctx context.Context, cfg *rest.Config, path string) error {
 	if err != nil {
 		return fmt.Errorf("creating an HTTP client: %w", err)
 	}
-	url := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", cfg.Host, int(apiServerProfileDuration.Seconds()))
+	url := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", strings.TrimSuffix(cfg.Host, "/"),
+		int(apiServerProfileDuration.Seconds()))
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return fmt.Errorf("building the request: %w", err)

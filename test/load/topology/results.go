@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/client-go/rest"
-
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
 )
 
@@ -19,8 +17,6 @@ const ratioTarget = 1.5
 type results struct {
 	opts options
 	plan *plan
-	// cfg is the API server's admin configuration.
-	cfg *rest.Config
 
 	// siteWrites are the manager's writes until every Site had its first
 	// status, before any Subnet existed.
@@ -39,9 +35,9 @@ type results struct {
 	// the settle time after.
 	tResync      time.Duration
 	resyncWrites requestCounts
-	// createsThrottled counts 429 responses to the harness's clients.
-	createsThrottled int64
-	peakRSS          map[string]int64
+	// creates are the harness clients' requests.
+	creates requestCounts
+	peakRSS map[string]int64
 }
 
 // print writes the results as a Markdown table.
@@ -65,15 +61,18 @@ func (r *results) print(w io.Writer) {
 		{"tCreate: first Subnet create → last accepted", seconds(r.tCreate)},
 		{"creates/s", fmt.Sprintf("%.0f", float64(subnets)/r.tCreate.Seconds())},
 		{"tReady: → every Subnet Ready for its generation", seconds(r.tReady)},
-		{fmt.Sprintf("ratio tReady / tCreate (target ≤ %.1f)", ratioTarget), fmt.Sprintf("%.2f (%s)", ratio, verdict)},
+		{fmt.Sprintf("ratio tReady / tCreate (target ≤ %.1f)", ratioTarget), fmt.Sprintf("%.2f — %s", ratio, verdict)},
 		{"tFinal: → every Subnet status as planned", seconds(r.tFinal)},
 		{"tSitesSettled: → every Site's status.subnets as planned", seconds(r.tSettled)},
 		{"manager writes for the Sites' first statuses", r.siteWrites.String()},
 		{"manager writes during convergence", r.convergeWrites.String()},
 		{"manager writes after a restart (target 0)",
-			fmt.Sprintf("%s (%s); resync of every object took %s", r.resyncWrites, steady, seconds(r.tResync))},
-		{"429 responses: manager / harness clients",
-			fmt.Sprintf("%d / %d", r.siteWrites.throttled+r.convergeWrites.throttled+r.resyncWrites.throttled, r.createsThrottled)},
+			fmt.Sprintf("%s — %s; every object reconciled in %s", r.resyncWrites, steady, seconds(r.tResync))},
+		{"429 responses to writes (reads): manager / harness clients",
+			fmt.Sprintf("%d (%d) / %d (%d)",
+				r.siteWrites.throttledWrites+r.convergeWrites.throttledWrites+r.resyncWrites.throttledWrites,
+				r.siteWrites.throttledReads+r.convergeWrites.throttledReads+r.resyncWrites.throttledReads,
+				r.creates.throttledWrites, r.creates.throttledReads)},
 		{fmt.Sprintf("CPU s during tCreate (%d cores: %.1f s available)", runtime.NumCPU(), float64(runtime.NumCPU())*r.tCreate.Seconds()),
 			r.cpuCreate.String()},
 		{fmt.Sprintf("CPU s until convergence (%.1f s available)", float64(runtime.NumCPU())*r.converged.Seconds()),
@@ -89,7 +88,7 @@ func (r *results) print(w io.Writer) {
 func seconds(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
 
 // reportedProcesses is the order processes are reported in.
-var reportedProcesses = []string{procSelf, procAPIServer, procEtcd}
+var reportedProcesses = []string{procSelf, procAPIServer, procEtcd, procOthers}
 
 func (t cpuTimes) String() string {
 	var parts []string
