@@ -77,9 +77,9 @@ build: generate ## Build the manager binary into bin/.
 	go build -o bin/manager ./cmd/manager
 
 .PHONY: run
-run: build manifests ## Start a local control plane with the CRDs and samples, and run the manager against it.
+run: build manifests ## Start a simulated cluster (kwok nodes) with the CRDs and samples, and run the manager against it.
 	go build -o bin/localcluster ./hack/localcluster
-	KUBEBUILDER_ASSETS="$$($(CONTROLPLANE))" bin/localcluster --manager bin/manager
+	bin/localcluster --manager bin/manager
 
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).

@@ -1,17 +1,19 @@
-// Command localcluster is `make run`: it starts a local control plane (etcd
-// and kube-apiserver built by hack/controlplane.sh), installs the CRDs,
-// applies config/samples, runs the manager binary against it and prints the
-// kubeconfig to use from another shell. Ctrl-C stops all of it.
+// Command localcluster is `make run`, the embedded default: it starts a
+// simulated cluster (etcd, kube-apiserver, kube-controller-manager,
+// kube-scheduler and kwok playing the kubelets of fake nodes, all built
+// from Go module sources by hack/controlplane.sh), installs the operator's
+// CRDs and RBAC, creates three site-server nodes with local volumes of the
+// "site-content" StorageClass, applies config/samples and runs the manager
+// against it as its ServiceAccount. It prints what the operator reported
+// and the kubeconfig to use from another shell. Ctrl-C stops all of it.
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -19,84 +21,82 @@ import (
 	"text/tabwriter"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
 	"github.com/siteops/site-operator/controllers"
 	"github.com/siteops/site-operator/internal/manifests"
+	"github.com/siteops/site-operator/test/e2e/cluster"
+)
+
+// The sample SiteServers run on nodes with this label and keep their
+// content on this StorageClass (config/samples/siteops_v1alpha1_siteserver.yaml).
+const (
+	siteServerLabel = "siteops.io/site-server"
+	storageClass    = "site-content"
 )
 
 func main() {
 	var (
 		managerPath = flag.String("manager", "bin/manager", "Manager binary to run.")
-		crdDir      = flag.String("crds", "config/crd/bases", "Directory of CRD manifests to install.")
 		samplesDir  = flag.String("samples", "config/samples", "Directory of sample manifests to apply.")
-		stateDir    = flag.String("state-dir", ".run", "Directory for the kubeconfig.")
+		stateDir    = flag.String("state-dir", ".run", "Directory for the cluster's data, logs and kubeconfig.")
 	)
 	flag.Parse()
-	if err := run(*managerPath, *crdDir, *samplesDir, *stateDir); err != nil {
+	if err := run(*managerPath, *samplesDir, *stateDir); err != nil {
 		fmt.Fprintln(os.Stderr, "localcluster:", err)
 		os.Exit(1)
 	}
 }
 
-func run(managerPath, crdDir, samplesDir, stateDir string) error {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		return errors.New("KUBEBUILDER_ASSETS is not set: run `make run`, which builds the control plane with hack/controlplane.sh")
-	}
+func run(managerPath, samplesDir, stateDir string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	env := &envtest.Environment{CRDDirectoryPaths: []string{crdDir}, ErrorIfCRDPathMissing: true}
-	log("Starting etcd and kube-apiserver from %s", os.Getenv("KUBEBUILDER_ASSETS"))
-	cfg, err := env.Start()
-	if err != nil {
-		return fmt.Errorf("starting the control plane: %w", err)
-	}
-	defer func() {
-		log("Stopping the control plane")
-		if err := env.Stop(); err != nil {
-			log("Stopping the control plane: %v", err)
-		}
-	}()
-
-	admin, err := env.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, cfg)
-	if err != nil {
-		return fmt.Errorf("adding the admin user: %w", err)
-	}
-	kubeconfig, err := admin.KubeConfig()
-	if err != nil {
-		return fmt.Errorf("writing the kubeconfig: %w", err)
-	}
-	if err := os.MkdirAll(stateDir, 0o755); err != nil {
-		return fmt.Errorf("creating %s: %w", stateDir, err)
-	}
-	kubeconfigPath, err := filepath.Abs(filepath.Join(stateDir, "kubeconfig"))
+	root, err := cluster.RepoRoot()
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(kubeconfigPath, kubeconfig, 0o600); err != nil {
-		return fmt.Errorf("writing %s: %w", kubeconfigPath, err)
+	log("Building the control plane if needed (the first time takes several minutes)")
+	binDir, err := cluster.BinDir(root)
+	if err != nil {
+		return err
 	}
+	dir, err := filepath.Abs(filepath.Join(stateDir, "cluster"))
+	if err != nil {
+		return err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("removing the previous run's %s: %w", dir, err)
+	}
+	log("Starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok")
+	sim, err := cluster.Start(ctx, cluster.Options{BinDir: binDir, Dir: dir, KeepDir: true})
+	if err != nil {
+		return fmt.Errorf("starting the cluster: %w", err)
+	}
+	defer func() {
+		log("Stopping the cluster")
+		if err := sim.Stop(); err != nil {
+			log("Stopping the cluster: %v", err)
+		}
+	}()
 
 	scheme, err := controllers.NewScheme()
 	if err != nil {
 		return err
 	}
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	c, err := client.New(sim.Config, client.Options{Scheme: scheme})
 	if err != nil {
 		return fmt.Errorf("creating a client: %w", err)
 	}
-	// The manager runs the site services in its default workload namespace.
 	namespace := controllers.DefaultOptions().Workloads.Namespace
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil &&
-		!apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("creating namespace %s: %w", namespace, err)
+	if err := cluster.InstallOperator(ctx, sim, c, root, namespace); err != nil {
+		return err
+	}
+	if err := createNodes(ctx, c); err != nil {
+		return err
 	}
 	samples, err := manifests.ReadDir(samplesDir)
 	if err != nil {
@@ -107,61 +107,59 @@ func run(managerPath, crdDir, samplesDir, stateDir string) error {
 	}
 	log("Applied %d sample objects from %s", len(samples), samplesDir)
 
-	manager := exec.Command(managerPath, "--kubeconfig", kubeconfigPath,
-		"--metrics-bind-address", "0", "--health-probe-bind-address", "127.0.0.1:0")
-	manager.Stdout, manager.Stderr = os.Stdout, os.Stderr
-	// Its own process group: Ctrl-C reaches this program, which stops the
-	// manager before the control plane.
-	manager.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := manager.Start(); err != nil {
-		return fmt.Errorf("starting %s: %w", managerPath, err)
+	manager, err := cluster.StartManager(ctx, sim, cluster.ManagerOptions{
+		Binary: managerPath, Namespace: namespace, Image: "site-operator:0.1.0"})
+	if err != nil {
+		return fmt.Errorf("starting the manager: %w", err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- manager.Wait() }()
-	defer func() {
-		if manager.ProcessState != nil {
-			return
-		}
-		log("Stopping the manager")
-		_ = manager.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			_ = manager.Process.Kill()
-			<-exited
-		}
-	}()
+	log("The manager runs (log: %s)", filepath.Join(dir, "logs", "manager.log"))
 
-	if err := waitForSubnets(ctx, c, exited); err != nil {
+	if err := waitForSites(ctx, c, manager.Exited()); err != nil {
 		return err
 	}
-	printSubnets(ctx, c)
-	log("The operator is running. From another shell:\n\n    export KUBECONFIG=%s\n    kubectl get siteops\n\nPress Ctrl-C to stop everything.", kubeconfigPath)
+	printStatus(ctx, c)
+	log("The operator is running. From another shell:\n\n    export KUBECONFIG=%s\n    kubectl get siteops\n    kubectl -n %s get deployments,statefulsets,services,pods -o wide\n\nPress Ctrl-C to stop everything.",
+		sim.KubeconfigPath, namespace)
 
 	select {
 	case <-ctx.Done():
 		return nil
-	case err := <-exited:
-		return fmt.Errorf("the manager exited: %v", err)
+	case <-manager.Exited():
+		return fmt.Errorf("the manager exited: %v\n%s", manager.ExitError(), manager.LogTail(20))
 	}
 }
 
-// waitForSubnets waits until the manager has reported on every Subnet.
-func waitForSubnets(ctx context.Context, c client.Client, exited <-chan error) error {
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		var subnets siteopsv1.SubnetList
-		if err := c.List(ctx, &subnets); err != nil {
-			return fmt.Errorf("listing Subnets: %w", err)
+// createNodes makes three site-server nodes with local volumes for the
+// package services' content, and one ordinary node.
+func createNodes(ctx context.Context, c client.Client) error {
+	if err := cluster.CreateLocalStorageClass(ctx, c, storageClass); err != nil {
+		return err
+	}
+	for i := 1; i <= 3; i++ {
+		name := fmt.Sprintf("site-server-%d", i)
+		if _, err := cluster.CreateFakeNode(ctx, c, cluster.FakeNode{Name: name,
+			Labels: map[string]string{siteServerLabel: "true"}}); err != nil {
+			return err
 		}
-		done := true
-		for i := range subnets.Items {
-			sn := &subnets.Items[i]
-			if meta.FindStatusCondition(sn.Status.Conditions, siteopsv1.ConditionReady) == nil ||
-				sn.Status.ObservedGeneration != sn.Generation {
-				done = false
-			}
+		if err := cluster.CreateLocalVolumes(ctx, c, cluster.LocalVolumes{
+			StorageClass: storageClass, Node: name, Count: 4, Size: "500Gi"}); err != nil {
+			return err
+		}
+	}
+	_, err := cluster.CreateFakeNode(ctx, c, cluster.FakeNode{Name: "worker-1"})
+	return err
+}
+
+// waitForSites waits until every Subnet has its status and every Site and
+// SiteServer is Ready: every sample SiteServer's pods are available.
+func waitForSites(ctx context.Context, c client.Client, exited <-chan struct{}) error {
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(3 * time.Minute)
+	for {
+		done, err := converged(ctx, c)
+		if err != nil {
+			return err
 		}
 		if done {
 			return nil
@@ -169,35 +167,97 @@ func waitForSubnets(ctx context.Context, c client.Client, exited <-chan error) e
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case err := <-exited:
-			return fmt.Errorf("the manager exited: %v", err)
+		case <-exited:
+			return errors.New("the manager exited")
+		case <-deadline:
+			log("Not every Site is Ready after 3 minutes; this is what the operator reports:")
+			printStatus(ctx, c)
+			return nil
 		case <-tick.C:
 		}
 	}
 }
 
-// printSubnets prints what `kubectl get subnets -o wide` shows, for machines
-// without kubectl.
-func printSubnets(ctx context.Context, c client.Client) {
+func converged(ctx context.Context, c client.Client) (bool, error) {
 	var subnets siteopsv1.SubnetList
 	if err := c.List(ctx, &subnets); err != nil {
-		log("Listing Subnets: %v", err)
-		return
+		return false, fmt.Errorf("listing Subnets: %w", err)
 	}
+	for _, sn := range subnets.Items {
+		if sn.Status.ObservedGeneration != sn.Generation || readyOf(sn.Status.Conditions) == nil {
+			return false, nil
+		}
+	}
+	var sites siteopsv1.SiteList
+	if err := c.List(ctx, &sites); err != nil {
+		return false, fmt.Errorf("listing Sites: %w", err)
+	}
+	for _, site := range sites.Items {
+		if r := readyOf(site.Status.Conditions); r == nil || r.Status != metav1.ConditionTrue {
+			return false, nil
+		}
+	}
+	var servers siteopsv1.SiteServerList
+	if err := c.List(ctx, &servers); err != nil {
+		return false, fmt.Errorf("listing SiteServers: %w", err)
+	}
+	for _, ss := range servers.Items {
+		if r := readyOf(ss.Status.Conditions); r == nil || r.Status != metav1.ConditionTrue {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+func readyOf(conditions []metav1.Condition) *metav1.Condition {
+	return meta.FindStatusCondition(conditions, siteopsv1.ConditionReady)
+}
+
+// printStatus prints what `kubectl get sites,subnets,siteservers` shows,
+// for machines without kubectl.
+func printStatus(ctx context.Context, c client.Client) {
 	var out strings.Builder
 	w := tabwriter.NewWriter(&out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NAME\tCIDR\tSITE\tEFFECTIVE SITE\tSOURCE\tREADY\tREASON")
-	for _, sn := range subnets.Items {
-		ready := meta.FindStatusCondition(sn.Status.Conditions, siteopsv1.ConditionReady)
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", sn.Name, sn.Spec.CIDR, sn.Spec.Site,
-			sn.Status.EffectiveSite, sn.Spec.Source, ready.Status, ready.Reason)
+	cond := func(conditions []metav1.Condition) (string, string) {
+		if r := readyOf(conditions); r != nil {
+			return string(r.Status), r.Reason
+		}
+		return "", ""
+	}
+
+	var sites siteopsv1.SiteList
+	if err := c.List(ctx, &sites); err == nil {
+		fmt.Fprintln(w, "SITE\tSUBNETS\tSITE SERVERS\tREADY\tREASON")
+		for _, s := range sites.Items {
+			ready, reason := cond(s.Status.Conditions)
+			fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\n", s.Name, s.Status.Subnets, strings.Join(s.Status.SiteServers, ","), ready, reason)
+		}
+		fmt.Fprintln(w)
+	}
+	var subnets siteopsv1.SubnetList
+	if err := c.List(ctx, &subnets); err == nil {
+		fmt.Fprintln(w, "SUBNET\tCIDR\tSITE\tEFFECTIVE SITE\tSOURCE\tREADY\tREASON")
+		for _, sn := range subnets.Items {
+			ready, reason := cond(sn.Status.Conditions)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", sn.Name, sn.Spec.CIDR, sn.Spec.Site,
+				sn.Status.EffectiveSite, sn.Spec.Source, ready, reason)
+		}
+		fmt.Fprintln(w)
+	}
+	var servers siteopsv1.SiteServerList
+	if err := c.List(ctx, &servers); err == nil {
+		fmt.Fprintln(w, "SITE SERVER\tSITES\tTASK\tPACKAGE\tREADY\tREASON")
+		for _, ss := range servers.Items {
+			ready, reason := cond(ss.Status.Conditions)
+			fmt.Fprintf(w, "%s\t%s\t%d/%d\t%d/%d\t%s\t%s\n", ss.Name, strings.Join(ss.Spec.Sites, ","),
+				ss.Status.Task.ReadyReplicas, ss.Status.Task.Replicas,
+				ss.Status.Package.ReadyReplicas, ss.Status.Package.Replicas, ready, reason)
+		}
 	}
 	_ = w.Flush()
-	log("Subnets of the sample organisation:\n\n%s", out.String())
+	log("What the operator reports:\n\n%s", out.String())
 }
 
 func log(format string, args ...any) {
-	w := bufio.NewWriter(os.Stderr)
-	fmt.Fprintf(w, "==> "+format+"\n", args...)
-	_ = w.Flush()
+	fmt.Fprintf(os.Stderr, "==> "+format+"\n", args...)
 }

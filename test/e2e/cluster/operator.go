@@ -1,0 +1,230 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
+)
+
+// modulePath identifies the repository's go.mod.
+const modulePath = "github.com/siteops/site-operator"
+
+// ManagerServiceAccount is the ServiceAccount the manager authenticates
+// as, in the workload namespace, as config/rbac/role_binding.yaml grants.
+const ManagerServiceAccount = "controller-manager"
+
+// RepoRoot finds the repository's root: the nearest directory at or above
+// the working directory whose go.mod declares the module.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("reading the working directory: %w", err)
+	}
+	for {
+		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && bytes.Contains(data, []byte("module "+modulePath+"\n")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.mod of %s above the working directory", modulePath)
+		}
+		dir = parent
+	}
+}
+
+// BinDir returns the directory of the cluster's binaries: $E2E_K8S_BIN when
+// set, otherwise what hack/controlplane.sh prints once it has built them
+// (at once when they are built; several minutes the first time).
+func BinDir(root string) (string, error) {
+	if dir := os.Getenv("E2E_K8S_BIN"); dir != "" {
+		return dir, nil
+	}
+	cmd := exec.Command(filepath.Join(root, "hack", "controlplane.sh"), Components...)
+	cmd.Dir = root
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("hack/controlplane.sh: %w\n%s", err, stderr.String())
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// BuildManager builds cmd/manager into dir and returns the binary's path.
+func BuildManager(root, dir string) (string, error) {
+	out := filepath.Join(dir, "manager")
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/manager")
+	cmd.Dir = root
+	if output, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/manager: %w\n%s", err, output)
+	}
+	return out, nil
+}
+
+// InstallOperator installs what the chart would before the manager starts:
+// the CRDs of config/crd/bases, the workload namespace (enforcing the
+// restricted Pod Security Standard), the manager's ServiceAccount and the
+// ClusterRole of config/rbac/role.yaml bound to it.
+func InstallOperator(ctx context.Context, c *Cluster, cl client.Client, root, namespace string) error {
+	if _, err := envtest.InstallCRDs(c.Config, envtest.CRDInstallOptions{
+		Paths:              []string{filepath.Join(root, "config", "crd", "bases")},
+		ErrorIfPathMissing: true,
+	}); err != nil {
+		return fmt.Errorf("installing the CRDs: %w", err)
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace, Labels: map[string]string{
+		"pod-security.kubernetes.io/enforce":         "restricted",
+		"pod-security.kubernetes.io/enforce-version": "latest",
+	}}}
+	if err := cl.Create(ctx, ns); err != nil {
+		return fmt.Errorf("creating namespace %s: %w", namespace, err)
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: ManagerServiceAccount, Namespace: namespace}}
+	if err := cl.Create(ctx, sa); err != nil {
+		return fmt.Errorf("creating ServiceAccount %s: %w", ManagerServiceAccount, err)
+	}
+	rolePath := filepath.Join(root, "config", "rbac", "role.yaml")
+	data, err := os.ReadFile(rolePath)
+	if err != nil {
+		return fmt.Errorf("reading the manager's ClusterRole: %w", err)
+	}
+	var role rbacv1.ClusterRole
+	if err := yaml.UnmarshalStrict(bytes.TrimPrefix(data, []byte("---\n")), &role); err != nil {
+		return fmt.Errorf("decoding %s: %w", rolePath, err)
+	}
+	if err := cl.Create(ctx, &role); err != nil {
+		return fmt.Errorf("creating ClusterRole %s: %w", role.Name, err)
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: ManagerServiceAccount, Namespace: namespace}},
+	}
+	if err := cl.Create(ctx, binding); err != nil {
+		return fmt.Errorf("creating ClusterRoleBinding %s: %w", binding.Name, err)
+	}
+	return nil
+}
+
+// ManagerOptions configure StartManager.
+type ManagerOptions struct {
+	// Binary is the manager binary (BuildManager).
+	Binary string
+	// Namespace is the workload namespace that InstallOperator made.
+	Namespace string
+	// Image is --service-image; default site-operator:e2e.
+	Image string
+	// MetricsAddress is where the manager serves /metrics over HTTP;
+	// empty turns the endpoint off.
+	MetricsAddress string
+	// Args are more flags.
+	Args []string
+}
+
+// StartManager runs the manager as a process of the cluster, authenticated
+// by a token of its ServiceAccount as it would be in a pod, and returns
+// once its readiness endpoint answers.
+func StartManager(ctx context.Context, c *Cluster, opts ManagerOptions) (*Process, error) {
+	if opts.Image == "" {
+		opts.Image = "site-operator:e2e"
+	}
+	kubeconfig, err := c.serviceAccountKubeconfig(ctx, opts.Namespace, ManagerServiceAccount)
+	if err != nil {
+		return nil, err
+	}
+	probe, err := FreeAddress(c.Host)
+	if err != nil {
+		return nil, err
+	}
+	metrics := opts.MetricsAddress
+	if metrics == "" {
+		metrics = "0"
+	}
+	args := append([]string{
+		"--kubeconfig=" + kubeconfig,
+		"--metrics-bind-address=" + metrics,
+		"--health-probe-bind-address=" + probe,
+		"--workload-namespace=" + opts.Namespace,
+		"--service-image=" + opts.Image,
+		"--leader-elect=false",
+	}, opts.Args...)
+	p, err := c.StartProcess("manager", opts.Binary, args...)
+	if err != nil {
+		return nil, err
+	}
+	httpClient := &http.Client{Timeout: 2 * time.Second}
+	err = waitFor(ctx, time.Minute, p, func(ctx context.Context) (bool, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+probe+"/readyz", nil)
+		if err != nil {
+			return false, err
+		}
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			return false, nil
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	if err != nil {
+		return nil, errors.Join(err, p.Stop(5*time.Second))
+	}
+	return p, nil
+}
+
+// serviceAccountKubeconfig writes a kubeconfig holding a token of the
+// ServiceAccount, obtained with the TokenRequest API (so signed with the
+// cluster's service account key) and valid for a day.
+func (c *Cluster) serviceAccountKubeconfig(ctx context.Context, namespace, name string) (string, error) {
+	cs, err := kubernetes.NewForConfig(c.Config)
+	if err != nil {
+		return "", fmt.Errorf("creating a clientset: %w", err)
+	}
+	tr, err := cs.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, name, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(24 * 60 * 60))},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("requesting a token of ServiceAccount %s/%s: %w", namespace, name, err)
+	}
+	kubeconfig := clientcmdapi.NewConfig()
+	kubeconfig.Clusters["e2e"] = &clientcmdapi.Cluster{Server: c.server, CertificateAuthorityData: c.ca.certPEM}
+	kubeconfig.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: tr.Status.Token}
+	kubeconfig.Contexts["e2e"] = &clientcmdapi.Context{Cluster: "e2e", AuthInfo: name, Namespace: namespace}
+	kubeconfig.CurrentContext = "e2e"
+	path := c.path("kubeconfig-sa-" + name)
+	if err := clientcmd.WriteToFile(*kubeconfig, path); err != nil {
+		return "", fmt.Errorf("writing the kubeconfig of ServiceAccount %s: %w", name, err)
+	}
+	return path, nil
+}
+
+// FreeAddress is host with a port that is free now.
+func FreeAddress(host string) (string, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return "", fmt.Errorf("finding a free port on %s: %w", host, err)
+	}
+	defer l.Close()
+	return net.JoinHostPort(host, strconv.Itoa(l.Addr().(*net.TCPAddr).Port)), nil
+}

@@ -1,0 +1,198 @@
+//go:build e2e
+
+// Package e2e runs the manager binary against a simulated cluster (etcd,
+// kube-apiserver, kube-controller-manager, kube-scheduler and kwok as real
+// processes, see test/e2e/cluster) and checks that SiteServers roll out
+// where they should and that every status says so. Run it with
+//
+//	go test -tags e2e ./test/e2e/ -v -timeout 20m
+package e2e
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/siteops/site-operator/controllers"
+	"github.com/siteops/site-operator/test/e2e/cluster"
+)
+
+// The suite's shared state, set up by BeforeSuite.
+var (
+	// kc is the simulated cluster.
+	kc *cluster.Cluster
+	// k8s is a cluster administrator's client.
+	k8s client.Client
+	// manager is the operator under test.
+	manager *cluster.Process
+)
+
+// What the suite's cluster holds before any SiteServer.
+const (
+	// namespace holds the site services.
+	namespace = "site-operator-system"
+	// storageClass is the local storage of the site-server nodes.
+	storageClass = "e2e-local"
+	// labelSiteServerNode marks the nodes meant for site services.
+	labelSiteServerNode = "siteops.io/site-server"
+	// labelDedicated marks (and, as a taint, reserves) a node for one
+	// SiteServer that tolerates it.
+	labelDedicated = "siteops.io/dedicated"
+	// labelLatePool is the label of a node that appears during the suite.
+	labelLatePool = "siteops.io/pool"
+	// suiteBudget is how long the whole suite may take at most, whatever
+	// go test's -timeout allows.
+	suiteBudget = 10 * time.Minute
+)
+
+// Nodes of the suite's cluster, by role.
+var (
+	// storageNodes are site-server nodes with local volumes.
+	storageNodes = []string{"ss-1", "ss-2", "ss-3"}
+	// noStorageNode is a site-server node without volumes: task services
+	// may run there, package services cannot.
+	noStorageNode = "ss-nostorage"
+	// siteServerNodes are every node labelled site-server.
+	siteServerNodes = append([]string{noStorageNode}, storageNodes...)
+	// dedicatedNode is tainted; only a SiteServer tolerating the taint
+	// runs there.
+	dedicatedNode = "dedicated-1"
+	// workerNodes are ordinary nodes where no site service may run.
+	workerNodes = []string{"worker-1", "worker-2"}
+	// lateNode is created by a spec, to satisfy a SiteServer waiting for
+	// a node.
+	lateNode = "late-1"
+)
+
+func TestE2E(t *testing.T) {
+	RegisterFailHandler(Fail)
+	suiteConfig, reporterConfig := GinkgoConfiguration()
+	suiteConfig.Timeout = suiteTimeout()
+	// Eventually(...).WithContext(ctx) would otherwise poll until the
+	// spec's context ends instead of failing after the default timeout.
+	EnforceDefaultTimeoutsWhenUsingContexts()
+	SetDefaultEventuallyTimeout(2 * time.Minute)
+	SetDefaultEventuallyPollingInterval(250 * time.Millisecond)
+	SetDefaultConsistentlyDuration(3 * time.Second)
+	SetDefaultConsistentlyPollingInterval(250 * time.Millisecond)
+	RunSpecs(t, "site-operator end-to-end", suiteConfig, reporterConfig)
+}
+
+// suiteTimeout is suiteBudget, or less so that Ginkgo times the suite out
+// (and stops the cluster) a minute before go test's -timeout kills the
+// test binary outright.
+func suiteTimeout() time.Duration {
+	timeout := suiteBudget
+	if f := flag.Lookup("test.timeout"); f != nil {
+		if d, err := time.ParseDuration(f.Value.String()); err == nil && d > 0 && d-time.Minute < timeout {
+			timeout = max(d-time.Minute, 30*time.Second)
+		}
+	}
+	return timeout
+}
+
+var _ = BeforeSuite(func(ctx SpecContext) {
+	root, err := cluster.RepoRoot()
+	Expect(err).NotTo(HaveOccurred())
+	By("building the control plane (instant once built) and the manager")
+	bin, err := cluster.BinDir(root)
+	Expect(err).NotTo(HaveOccurred())
+	managerBinary, err := cluster.BuildManager(root, GinkgoT().TempDir())
+	Expect(err).NotTo(HaveOccurred())
+
+	By("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok")
+	kc, err = cluster.Start(ctx, cluster.Options{BinDir: bin})
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(stopCluster)
+	fmt.Fprintf(GinkgoWriter, "Cluster on %s, files in %s\n", kc.Host, kc.Dir)
+
+	scheme, err := controllers.NewScheme()
+	Expect(err).NotTo(HaveOccurred())
+	k8s, err = client.New(kc.Config, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+
+	By("installing the CRDs, the workload namespace and the manager's RBAC")
+	Expect(cluster.InstallOperator(ctx, kc, k8s, root, namespace)).To(Succeed())
+
+	By("creating the nodes and their local volumes")
+	for _, name := range storageNodes {
+		createNode(ctx, cluster.FakeNode{Name: name, Labels: map[string]string{labelSiteServerNode: "true"}})
+		Expect(cluster.CreateLocalVolumes(ctx, k8s, cluster.LocalVolumes{StorageClass: storageClass, Node: name, Count: 4})).To(Succeed())
+	}
+	createNode(ctx, cluster.FakeNode{Name: noStorageNode, Labels: map[string]string{labelSiteServerNode: "true"}})
+	createNode(ctx, cluster.FakeNode{
+		Name:   dedicatedNode,
+		Labels: map[string]string{labelDedicated: "true"},
+		Taints: []corev1.Taint{{Key: labelDedicated, Value: "true", Effect: corev1.TaintEffectNoSchedule}},
+	})
+	Expect(cluster.CreateLocalVolumes(ctx, k8s, cluster.LocalVolumes{StorageClass: storageClass, Node: dedicatedNode, Count: 2})).To(Succeed())
+	for _, name := range workerNodes {
+		createNode(ctx, cluster.FakeNode{Name: name})
+		Expect(cluster.CreateLocalVolumes(ctx, k8s, cluster.LocalVolumes{StorageClass: storageClass, Node: name, Count: 2})).To(Succeed())
+	}
+	Expect(cluster.CreateLocalStorageClass(ctx, k8s, storageClass)).To(Succeed())
+
+	By("starting the manager")
+	manager, err = cluster.StartManager(ctx, kc, cluster.ManagerOptions{Binary: managerBinary, Namespace: namespace})
+	Expect(err).NotTo(HaveOccurred())
+	fmt.Fprintf(GinkgoWriter, "Manager pid %d, log %s\n", manager.Pid(), manager.LogPath)
+	setUp = true
+}, NodeTimeout(10*time.Minute))
+
+// stopCluster stops every process; when a spec failed it keeps the
+// cluster's directory and says where its logs are.
+func stopCluster() {
+	if kc == nil {
+		return
+	}
+	if suiteFailed || !setUp {
+		kc.KeepDir = true
+		fmt.Fprintf(os.Stderr, "The cluster's logs are kept in %s/logs\n", kc.Dir)
+	}
+	Expect(kc.Stop()).To(Succeed())
+}
+
+var (
+	// setUp is set once BeforeSuite has done everything.
+	setUp bool
+	// suiteFailed is set by the first failed spec.
+	suiteFailed bool
+)
+
+var _ = ReportAfterEach(func(report SpecReport) {
+	if report.Failed() {
+		suiteFailed = true
+	}
+})
+
+// createNode creates a kwok node and waits until kwok reports it Ready.
+func createNode(ctx context.Context, n cluster.FakeNode) {
+	GinkgoHelper()
+	_, err := cluster.CreateFakeNode(ctx, k8s, n)
+	Expect(err).NotTo(HaveOccurred())
+	Eventually(func(g Gomega) {
+		var node corev1.Node
+		g.Expect(k8s.Get(ctx, client.ObjectKey{Name: n.Name}, &node)).To(Succeed())
+		g.Expect(node.Status.Conditions).To(ContainElement(And(
+			HaveField("Type", corev1.NodeReady), HaveField("Status", corev1.ConditionTrue))))
+	}).WithContext(ctx).Should(Succeed(), "node %s turns Ready", n.Name)
+}
+
+// The manager must keep running through every spec.
+var _ = AfterEach(func() {
+	if manager != nil {
+		Expect(manager.ExitError()).NotTo(HaveOccurred(), "the manager exited; last lines:\n%s", manager.LogTail(40))
+	}
+	if CurrentSpecReport().Failed() && kc != nil {
+		fmt.Fprintln(GinkgoWriter, diagnostics(context.Background()))
+		fmt.Fprintln(GinkgoWriter, kc.LogTails(40))
+	}
+})
