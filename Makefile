@@ -42,8 +42,9 @@ fmt: ## gofmt every Go file.
 	gofmt -s -w $$(git ls-files -co --exclude-standard '*.go')
 
 .PHONY: vet
-vet: ## go vet.
+vet: ## go vet, including the end-to-end suite (build tag e2e).
 	go vet ./...
+	go vet -tags e2e ./test/e2e/...
 
 .PHONY: tidy
 tidy: ## go mod tidy for the project and its tools module.
@@ -64,6 +65,11 @@ controlplane: ## Build etcd and kube-apiserver from module sources (once; cached
 test: generate manifests ## Unit tests, envtest suites on the local control plane, and a short fuzz run.
 	KUBEBUILDER_ASSETS="$$($(CONTROLPLANE))" go test ./... -count=1
 	go test ./internal/topology -run='^$$' -fuzz=FuzzResolver -fuzztime=$(FUZZTIME)
+
+.PHONY: test-e2e
+test-e2e: ## End-to-end suite on a simulated cluster (kube-controller-manager, kube-scheduler, kwok nodes).
+	$(CONTROLPLANE) etcd kube-apiserver kube-controller-manager kube-scheduler kwok >/dev/null
+	go test -tags e2e ./test/e2e/... -count=1 -timeout 20m
 
 .PHONY: bench
 bench: ## Resolver benchmarks and the controller load harness; see docs/benchmarks.md.
