@@ -13,6 +13,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -158,6 +159,10 @@ func stopCluster() {
 		fmt.Fprintf(os.Stderr, "The cluster's logs are kept in %s/logs\n", kc.Dir)
 	}
 	Expect(kc.Stop()).To(Succeed())
+	// No process of the cluster, nor anything it started, is left.
+	for _, p := range kc.Processes() {
+		Expect(syscall.Kill(-p.Pid(), 0)).To(MatchError(syscall.ESRCH), "process group of %s (%d)", p.Name, p.Pid())
+	}
 }
 
 var (

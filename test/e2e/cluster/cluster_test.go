@@ -96,7 +96,7 @@ func TestStart(t *testing.T) {
 
 	pids := []string{}
 	for _, p := range c.Processes() {
-		pids = append(pids, "-p", itoa(p.Pid()))
+		pids = append(pids, "-p", strconv.Itoa(p.Pid()))
 	}
 	stopped = true
 	if err := c.Stop(); err != nil {
@@ -106,5 +106,3 @@ func TestStart(t *testing.T) {
 		t.Fatalf("processes left after Stop:\n%s", strings.TrimSpace(string(out)))
 	}
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }
