@@ -13,14 +13,18 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	policyv1ac "k8s.io/client-go/applyconfigurations/policy/v1"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -39,6 +43,35 @@ import (
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=get;list;watch
 
+// rolloutProgress enqueues the SiteServer that controls a Deployment or
+// StatefulSet. In a burst of new SiteServers the queue is long; a rollout
+// status change goes ahead of it (priority 1, above the default 0), so that
+// readiness is reported when it happens rather than after the whole burst.
+var rolloutProgress = handler.Funcs{
+	CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		enqueueControllingSiteServer(q, e.Object)
+	},
+	UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		enqueueControllingSiteServer(q, e.ObjectNew)
+	},
+	DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		enqueueControllingSiteServer(q, e.Object)
+	},
+}
+
+func enqueueControllingSiteServer(q workqueue.TypedRateLimitingInterface[reconcile.Request], obj client.Object) {
+	ref := metav1.GetControllerOf(obj)
+	if ref == nil || ref.Kind != "SiteServer" || ref.APIVersion != siteopsv1.GroupVersion.String() {
+		return
+	}
+	req := reconcile.Request{NamespacedName: types.NamespacedName{Name: ref.Name}}
+	if pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request]); ok {
+		pq.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(1)}, req)
+		return
+	}
+	q.Add(req)
+}
+
 // annotationDefaultStorageClass marks the cluster's default StorageClass.
 const annotationDefaultStorageClass = "storageclass.kubernetes.io/is-default-class"
 
@@ -56,8 +89,10 @@ func (r *SiteServerReconciler) SetupWithManager(mgr ctrl.Manager, concurrency in
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("siteserver").
 		For(&siteopsv1.SiteServer{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Owns(&appsv1.Deployment{}).
-		Owns(&appsv1.StatefulSet{}).
+		// A workload's rollout status reaches the SiteServer's status ahead
+		// of SiteServers still waiting for their first reconcile.
+		Watches(&appsv1.Deployment{}, rolloutProgress).
+		Watches(&appsv1.StatefulSet{}, rolloutProgress).
 		Owns(&corev1.Service{}).
 		Owns(&corev1.ConfigMap{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
