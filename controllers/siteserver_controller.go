@@ -12,6 +12,7 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
@@ -141,6 +142,9 @@ type prerequisites struct {
 	noStorageClass string // what is missing, "" when the class exists
 	packageBlocked bool
 	taskBlocked    bool
+	// storageChange says why spec.services.package.storage is not applied,
+	// "" when it is.
+	storageChange string
 }
 
 // Reconcile brings one SiteServer's workloads to its spec.
@@ -153,7 +157,7 @@ func (r *SiteServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.reconcileWorkloads(ctx, &ss, pre); err != nil {
+	if err := r.reconcileWorkloads(ctx, &ss, &pre); err != nil {
 		return ctrl.Result{}, err
 	}
 	status, err := r.computeStatus(ctx, &ss, pre)
@@ -230,9 +234,40 @@ func (r *SiteServerReconciler) missingStorageClass(ctx context.Context, name str
 	return "no StorageClass is named in spec.services.package.storage.storageClassName and the cluster has no default one", nil
 }
 
+// packageStatefulSet is the package service's StatefulSet to apply. The
+// volume claim templates of an existing StatefulSet cannot change: when the
+// spec's storage differs from the running one, the running storage is kept
+// (so everything else still applies) and pre.storageChange says so.
+func (r *SiteServerReconciler) packageStatefulSet(ctx context.Context, ss *siteopsv1.SiteServer, configHash string,
+	pre *prerequisites) (*appsv1ac.StatefulSetApplyConfiguration, error) {
+	var live appsv1.StatefulSet
+	exists, err := r.getIfExists(ctx, client.ObjectKey{Namespace: r.Workloads.Namespace, Name: packageName(ss)}, &live)
+	if err != nil || !exists || len(live.Spec.VolumeClaimTemplates) == 0 {
+		return desiredPackageStatefulSet(ss, r.Workloads, configHash), err
+	}
+	claim := live.Spec.VolumeClaimTemplates[0].Spec
+	running := siteopsv1.PackageStorage{Size: ptr.To(claim.Resources.Requests[corev1.ResourceStorage]),
+		StorageClassName: ptr.Deref(claim.StorageClassName, "")}
+	wanted := ss.Spec.Services.Package.Storage
+	wantedSize := resource.MustParse("10Gi")
+	if wanted.Size != nil {
+		wantedSize = *wanted.Size
+	}
+	if wantedSize.Cmp(*running.Size) == 0 && wanted.StorageClassName == running.StorageClassName {
+		return desiredPackageStatefulSet(ss, r.Workloads, configHash), nil
+	}
+	pre.storageChange = fmt.Sprintf("spec.services.package.storage asks for %s of class %q but StatefulSet %s runs with %s of class %q,"+
+		" and a StatefulSet's volume claims cannot change: delete it with `kubectl delete statefulset -n %s %s --cascade=orphan`"+
+		" and the operator recreates it (claims that exist keep their size and class)",
+		wantedSize.String(), wanted.StorageClassName, live.Name, running.Size.String(), running.StorageClassName, live.Namespace, live.Name)
+	keep := ss.DeepCopy()
+	keep.Spec.Services.Package.Storage = running
+	return desiredPackageStatefulSet(keep, r.Workloads, configHash), nil
+}
+
 // reconcileWorkloads applies what the SiteServer should run and deletes what
 // it should not.
-func (r *SiteServerReconciler) reconcileWorkloads(ctx context.Context, ss *siteopsv1.SiteServer, pre prerequisites) error {
+func (r *SiteServerReconciler) reconcileWorkloads(ctx context.Context, ss *siteopsv1.SiteServer, pre *prerequisites) error {
 	wc := r.Workloads
 	cm, configHash, err := desiredConfigMap(ss, wc)
 	if err != nil {
@@ -270,7 +305,11 @@ func (r *SiteServerReconciler) reconcileWorkloads(ctx context.Context, ss *siteo
 	runPackage := enabled(ss.Spec.Services.Package.Enabled) && !pre.packageBlocked
 	packageKey := client.ObjectKey{Namespace: wc.Namespace, Name: packageName(ss)}
 	if runPackage {
-		if err := applyIfChanged(ctx, r.Client, &appsv1.StatefulSet{}, desiredPackageStatefulSet(ss, wc, configHash), extractStatefulSet); err != nil {
+		desired, err := r.packageStatefulSet(ctx, ss, configHash, pre)
+		if err != nil {
+			return err
+		}
+		if err := applyIfChanged(ctx, r.Client, &appsv1.StatefulSet{}, desired, extractStatefulSet); err != nil {
 			return err
 		}
 		return applyIfChanged(ctx, r.Client, &corev1.Service{}, desiredServerService(ss, componentPackage, wc), corev1ac.ExtractService)
@@ -349,6 +388,10 @@ func (r *SiteServerReconciler) computeStatus(ctx context.Context, ss *siteopsv1.
 		})
 	if packageExists {
 		status.Package.Endpoint = serviceURL(packageName(ss), wc.Namespace, serviceconfig.DefaultPort)
+	}
+	if pre.storageChange != "" {
+		packageCond.Status, packageCond.Reason, packageCond.Message =
+			metav1.ConditionFalse, siteopsv1.ReasonStorageChangePending, pre.storageChange
 	}
 	meta.SetStatusCondition(&status.Conditions, packageCond)
 

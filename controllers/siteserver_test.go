@@ -288,3 +288,44 @@ var _ = Describe("SiteServer", func() {
 		Eventually(exists(ctx, &policyv1.PodDisruptionBudget{}, workload("s4-srv-task")), timeout, interval).Should(BeFalse())
 	})
 })
+
+var _ = Describe("SiteServer storage", func() {
+	ctx := context.Background()
+
+	It("reports a storage change that a StatefulSet cannot take, and applies everything else", func() {
+		createSite(ctx, "s5-a")
+		createSite(ctx, "s5-b")
+		createNode(ctx, "s5-node", map[string]string{"test.siteops.io/role": "s5"})
+		createStorageClass(ctx, "s5-class")
+		ss := createSiteServer(ctx, "s5-srv", []string{"s5-a"}, "s5", "s5-class")
+		Eventually(exists(ctx, &appsv1.StatefulSet{}, workload("s5-srv-package")), timeout, interval).Should(BeTrue())
+		Eventually(condition(ctx, "s5-srv", siteopsv1.ConditionPackageServiceReady), timeout, interval).
+			Should(Equal("False/Progressing"))
+
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(ss), ss)).To(Succeed())
+		ss.Spec.Services.Package.Storage.Size = ptr.To(resource.MustParse("5Gi"))
+		ss.Spec.Sites = []string{"s5-b"}
+		Expect(k8sClient.Update(ctx, ss)).To(Succeed())
+
+		Eventually(condition(ctx, "s5-srv", siteopsv1.ConditionPackageServiceReady), timeout, interval).
+			Should(Equal("False/StorageChangePending"))
+		Expect(conditionMessage(ctx, "s5-srv", siteopsv1.ConditionPackageServiceReady)).To(
+			And(ContainSubstring("5Gi"), ContainSubstring("1Gi"), ContainSubstring("--cascade=orphan")))
+		var sts appsv1.StatefulSet
+		Expect(k8sClient.Get(ctx, workload("s5-srv-package"), &sts)).To(Succeed())
+		Expect(sts.Spec.Template.Labels).To(HaveKeyWithValue("site.siteops.io/s5-b", "true"))
+		Expect(sts.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests.Storage().String()).To(Equal("1Gi"))
+
+		By("deleting the StatefulSet as the message says")
+		// No garbage collector runs here, so the orphan policy's finalizer
+		// would never be removed; a plain delete leaves the pods alone too.
+		Expect(k8sClient.Delete(ctx, &sts)).To(Succeed())
+		Eventually(func(g Gomega) string {
+			var again appsv1.StatefulSet
+			g.Expect(k8sClient.Get(ctx, workload("s5-srv-package"), &again)).To(Succeed())
+			return again.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests.Storage().String()
+		}, timeout, interval).Should(Equal("5Gi"))
+		Eventually(condition(ctx, "s5-srv", siteopsv1.ConditionPackageServiceReady), timeout, interval).
+			Should(Equal("False/Progressing"))
+	})
+})

@@ -70,6 +70,10 @@ const (
 	// ReasonPrerequisitesNotMet: the service is not created because a
 	// prerequisite is missing; PrerequisitesMet says which.
 	ReasonPrerequisitesNotMet = "PrerequisitesNotMet"
+	// ReasonStorageChangePending: spec.services.package.storage differs from
+	// the running StatefulSet's volume claims, which Kubernetes does not let
+	// change; the message says how to apply it.
+	ReasonStorageChangePending = "StorageChangePending"
 	// ReasonServicesReady: every enabled service is ready.
 	ReasonServicesReady = "ServicesReady"
 )
