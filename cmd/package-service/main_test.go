@@ -5,11 +5,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/siteops/site-operator/internal/servicehost/servicetest"
 )
 
 // TestBinary builds package-service and runs it as a real process.
@@ -40,11 +40,11 @@ func TestBinary(t *testing.T) {
 
 	t.Run("serves content until SIGTERM", func(t *testing.T) {
 		// The file's ports and store are not used: the flags override them.
-		config := writeConfig(t, fmt.Sprintf("siteServer: paris-1\nsites: [paris]\n"+
+		config := servicetest.WriteConfig(t, fmt.Sprintf("siteServer: paris-1\nsites: [paris]\n"+
 			"task: {port: 8080, healthPort: 8081}\npackage: {port: %d, healthPort: %d, storagePath: /nowhere}\n",
-			freePort(t), freePort(t)))
+			servicetest.FreePort(t), servicetest.FreePort(t)))
 		storage := filepath.Join(t.TempDir(), "content")
-		port, healthPort := freePort(t), freePort(t)
+		port, healthPort := servicetest.FreePort(t), servicetest.FreePort(t)
 		var stderr bytes.Buffer
 		cmd := exec.Command(bin, "--config", config, "--storage-path", storage,
 			"--port", fmt.Sprint(port), "--health-port", fmt.Sprint(healthPort))
@@ -63,7 +63,7 @@ func TestBinary(t *testing.T) {
 
 		// Alive but not ready while its store is missing.
 		health := fmt.Sprintf("http://127.0.0.1:%d", healthPort)
-		waitReady(t, health+"/healthz", exited)
+		servicetest.WaitReady(t, health+"/healthz", exited)
 		resp, err := http.Get(health + "/readyz")
 		if err != nil {
 			t.Fatal(err)
@@ -83,13 +83,13 @@ func TestBinary(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(storage, "sha256", hex.EncodeToString(sum[:])), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		waitReady(t, health+"/readyz", exited)
+		servicetest.WaitReady(t, health+"/readyz", exited)
 
 		var info struct {
 			SiteServer string `json:"siteServer"`
 			Version    string `json:"version"`
 		}
-		getJSON(t, fmt.Sprintf("http://127.0.0.1:%d/v1/info", port), &info)
+		servicetest.GetJSON(t, fmt.Sprintf("http://127.0.0.1:%d/v1/info", port), &info)
 		if info.SiteServer != "paris-1" || info.Version != "v9.9.9-test" {
 			t.Errorf("/v1/info = %+v", info)
 		}
@@ -141,7 +141,7 @@ func TestBinary(t *testing.T) {
 			t.Run(tt.name, func(t *testing.T) {
 				config := filepath.Join(t.TempDir(), "absent.yaml")
 				if tt.config != "" {
-					config = writeConfig(t, tt.config)
+					config = servicetest.WriteConfig(t, tt.config)
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 				defer cancel()
@@ -156,64 +156,4 @@ func TestBinary(t *testing.T) {
 			})
 		}
 	})
-}
-
-func writeConfig(t *testing.T, content string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// freePort returns a TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// waitReady polls url until it answers 200, failing if the process exits.
-func waitReady(t *testing.T, url string, exited <-chan error) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		select {
-		case err := <-exited:
-			t.Fatalf("the process exited (%v) before %s answered 200", err, url)
-		default:
-		}
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not answer 200 within 15s (last: %v)", url, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func getJSON(t *testing.T, url string, v any) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, body)
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		t.Fatalf("GET %s: %v: %s", url, err, body)
-	}
 }

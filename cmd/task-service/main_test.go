@@ -3,19 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/siteops/site-operator/internal/servicehost/servicetest"
 )
 
 // TestBinary builds task-service and runs it as a real process.
@@ -38,10 +35,10 @@ func TestBinary(t *testing.T) {
 
 	t.Run("serves until SIGTERM", func(t *testing.T) {
 		// The file's ports are free but unused: the flags override them.
-		config := writeConfig(t, fmt.Sprintf("siteServer: paris-1\nsites: [paris]\n"+
+		config := servicetest.WriteConfig(t, fmt.Sprintf("siteServer: paris-1\nsites: [paris]\n"+
 			"task: {port: %d, healthPort: %d}\npackage: {port: 8080, healthPort: 8081, storagePath: /nowhere}\n",
-			freePort(t), freePort(t)))
-		port, healthPort := freePort(t), freePort(t)
+			servicetest.FreePort(t), servicetest.FreePort(t)))
+		port, healthPort := servicetest.FreePort(t), servicetest.FreePort(t)
 		var stderr bytes.Buffer
 		cmd := exec.Command(bin, "--config", config,
 			"--port", fmt.Sprint(port), "--health-port", fmt.Sprint(healthPort))
@@ -58,13 +55,13 @@ func TestBinary(t *testing.T) {
 			}
 		}()
 
-		waitReady(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort), exited)
+		servicetest.WaitReady(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort), exited)
 		var info struct {
 			SiteServer string   `json:"siteServer"`
 			Sites      []string `json:"sites"`
 			Version    string   `json:"version"`
 		}
-		getJSON(t, fmt.Sprintf("http://127.0.0.1:%d/v1/info", port), &info)
+		servicetest.GetJSON(t, fmt.Sprintf("http://127.0.0.1:%d/v1/info", port), &info)
 		if info.SiteServer != "paris-1" || len(info.Sites) != 1 || info.Sites[0] != "paris" || info.Version != "v9.9.9-test" {
 			t.Errorf("/v1/info = %+v", info)
 		}
@@ -103,7 +100,7 @@ func TestBinary(t *testing.T) {
 			t.Run(tt.name, func(t *testing.T) {
 				config := filepath.Join(t.TempDir(), "absent.yaml")
 				if tt.config != "" {
-					config = writeConfig(t, tt.config)
+					config = servicetest.WriteConfig(t, tt.config)
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 				defer cancel()
@@ -118,64 +115,4 @@ func TestBinary(t *testing.T) {
 			})
 		}
 	})
-}
-
-func writeConfig(t *testing.T, content string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// freePort returns a TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// waitReady polls url until it answers 200, failing if the process exits.
-func waitReady(t *testing.T, url string, exited <-chan error) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		select {
-		case err := <-exited:
-			t.Fatalf("the process exited (%v) before %s answered 200", err, url)
-		default:
-		}
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not answer 200 within 15s (last: %v)", url, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func getJSON(t *testing.T, url string, v any) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, body)
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		t.Fatalf("GET %s: %v: %s", url, err, body)
-	}
 }
