@@ -53,9 +53,6 @@ func New(cfg serviceconfig.Config, opts Options) (*Server, error) {
 	if cfg.Package.StoragePath == "" {
 		return nil, errors.New("package service configuration: package.storagePath must be set")
 	}
-	if cfg.Package.Port == cfg.Package.HealthPort {
-		return nil, fmt.Errorf("package service configuration: package.port and package.healthPort must differ, both are %d", cfg.Package.Port)
-	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
@@ -73,7 +70,7 @@ func New(cfg serviceconfig.Config, opts Options) (*Server, error) {
 // ListenAndServe serves on the configured ports of every interface until
 // ctx is done, then shuts down gracefully.
 func (s *Server) ListenAndServe(ctx context.Context) error {
-	return s.host.ListenAndServe(ctx, portAddr(s.cfg.Package.Port), portAddr(s.cfg.Package.HealthPort))
+	return s.host.ListenAndServe(ctx, servicehost.PortAddr(s.cfg.Package.Port), servicehost.PortAddr(s.cfg.Package.HealthPort))
 }
 
 // Serve serves the API on api and the probes on health until ctx is done,
@@ -157,5 +154,3 @@ func contentPath(digest string) (string, error) {
 	}
 	return filepath.Join("sha256", m[1]), nil
 }
-
-func portAddr(port int) string { return ":" + strconv.Itoa(port) }

@@ -110,6 +110,12 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s must be a port between 1 and 65535, not %d", p.field, p.port))
 		}
 	}
+	if c.Task.Port == c.Task.HealthPort {
+		errs = append(errs, fmt.Errorf("task.port and task.healthPort must differ, both are %d", c.Task.Port))
+	}
+	if c.Package.Port == c.Package.HealthPort {
+		errs = append(errs, fmt.Errorf("package.port and package.healthPort must differ, both are %d", c.Package.Port))
+	}
 	if c.Package.BandwidthLimit < 0 {
 		errs = append(errs, fmt.Errorf("package.bandwidthLimit must be 0 (no cap) or positive, not %d", c.Package.BandwidthLimit))
 	}

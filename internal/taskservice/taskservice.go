@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 
 	"github.com/siteops/site-operator/internal/serviceconfig"
 	"github.com/siteops/site-operator/internal/servicehost"
@@ -36,9 +35,6 @@ func New(cfg serviceconfig.Config, opts Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("task service configuration: %w", err)
 	}
-	if cfg.Task.Port == cfg.Task.HealthPort {
-		return nil, fmt.Errorf("task service configuration: task.port and task.healthPort must differ, both are %d", cfg.Task.Port)
-	}
 	s := &Server{cfg: cfg}
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/info", servicehost.InfoHandler(servicehost.Info{
@@ -51,7 +47,7 @@ func New(cfg serviceconfig.Config, opts Options) (*Server, error) {
 // ListenAndServe serves on the configured ports of every interface until
 // ctx is done, then shuts down gracefully.
 func (s *Server) ListenAndServe(ctx context.Context) error {
-	return s.host.ListenAndServe(ctx, portAddr(s.cfg.Task.Port), portAddr(s.cfg.Task.HealthPort))
+	return s.host.ListenAndServe(ctx, servicehost.PortAddr(s.cfg.Task.Port), servicehost.PortAddr(s.cfg.Task.HealthPort))
 }
 
 // Serve serves the API on api and the probes on health until ctx is done,
@@ -59,5 +55,3 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 func (s *Server) Serve(ctx context.Context, api, health net.Listener) error {
 	return s.host.Serve(ctx, api, health)
 }
-
-func portAddr(port int) string { return ":" + strconv.Itoa(port) }
