@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/siteops/site-operator/internal/serviceconfig"
 	"github.com/siteops/site-operator/internal/servicehost"
+	"github.com/siteops/site-operator/internal/servicehost/servicetest"
 )
 
 // service is a package service serving on loopback for a test.
@@ -39,7 +39,7 @@ func startService(t *testing.T) *service {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api, health := listen(t), listen(t)
+	api, health := servicetest.Listen(t), servicetest.Listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, api, health) }()
@@ -281,15 +281,6 @@ func TestContentPath(t *testing.T) {
 	if _, err := ContentPath("/data", "sha256:../"+hex64[3:]); err == nil {
 		t.Error("ContentPath accepted a digest with a path in it")
 	}
-}
-
-func listen(t *testing.T) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ln
 }
 
 // get returns the status, body and headers of GET url with header.

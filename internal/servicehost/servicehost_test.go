@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/siteops/site-operator/internal/servicehost/servicetest"
 )
 
 func TestHealthHandler(t *testing.T) {
@@ -62,8 +64,8 @@ func start(t *testing.T, h *Host) *running {
 	if h.Logger == nil {
 		h.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
 	}
-	api := listen(t)
-	health := listen(t)
+	api := servicetest.Listen(t)
+	health := servicetest.Listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{api: "http://" + api.Addr().String(), health: "http://" + health.Addr().String(),
 		cancel: cancel, done: make(chan error, 1)}
@@ -91,15 +93,6 @@ func (r *running) stop(t *testing.T) error {
 		t.Fatal("Serve did not return after its context was cancelled")
 		return nil
 	}
-}
-
-func listen(t *testing.T) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ln
 }
 
 // get returns the status and body of GET url.
@@ -260,7 +253,7 @@ func TestHostShutdownTimeoutClosesConnections(t *testing.T) {
 }
 
 func TestHostReturnsServerFailure(t *testing.T) {
-	api, health := listen(t), listen(t)
+	api, health := servicetest.Listen(t), servicetest.Listen(t)
 	_ = api.Close() // the API server cannot accept
 	h := &Host{Name: "test", Handler: http.NotFoundHandler(), Logger: slog.New(slog.DiscardHandler)}
 	done := make(chan error, 1)
@@ -276,9 +269,9 @@ func TestHostReturnsServerFailure(t *testing.T) {
 }
 
 func TestListenAndServeReportsBusyAddress(t *testing.T) {
-	busy := listen(t)
+	busy := servicetest.Listen(t)
 	defer busy.Close()
-	free := listen(t)
+	free := servicetest.Listen(t)
 	freeAddr := free.Addr().String()
 	_ = free.Close()
 	h := &Host{Name: "test", Handler: http.NotFoundHandler(), Logger: slog.New(slog.DiscardHandler)}

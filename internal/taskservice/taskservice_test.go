@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"reflect"
 	"strings"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/siteops/site-operator/internal/serviceconfig"
 	"github.com/siteops/site-operator/internal/servicehost"
+	"github.com/siteops/site-operator/internal/servicehost/servicetest"
 )
 
 func TestNewRejects(t *testing.T) {
@@ -42,7 +42,7 @@ func TestServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api, health := listen(t), listen(t)
+	api, health := servicetest.Listen(t), servicetest.Listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, api, health) }()
@@ -77,15 +77,6 @@ func TestServe(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return after cancel")
 	}
-}
-
-func listen(t *testing.T) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ln
 }
 
 func get(t *testing.T, url string) (int, string) {
