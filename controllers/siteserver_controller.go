@@ -115,11 +115,7 @@ func (r *SiteServerReconciler) allSiteServers(ctx context.Context, _ client.Obje
 		log.FromContext(ctx).Error(err, "Listing SiteServers")
 		return nil
 	}
-	requests := make([]reconcile.Request, 0, len(list.Items))
-	for _, ss := range list.Items {
-		requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&ss)})
-	}
-	return requests
+	return siteServerRequests(list.Items)
 }
 
 func (r *SiteServerReconciler) siteServersOfSite(ctx context.Context, site client.Object) []reconcile.Request {
@@ -128,8 +124,12 @@ func (r *SiteServerReconciler) siteServersOfSite(ctx context.Context, site clien
 		log.FromContext(ctx).Error(err, "Listing SiteServers of a Site", "site", site.GetName())
 		return nil
 	}
-	requests := make([]reconcile.Request, 0, len(list.Items))
-	for _, ss := range list.Items {
+	return siteServerRequests(list.Items)
+}
+
+func siteServerRequests(servers []siteopsv1.SiteServer) []reconcile.Request {
+	requests := make([]reconcile.Request, 0, len(servers))
+	for _, ss := range servers {
 		requests = append(requests, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&ss)})
 	}
 	return requests
