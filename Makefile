@@ -71,6 +71,13 @@ test-e2e: ## End-to-end suite on a simulated cluster (kube-controller-manager, k
 	$(CONTROLPLANE) etcd kube-apiserver kube-controller-manager kube-scheduler kwok >/dev/null
 	go test -tags e2e ./test/e2e/... -count=1 -timeout 20m
 
+.PHONY: bench-siteservers
+bench-siteservers: ## SiteServers on a simulated cluster of 50 kwok nodes (SITES=200); see docs/benchmarks.md.
+	$(CONTROLPLANE) etcd kube-apiserver kube-controller-manager kube-scheduler kwok >/dev/null
+	go run -tags e2e ./test/e2e/bench -sites $(SITES) -nodes 50
+
+SITES ?= 200
+
 .PHONY: bench
 bench: ## Resolver benchmarks and the controller load harness; see docs/benchmarks.md.
 	go test ./internal/topology -run='^$$' -bench=. -benchmem -count=5
