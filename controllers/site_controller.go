@@ -26,8 +26,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
-	"github.com/siteops/site-operator/internal/serviceconfig"
-	"github.com/siteops/site-operator/internal/serving"
+	"github.com/siteops/site-operator/internal/siteservice/config"
+	"github.com/siteops/site-operator/internal/topology"
 )
 
 // +kubebuilder:rbac:groups=siteops.io,resources=sites,verbs=get;list;watch
@@ -142,8 +142,8 @@ func (r *SiteReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	slices.Sort(status.SiteServers)
 	if len(servers.Items) > 0 {
 		ns := r.Workloads.Namespace
-		status.TaskEndpoints = []string{serviceURL(siteServiceName(site.Name, componentTask), ns, serviceconfig.DefaultPort)}
-		status.PackageEndpoints = []string{serviceURL(siteServiceName(site.Name, componentPackage), ns, serviceconfig.DefaultPort)}
+		status.TaskEndpoints = []string{serviceURL(siteServiceName(site.Name, componentTask), ns, config.DefaultPort)}
+		status.PackageEndpoints = []string{serviceURL(siteServiceName(site.Name, componentPackage), ns, config.DefaultPort)}
 	}
 	meta.SetStatusCondition(&status.Conditions, siteReadyCondition(site.Name, servers.Items, site.Generation))
 	if equality.Semantic.DeepEqual(status, &site.Status) {
@@ -189,28 +189,28 @@ func siteReadyCondition(site string, servers []siteopsv1.SiteServer, generation 
 		return cond
 	}
 	rules := servingServers(servers)
-	if !serving.HasReadyServer(site, rules) {
+	if !topology.HasReadyServer(site, rules) {
 		cond.Status, cond.Reason = metav1.ConditionFalse, siteopsv1.ReasonServicesNotReady
 		cond.Message = "No task service of the SiteServers serving this site is ready: its agents are served by the unassigned SiteServers"
 		return cond
 	}
-	var ready []serving.Server
+	var ready []topology.Server
 	for _, s := range rules {
 		if s.TaskReady {
 			ready = append(ready, s)
 		}
 	}
 	cond.Status, cond.Reason = metav1.ConditionTrue, siteopsv1.ReasonSiteReady
-	cond.Message = "Task service ready on SiteServer " + strings.Join(serving.Names(ready), ", ")
+	cond.Message = "Task service ready on SiteServer " + strings.Join(topology.ServerNames(ready), ", ")
 	return cond
 }
 
 // servingServers is what the serving rules need to know of SiteServers.
-func servingServers(servers []siteopsv1.SiteServer) []serving.Server {
-	out := make([]serving.Server, 0, len(servers))
+func servingServers(servers []siteopsv1.SiteServer) []topology.Server {
+	out := make([]topology.Server, 0, len(servers))
 	for _, ss := range servers {
 		task := meta.FindStatusCondition(ss.Status.Conditions, siteopsv1.ConditionTaskServiceReady)
-		out = append(out, serving.Server{Name: ss.Name, Sites: ss.Spec.Sites,
+		out = append(out, topology.Server{Name: ss.Name, Sites: ss.Spec.Sites,
 			TaskReady: task != nil && task.Status == metav1.ConditionTrue && task.Reason == siteopsv1.ReasonAvailable})
 	}
 	return out

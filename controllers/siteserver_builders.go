@@ -17,7 +17,7 @@ import (
 	policyv1ac "k8s.io/client-go/applyconfigurations/policy/v1"
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
-	"github.com/siteops/site-operator/internal/serviceconfig"
+	"github.com/siteops/site-operator/internal/siteservice/config"
 )
 
 // Labels the operator puts on what it runs.
@@ -104,8 +104,8 @@ func ownerReference(ss *siteopsv1.SiteServer) *metav1ac.OwnerReferenceApplyConfi
 }
 
 // serviceConfig is the configuration the SiteServer's pods load.
-func serviceConfig(ss *siteopsv1.SiteServer) serviceconfig.Config {
-	cfg := serviceconfig.Defaults(ss.Name, slices.Sorted(slices.Values(ss.Spec.Sites)))
+func serviceConfig(ss *siteopsv1.SiteServer) config.Config {
+	cfg := config.Defaults(ss.Name, slices.Sorted(slices.Values(ss.Spec.Sites)))
 	if limit := ss.Spec.Services.Package.BandwidthLimit; limit != nil {
 		cfg.Package.BandwidthLimit = limit.Value()
 	}
@@ -122,7 +122,7 @@ func desiredConfigMap(ss *siteopsv1.SiteServer, wc WorkloadConfig) (*corev1ac.Co
 	cm := corev1ac.ConfigMap(configName(ss), wc.Namespace).
 		WithLabels(commonLabels(ss, "config")).
 		WithOwnerReferences(ownerReference(ss)).
-		WithData(map[string]string{serviceconfig.FileName: data})
+		WithData(map[string]string{config.FileName: data})
 	return cm, hex.EncodeToString(sum[:8]), nil
 }
 
@@ -168,10 +168,10 @@ func serviceContainer(component string, wc WorkloadConfig, res corev1.ResourceRe
 		WithName(component).
 		WithImage(wc.Image).
 		WithImagePullPolicy(wc.ImagePullPolicy).
-		WithCommand("/usr/local/bin/"+component, "--config="+configMountPath+"/"+serviceconfig.FileName).
+		WithCommand("/usr/local/bin/"+component, "--config="+configMountPath+"/"+config.FileName).
 		WithPorts(
-			corev1ac.ContainerPort().WithName("http").WithContainerPort(serviceconfig.DefaultPort).WithProtocol(corev1.ProtocolTCP),
-			corev1ac.ContainerPort().WithName("health").WithContainerPort(serviceconfig.DefaultHealthPort).WithProtocol(corev1.ProtocolTCP),
+			corev1ac.ContainerPort().WithName("http").WithContainerPort(config.DefaultPort).WithProtocol(corev1.ProtocolTCP),
+			corev1ac.ContainerPort().WithName("health").WithContainerPort(config.DefaultHealthPort).WithProtocol(corev1.ProtocolTCP),
 		).
 		WithReadinessProbe(probe("/readyz")).
 		WithLivenessProbe(probe("/healthz")).
@@ -253,7 +253,7 @@ func desiredPackageStatefulSet(ss *siteopsv1.SiteServer, wc WorkloadConfig, conf
 		claim.WithStorageClassName(storage.StorageClassName)
 	}
 	container := serviceContainer(componentPackage, wc, corev1.ResourceRequirements{}).
-		WithVolumeMounts(corev1ac.VolumeMount().WithName(contentVolume).WithMountPath(serviceconfig.DefaultStoragePath))
+		WithVolumeMounts(corev1ac.VolumeMount().WithName(contentVolume).WithMountPath(config.DefaultStoragePath))
 	return appsv1ac.StatefulSet(packageName(ss), wc.Namespace).
 		WithLabels(commonLabels(ss, componentPackage)).
 		WithOwnerReferences(ownerReference(ss)).
@@ -309,7 +309,7 @@ func serviceSpec(selector map[string]string) *corev1ac.ServiceSpecApplyConfigura
 		WithType(corev1.ServiceTypeClusterIP).
 		WithSelector(selector).
 		WithPorts(corev1ac.ServicePort().WithName("http").WithProtocol(corev1.ProtocolTCP).
-			WithPort(serviceconfig.DefaultPort).WithTargetPort(intstr.FromString("http")))
+			WithPort(config.DefaultPort).WithTargetPort(intstr.FromString("http")))
 }
 
 // desiredTaskPDB keeps one task-service pod up through voluntary

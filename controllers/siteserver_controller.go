@@ -33,7 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
-	"github.com/siteops/site-operator/internal/serviceconfig"
+	"github.com/siteops/site-operator/internal/siteservice/config"
 )
 
 // +kubebuilder:rbac:groups=siteops.io,resources=siteservers,verbs=get;list;watch
@@ -369,7 +369,7 @@ func (r *SiteServerReconciler) computeStatus(ctx context.Context, ss *siteopsv1.
 			return want, dep.Status.AvailableReplicas, current
 		})
 	if taskExists {
-		status.Task.Endpoint = serviceURL(taskName(ss), wc.Namespace, serviceconfig.DefaultPort)
+		status.Task.Endpoint = serviceURL(taskName(ss), wc.Namespace, config.DefaultPort)
 	}
 	meta.SetStatusCondition(&status.Conditions, taskCond)
 
@@ -387,7 +387,7 @@ func (r *SiteServerReconciler) computeStatus(ctx context.Context, ss *siteopsv1.
 			return 1, sts.Status.AvailableReplicas, current
 		})
 	if packageExists {
-		status.Package.Endpoint = serviceURL(packageName(ss), wc.Namespace, serviceconfig.DefaultPort)
+		status.Package.Endpoint = serviceURL(packageName(ss), wc.Namespace, config.DefaultPort)
 	}
 	if pre.storageChange != "" {
 		packageCond.Status, packageCond.Reason, packageCond.Message =

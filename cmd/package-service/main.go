@@ -13,9 +13,9 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/siteops/site-operator/internal/packageservice"
-	"github.com/siteops/site-operator/internal/serviceconfig"
-	"github.com/siteops/site-operator/internal/servicehost"
+	"github.com/siteops/site-operator/internal/siteservice/config"
+	"github.com/siteops/site-operator/internal/siteservice/content"
+	"github.com/siteops/site-operator/internal/siteservice/host"
 )
 
 // version is set at build time with -ldflags "-X main.version=..."; when
@@ -24,7 +24,7 @@ var version string
 
 func main() {
 	var (
-		configPath   = flag.String("config", "/etc/site-operator/"+serviceconfig.FileName, "Path of the service configuration file.")
+		configPath   = flag.String("config", "/etc/site-operator/"+config.FileName, "Path of the service configuration file.")
 		port         = flag.Int("port", 0, "Port of the content API; overrides package.port of the configuration file.")
 		healthPort   = flag.Int("health-port", 0, "Port of /healthz and /readyz; overrides package.healthPort of the configuration file.")
 		storagePath  = flag.String("storage-path", "", "Directory of the content store; overrides package.storagePath of the configuration file.")
@@ -32,7 +32,7 @@ func main() {
 	)
 	flag.Parse()
 	if version == "" {
-		version = servicehost.BuildVersion()
+		version = host.BuildVersion()
 	}
 	if *printVersion {
 		fmt.Println("package-service", version)
@@ -43,7 +43,7 @@ func main() {
 		exit(log, "Parsing the command line", fmt.Errorf("unexpected arguments %q", flag.Args()))
 	}
 
-	cfg, err := serviceconfig.Load(*configPath)
+	cfg, err := config.Load(*configPath)
 	if err != nil {
 		exit(log, "Loading the configuration", err)
 	}
@@ -57,7 +57,7 @@ func main() {
 			cfg.Package.StoragePath = *storagePath
 		}
 	})
-	server, err := packageservice.New(cfg, packageservice.Options{Version: version, Logger: log})
+	server, err := content.New(cfg, content.Options{Version: version, Logger: log})
 	if err != nil {
 		exit(log, "Configuring the package service", err)
 	}

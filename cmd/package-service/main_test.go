@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/siteops/site-operator/internal/servicehost/servicetest"
+	"github.com/siteops/site-operator/internal/siteservice/host/hosttest"
 )
 
 // TestBinary builds package-service and runs it as a real process.
@@ -40,11 +40,11 @@ func TestBinary(t *testing.T) {
 
 	t.Run("serves content until SIGTERM", func(t *testing.T) {
 		// The file's ports and store are not used: the flags override them.
-		config := servicetest.WriteConfig(t, fmt.Sprintf("siteServer: paris-1\nsites: [paris]\n"+
+		config := hosttest.WriteConfig(t, fmt.Sprintf("siteServer: paris-1\nsites: [paris]\n"+
 			"task: {port: 8080, healthPort: 8081}\npackage: {port: %d, healthPort: %d, storagePath: /nowhere}\n",
-			servicetest.FreePort(t), servicetest.FreePort(t)))
+			hosttest.FreePort(t), hosttest.FreePort(t)))
 		storage := filepath.Join(t.TempDir(), "content")
-		port, healthPort := servicetest.FreePort(t), servicetest.FreePort(t)
+		port, healthPort := hosttest.FreePort(t), hosttest.FreePort(t)
 		var stderr bytes.Buffer
 		cmd := exec.Command(bin, "--config", config, "--storage-path", storage,
 			"--port", fmt.Sprint(port), "--health-port", fmt.Sprint(healthPort))
@@ -63,7 +63,7 @@ func TestBinary(t *testing.T) {
 
 		// Alive but not ready while its store is missing.
 		health := fmt.Sprintf("http://127.0.0.1:%d", healthPort)
-		servicetest.WaitReady(t, health+"/healthz", exited)
+		hosttest.WaitReady(t, health+"/healthz", exited)
 		resp, err := http.Get(health + "/readyz")
 		if err != nil {
 			t.Fatal(err)
@@ -83,13 +83,13 @@ func TestBinary(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(storage, "sha256", hex.EncodeToString(sum[:])), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		servicetest.WaitReady(t, health+"/readyz", exited)
+		hosttest.WaitReady(t, health+"/readyz", exited)
 
 		var info struct {
 			SiteServer string `json:"siteServer"`
 			Version    string `json:"version"`
 		}
-		servicetest.GetJSON(t, fmt.Sprintf("http://127.0.0.1:%d/v1/info", port), &info)
+		hosttest.GetJSON(t, fmt.Sprintf("http://127.0.0.1:%d/v1/info", port), &info)
 		if info.SiteServer != "paris-1" || info.Version != "v9.9.9-test" {
 			t.Errorf("/v1/info = %+v", info)
 		}
@@ -141,7 +141,7 @@ func TestBinary(t *testing.T) {
 			t.Run(tt.name, func(t *testing.T) {
 				config := filepath.Join(t.TempDir(), "absent.yaml")
 				if tt.config != "" {
-					config = servicetest.WriteConfig(t, tt.config)
+					config = hosttest.WriteConfig(t, tt.config)
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 				defer cancel()

@@ -13,9 +13,9 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/siteops/site-operator/internal/serviceconfig"
-	"github.com/siteops/site-operator/internal/servicehost"
-	"github.com/siteops/site-operator/internal/taskservice"
+	"github.com/siteops/site-operator/internal/siteservice/config"
+	"github.com/siteops/site-operator/internal/siteservice/host"
+	"github.com/siteops/site-operator/internal/siteservice/task"
 )
 
 // version is set at build time with -ldflags "-X main.version=..."; when
@@ -24,14 +24,14 @@ var version string
 
 func main() {
 	var (
-		configPath   = flag.String("config", "/etc/site-operator/"+serviceconfig.FileName, "Path of the service configuration file.")
+		configPath   = flag.String("config", "/etc/site-operator/"+config.FileName, "Path of the service configuration file.")
 		port         = flag.Int("port", 0, "Port of the agent API; overrides task.port of the configuration file.")
 		healthPort   = flag.Int("health-port", 0, "Port of /healthz and /readyz; overrides task.healthPort of the configuration file.")
 		printVersion = flag.Bool("version", false, "Print the version and exit.")
 	)
 	flag.Parse()
 	if version == "" {
-		version = servicehost.BuildVersion()
+		version = host.BuildVersion()
 	}
 	if *printVersion {
 		fmt.Println("task-service", version)
@@ -42,7 +42,7 @@ func main() {
 		exit(log, "Parsing the command line", fmt.Errorf("unexpected arguments %q", flag.Args()))
 	}
 
-	cfg, err := serviceconfig.Load(*configPath)
+	cfg, err := config.Load(*configPath)
 	if err != nil {
 		exit(log, "Loading the configuration", err)
 	}
@@ -54,7 +54,7 @@ func main() {
 			cfg.Task.HealthPort = *healthPort
 		}
 	})
-	server, err := taskservice.New(cfg, taskservice.Options{Version: version, Logger: log})
+	server, err := task.New(cfg, task.Options{Version: version, Logger: log})
 	if err != nil {
 		exit(log, "Configuring the task service", err)
 	}

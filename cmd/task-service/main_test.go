@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/siteops/site-operator/internal/servicehost/servicetest"
+	"github.com/siteops/site-operator/internal/siteservice/host/hosttest"
 )
 
 // TestBinary builds task-service and runs it as a real process.
@@ -35,10 +35,10 @@ func TestBinary(t *testing.T) {
 
 	t.Run("serves until SIGTERM", func(t *testing.T) {
 		// The file's ports are free but unused: the flags override them.
-		config := servicetest.WriteConfig(t, fmt.Sprintf("siteServer: paris-1\nsites: [paris]\n"+
+		config := hosttest.WriteConfig(t, fmt.Sprintf("siteServer: paris-1\nsites: [paris]\n"+
 			"task: {port: %d, healthPort: %d}\npackage: {port: 8080, healthPort: 8081, storagePath: /nowhere}\n",
-			servicetest.FreePort(t), servicetest.FreePort(t)))
-		port, healthPort := servicetest.FreePort(t), servicetest.FreePort(t)
+			hosttest.FreePort(t), hosttest.FreePort(t)))
+		port, healthPort := hosttest.FreePort(t), hosttest.FreePort(t)
 		var stderr bytes.Buffer
 		cmd := exec.Command(bin, "--config", config,
 			"--port", fmt.Sprint(port), "--health-port", fmt.Sprint(healthPort))
@@ -55,13 +55,13 @@ func TestBinary(t *testing.T) {
 			}
 		}()
 
-		servicetest.WaitReady(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort), exited)
+		hosttest.WaitReady(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort), exited)
 		var info struct {
 			SiteServer string   `json:"siteServer"`
 			Sites      []string `json:"sites"`
 			Version    string   `json:"version"`
 		}
-		servicetest.GetJSON(t, fmt.Sprintf("http://127.0.0.1:%d/v1/info", port), &info)
+		hosttest.GetJSON(t, fmt.Sprintf("http://127.0.0.1:%d/v1/info", port), &info)
 		if info.SiteServer != "paris-1" || len(info.Sites) != 1 || info.Sites[0] != "paris" || info.Version != "v9.9.9-test" {
 			t.Errorf("/v1/info = %+v", info)
 		}
@@ -100,7 +100,7 @@ func TestBinary(t *testing.T) {
 			t.Run(tt.name, func(t *testing.T) {
 				config := filepath.Join(t.TempDir(), "absent.yaml")
 				if tt.config != "" {
-					config = servicetest.WriteConfig(t, tt.config)
+					config = hosttest.WriteConfig(t, tt.config)
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 				defer cancel()

@@ -19,7 +19,7 @@ import (
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
 	"github.com/siteops/site-operator/controllers"
-	"github.com/siteops/site-operator/internal/serviceconfig"
+	"github.com/siteops/site-operator/internal/siteservice/config"
 )
 
 // Components of a SiteServer, as its pods' app.kubernetes.io/component.
@@ -59,7 +59,7 @@ func createSite(ctx context.Context, name string) {
 // serviceURL is the endpoint the operator reports for a Service of the
 // workload namespace.
 func serviceURL(service string) string {
-	return fmt.Sprintf("http://%s.%s.svc:%d", service, namespace, serviceconfig.DefaultPort)
+	return fmt.Sprintf("http://%s.%s.svc:%d", service, namespace, config.DefaultPort)
 }
 
 // condition is the condition of type t, or an Unknown one when absent so

@@ -1,6 +1,7 @@
-// Package serving holds the rules of which SiteServers serve an agent
-// (ARCHITECTURE.md §2, "Which servers serve an agent"). The controllers use
-// it to report who serves a site and the agent locator to answer an agent.
+// Serving rules: which SiteServers serve an agent (ARCHITECTURE.md §2,
+// "Which servers serve an agent"), the last step of address → subnet →
+// site → servers. The controllers use them to report who serves a site and
+// the agent locator to answer an agent.
 //
 // It is pure: no Kubernetes client and no I/O.
 //
@@ -33,7 +34,8 @@
 //
 // Results are sorted and free of duplicates, so that callers can compare
 // and store them without churn.
-package serving
+
+package topology
 
 import (
 	"slices"
@@ -64,12 +66,12 @@ func (s Server) Serves(site string) bool {
 // Site exists at all. The result is empty when no server serves the agent.
 func ServersFor(agentSite string, sitesExist bool, servers []Server) []string {
 	if !sitesExist {
-		return Names(servers)
+		return ServerNames(servers)
 	}
 	if HasReadyServer(agentSite, servers) {
-		return Names(OfSite(agentSite, servers))
+		return ServerNames(OfSite(agentSite, servers))
 	}
-	return Names(Unassigned(servers))
+	return ServerNames(Unassigned(servers))
 }
 
 // OfSite returns the servers that list site, in their input order. It
@@ -102,9 +104,9 @@ func HasReadyServer(site string, servers []Server) bool {
 	return slices.ContainsFunc(servers, func(s Server) bool { return s.TaskReady && s.Serves(site) })
 }
 
-// Names returns the sorted, distinct names of servers; nil when there are
+// ServerNames returns the sorted, distinct names of servers; nil when there are
 // none.
-func Names(servers []Server) []string {
+func ServerNames(servers []Server) []string {
 	if len(servers) == 0 {
 		return nil
 	}

@@ -1,7 +1,7 @@
 // Package servicetest holds the test helpers that the task-service and
 // package-service tests share: loopback listeners, configuration files and
 // polling a real process over HTTP.
-package servicetest
+package hosttest
 
 import (
 	"encoding/json"

@@ -1,11 +1,11 @@
-// Package servicehost is the HTTP plumbing that the task service and the
+// Package host is the HTTP plumbing that the task service and the
 // package service share: an API server and a health server with /healthz
 // and /readyz, server timeouts, graceful shutdown and structured logging
 // with log/slog.
 //
 // It links neither controller-runtime nor client-go, so that the agent may
 // import it.
-package servicehost
+package host
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package packageservice
+package content
 
 import (
 	"context"
@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/siteops/site-operator/internal/serviceconfig"
-	"github.com/siteops/site-operator/internal/servicehost"
-	"github.com/siteops/site-operator/internal/servicehost/servicetest"
+	"github.com/siteops/site-operator/internal/siteservice/config"
+	"github.com/siteops/site-operator/internal/siteservice/host"
+	"github.com/siteops/site-operator/internal/siteservice/host/hosttest"
 )
 
 // service is a package service serving on loopback for a test.
@@ -30,7 +30,7 @@ type service struct {
 // ends.
 func startService(t *testing.T) *service {
 	t.Helper()
-	cfg := serviceconfig.Defaults("paris-1", []string{"paris"})
+	cfg := config.Defaults("paris-1", []string{"paris"})
 	cfg.Package.StoragePath = filepath.Join(t.TempDir(), "content")
 	if err := os.Mkdir(cfg.Package.StoragePath, 0o755); err != nil {
 		t.Fatal(err)
@@ -39,7 +39,7 @@ func startService(t *testing.T) *service {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api, health := servicetest.Listen(t), servicetest.Listen(t)
+	api, health := hosttest.Listen(t), hosttest.Listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, api, health) }()
@@ -79,16 +79,16 @@ func (s *service) store(t *testing.T, content string) string {
 func TestNewRejects(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
-		mutate func(*serviceconfig.Config)
+		mutate func(*config.Config)
 		want   string
 	}{
-		{"invalid configuration", func(c *serviceconfig.Config) { c.Package.Port = 0 }, "package.port"},
-		{"no storage path", func(c *serviceconfig.Config) { c.Package.StoragePath = "" }, "package.storagePath must be set"},
-		{"one port for API and probes", func(c *serviceconfig.Config) { c.Package.HealthPort = c.Package.Port },
+		{"invalid configuration", func(c *config.Config) { c.Package.Port = 0 }, "package.port"},
+		{"no storage path", func(c *config.Config) { c.Package.StoragePath = "" }, "package.storagePath must be set"},
+		{"one port for API and probes", func(c *config.Config) { c.Package.HealthPort = c.Package.Port },
 			"package.port and package.healthPort must differ"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := serviceconfig.Defaults("central", nil)
+			cfg := config.Defaults("central", nil)
 			tt.mutate(&cfg)
 			if _, err := New(cfg, Options{}); err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("New = %v, want an error containing %q", err, tt.want)
@@ -103,11 +103,11 @@ func TestInfo(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("/v1/info: %d %q", code, body)
 	}
-	var info servicehost.Info
+	var info host.Info
 	if err := json.Unmarshal([]byte(body), &info); err != nil {
 		t.Fatalf("/v1/info is not JSON: %v: %s", err, body)
 	}
-	want := servicehost.Info{Service: "package", SiteServer: "paris-1", Sites: []string{"paris"}, Version: "v0.1.0"}
+	want := host.Info{Service: "package", SiteServer: "paris-1", Sites: []string{"paris"}, Version: "v0.1.0"}
 	if !reflect.DeepEqual(info, want) {
 		t.Errorf("/v1/info = %+v, want %+v", info, want)
 	}

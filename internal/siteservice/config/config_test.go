@@ -1,4 +1,4 @@
-package serviceconfig
+package config
 
 import (
 	"os"

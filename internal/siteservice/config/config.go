@@ -1,8 +1,8 @@
-// Package serviceconfig is the configuration of the task-service and
+// Package config is the configuration of the task-service and
 // package-service binaries: the SiteServer controller writes it into a
 // ConfigMap mounted in their pods, and the binaries load it at start. One
 // type on both sides keeps them from drifting.
-package serviceconfig
+package config
 
 import (
 	"errors"

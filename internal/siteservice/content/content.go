@@ -1,4 +1,4 @@
-// Package packageservice is the package service of a SiteServer: the
+// Package content is the package service of a SiteServer: the
 // site's content store, addressed by digest, served to the site's agents
 // over HTTP with ranges. It serves GET /v1/info and
 // GET /v1/content/{digest} on the package port and the probes on the
@@ -8,7 +8,7 @@
 // content at sha256/<hex> under it. Only content verified against its
 // digest is written there, by whoever fills the store, so serving does
 // not hash multi-gigabyte files on every request.
-package packageservice
+package content
 
 import (
 	"context"
@@ -23,8 +23,8 @@ import (
 	"regexp"
 	"strconv"
 
-	"github.com/siteops/site-operator/internal/serviceconfig"
-	"github.com/siteops/site-operator/internal/servicehost"
+	"github.com/siteops/site-operator/internal/siteservice/config"
+	"github.com/siteops/site-operator/internal/siteservice/host"
 )
 
 // Options are what a Server needs besides its configuration.
@@ -37,16 +37,16 @@ type Options struct {
 
 // Server is one package service.
 type Server struct {
-	cfg     serviceconfig.Config
+	cfg     config.Config
 	storage string
 	log     *slog.Logger
-	host    *servicehost.Host
+	host    *host.Host
 }
 
 // New returns the package service configured by cfg. It does not create
 // the store: a missing volume must show as a pod that is not ready, not
 // as content written to the container's own file system.
-func New(cfg serviceconfig.Config, opts Options) (*Server, error) {
+func New(cfg config.Config, opts Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("package service configuration: %w", err)
 	}
@@ -59,18 +59,18 @@ func New(cfg serviceconfig.Config, opts Options) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, storage: cfg.Package.StoragePath, log: log.With("service", "package-service")}
 	mux := http.NewServeMux()
-	mux.Handle("GET /v1/info", servicehost.InfoHandler(servicehost.Info{
+	mux.Handle("GET /v1/info", host.InfoHandler(host.Info{
 		Service: "package", SiteServer: cfg.SiteServer, Sites: cfg.Sites, Version: opts.Version,
 	}))
 	mux.HandleFunc("GET /v1/content/{digest}", s.serveContent)
-	s.host = &servicehost.Host{Name: "package-service", Handler: mux, Ready: s.Ready, Logger: log}
+	s.host = &host.Host{Name: "package-service", Handler: mux, Ready: s.Ready, Logger: log}
 	return s, nil
 }
 
 // ListenAndServe serves on the configured ports of every interface until
 // ctx is done, then shuts down gracefully.
 func (s *Server) ListenAndServe(ctx context.Context) error {
-	return s.host.ListenAndServe(ctx, servicehost.PortAddr(s.cfg.Package.Port), servicehost.PortAddr(s.cfg.Package.HealthPort))
+	return s.host.ListenAndServe(ctx, host.PortAddr(s.cfg.Package.Port), host.PortAddr(s.cfg.Package.HealthPort))
 }
 
 // Serve serves the API on api and the probes on health until ctx is done,

@@ -1,4 +1,4 @@
-package servicehost
+package host
 
 import (
 	"encoding/json"

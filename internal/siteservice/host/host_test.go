@@ -1,4 +1,4 @@
-package servicehost
+package host
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/siteops/site-operator/internal/servicehost/servicetest"
+	"github.com/siteops/site-operator/internal/siteservice/host/hosttest"
 )
 
 func TestHealthHandler(t *testing.T) {
@@ -64,8 +64,8 @@ func start(t *testing.T, h *Host) *running {
 	if h.Logger == nil {
 		h.Logger = slog.New(slog.NewTextHandler(t.Output(), nil))
 	}
-	api := servicetest.Listen(t)
-	health := servicetest.Listen(t)
+	api := hosttest.Listen(t)
+	health := hosttest.Listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{api: "http://" + api.Addr().String(), health: "http://" + health.Addr().String(),
 		cancel: cancel, done: make(chan error, 1)}
@@ -253,7 +253,7 @@ func TestHostShutdownTimeoutClosesConnections(t *testing.T) {
 }
 
 func TestHostReturnsServerFailure(t *testing.T) {
-	api, health := servicetest.Listen(t), servicetest.Listen(t)
+	api, health := hosttest.Listen(t), hosttest.Listen(t)
 	_ = api.Close() // the API server cannot accept
 	h := &Host{Name: "test", Handler: http.NotFoundHandler(), Logger: slog.New(slog.DiscardHandler)}
 	done := make(chan error, 1)
@@ -269,9 +269,9 @@ func TestHostReturnsServerFailure(t *testing.T) {
 }
 
 func TestListenAndServeReportsBusyAddress(t *testing.T) {
-	busy := servicetest.Listen(t)
+	busy := hosttest.Listen(t)
 	defer busy.Close()
-	free := servicetest.Listen(t)
+	free := hosttest.Listen(t)
 	freeAddr := free.Addr().String()
 	_ = free.Close()
 	h := &Host{Name: "test", Handler: http.NotFoundHandler(), Logger: slog.New(slog.DiscardHandler)}

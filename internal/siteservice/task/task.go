@@ -1,8 +1,8 @@
-// Package taskservice is the task service of a SiteServer: agents of its
+// Package task is the task service of a SiteServer: agents of its
 // sites check in there and receive work. It serves GET /v1/info on the
 // task port and the probes on the health port; the agent API (register,
 // work, status) is added on the same port.
-package taskservice
+package task
 
 import (
 	"context"
@@ -11,8 +11,8 @@ import (
 	"net"
 	"net/http"
 
-	"github.com/siteops/site-operator/internal/serviceconfig"
-	"github.com/siteops/site-operator/internal/servicehost"
+	"github.com/siteops/site-operator/internal/siteservice/config"
+	"github.com/siteops/site-operator/internal/siteservice/host"
 )
 
 // Options are what a Server needs besides its configuration.
@@ -26,28 +26,28 @@ type Options struct {
 // Server is one task service. It is ready once it serves: its
 // configuration was loaded and validated by New, and its listener is up.
 type Server struct {
-	cfg  serviceconfig.Config
-	host *servicehost.Host
+	cfg  config.Config
+	host *host.Host
 }
 
 // New returns the task service configured by cfg.
-func New(cfg serviceconfig.Config, opts Options) (*Server, error) {
+func New(cfg config.Config, opts Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("task service configuration: %w", err)
 	}
 	s := &Server{cfg: cfg}
 	mux := http.NewServeMux()
-	mux.Handle("GET /v1/info", servicehost.InfoHandler(servicehost.Info{
+	mux.Handle("GET /v1/info", host.InfoHandler(host.Info{
 		Service: "task", SiteServer: cfg.SiteServer, Sites: cfg.Sites, Version: opts.Version,
 	}))
-	s.host = &servicehost.Host{Name: "task-service", Handler: mux, Logger: opts.Logger}
+	s.host = &host.Host{Name: "task-service", Handler: mux, Logger: opts.Logger}
 	return s, nil
 }
 
 // ListenAndServe serves on the configured ports of every interface until
 // ctx is done, then shuts down gracefully.
 func (s *Server) ListenAndServe(ctx context.Context) error {
-	return s.host.ListenAndServe(ctx, servicehost.PortAddr(s.cfg.Task.Port), servicehost.PortAddr(s.cfg.Task.HealthPort))
+	return s.host.ListenAndServe(ctx, host.PortAddr(s.cfg.Task.Port), host.PortAddr(s.cfg.Task.HealthPort))
 }
 
 // Serve serves the API on api and the probes on health until ctx is done,

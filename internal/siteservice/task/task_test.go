@@ -1,4 +1,4 @@
-package taskservice
+package task
 
 import (
 	"context"
@@ -11,23 +11,23 @@ import (
 	"testing"
 	"time"
 
-	"github.com/siteops/site-operator/internal/serviceconfig"
-	"github.com/siteops/site-operator/internal/servicehost"
-	"github.com/siteops/site-operator/internal/servicehost/servicetest"
+	"github.com/siteops/site-operator/internal/siteservice/config"
+	"github.com/siteops/site-operator/internal/siteservice/host"
+	"github.com/siteops/site-operator/internal/siteservice/host/hosttest"
 )
 
 func TestNewRejects(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
-		mutate func(*serviceconfig.Config)
+		mutate func(*config.Config)
 		want   string
 	}{
-		{"invalid configuration", func(c *serviceconfig.Config) { c.SiteServer = "" }, "siteServer"},
-		{"one port for API and probes", func(c *serviceconfig.Config) { c.Task.HealthPort = c.Task.Port },
+		{"invalid configuration", func(c *config.Config) { c.SiteServer = "" }, "siteServer"},
+		{"one port for API and probes", func(c *config.Config) { c.Task.HealthPort = c.Task.Port },
 			"task.port and task.healthPort must differ"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := serviceconfig.Defaults("central", nil)
+			cfg := config.Defaults("central", nil)
 			tt.mutate(&cfg)
 			if _, err := New(cfg, Options{}); err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("New = %v, want an error containing %q", err, tt.want)
@@ -37,12 +37,12 @@ func TestNewRejects(t *testing.T) {
 }
 
 func TestServe(t *testing.T) {
-	cfg := serviceconfig.Defaults("paris-1", []string{"paris", "lyon"})
+	cfg := config.Defaults("paris-1", []string{"paris", "lyon"})
 	s, err := New(cfg, Options{Version: "v0.1.0", Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	api, health := servicetest.Listen(t), servicetest.Listen(t)
+	api, health := hosttest.Listen(t), hosttest.Listen(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, api, health) }()
@@ -59,11 +59,11 @@ func TestServe(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("/v1/info: %d %q", code, body)
 	}
-	var info servicehost.Info
+	var info host.Info
 	if err := json.Unmarshal([]byte(body), &info); err != nil {
 		t.Fatalf("/v1/info is not JSON: %v: %s", err, body)
 	}
-	want := servicehost.Info{Service: "task", SiteServer: "paris-1", Sites: []string{"paris", "lyon"}, Version: "v0.1.0"}
+	want := host.Info{Service: "task", SiteServer: "paris-1", Sites: []string{"paris", "lyon"}, Version: "v0.1.0"}
 	if !reflect.DeepEqual(info, want) {
 		t.Errorf("/v1/info = %+v, want %+v", info, want)
 	}

@@ -1,4 +1,4 @@
-package serving
+package topology
 
 import (
 	"slices"
@@ -221,12 +221,12 @@ func TestHasReadyServer(t *testing.T) {
 	}
 }
 
-func TestNames(t *testing.T) {
-	if got := Names(nil); got != nil {
-		t.Errorf("Names(nil) = %q, want nil", got)
+func TestServerNames(t *testing.T) {
+	if got := ServerNames(nil); got != nil {
+		t.Errorf("ServerNames(nil) = %q, want nil", got)
 	}
-	got := Names([]Server{srv("b", true), srv("a", false), srv("b", false)})
+	got := ServerNames([]Server{srv("b", true), srv("a", false), srv("b", false)})
 	if want := []string{"a", "b"}; !slices.Equal(got, want) {
-		t.Errorf("Names = %q, want %q", got, want)
+		t.Errorf("ServerNames = %q, want %q", got, want)
 	}
 }
