@@ -170,7 +170,7 @@ func (r *SiteReconciler) reconcileServices(ctx context.Context, site *siteopsv1.
 			continue
 		}
 		key := client.ObjectKey{Namespace: r.Workloads.Namespace, Name: siteServiceName(site.Name, component)}
-		if err := deleteIfExists(ctx, r.Client, &corev1.Service{}, key); err != nil {
+		if err := deleteIfExists(ctx, r.Client, &corev1.Service{}, key, site); err != nil {
 			return err
 		}
 	}

@@ -287,10 +287,10 @@ func (r *SiteServerReconciler) reconcileWorkloads(ctx context.Context, ss *siteo
 			return err
 		}
 	} else {
-		if err := deleteIfExists(ctx, r.Client, &appsv1.Deployment{}, taskKey); err != nil {
+		if err := deleteIfExists(ctx, r.Client, &appsv1.Deployment{}, taskKey, ss); err != nil {
 			return err
 		}
-		if err := deleteIfExists(ctx, r.Client, &corev1.Service{}, taskKey); err != nil {
+		if err := deleteIfExists(ctx, r.Client, &corev1.Service{}, taskKey, ss); err != nil {
 			return err
 		}
 	}
@@ -298,7 +298,7 @@ func (r *SiteServerReconciler) reconcileWorkloads(ctx context.Context, ss *siteo
 		if err := applyIfChanged(ctx, r.Client, &policyv1.PodDisruptionBudget{}, desiredTaskPDB(ss, wc), policyv1ac.ExtractPodDisruptionBudget); err != nil {
 			return err
 		}
-	} else if err := deleteIfExists(ctx, r.Client, &policyv1.PodDisruptionBudget{}, taskKey); err != nil {
+	} else if err := deleteIfExists(ctx, r.Client, &policyv1.PodDisruptionBudget{}, taskKey, ss); err != nil {
 		return err
 	}
 
@@ -316,10 +316,10 @@ func (r *SiteServerReconciler) reconcileWorkloads(ctx context.Context, ss *siteo
 	}
 	// The content store's PersistentVolumeClaim is kept: content survives a
 	// package service that is disabled for a while.
-	if err := deleteIfExists(ctx, r.Client, &appsv1.StatefulSet{}, packageKey); err != nil {
+	if err := deleteIfExists(ctx, r.Client, &appsv1.StatefulSet{}, packageKey, ss); err != nil {
 		return err
 	}
-	return deleteIfExists(ctx, r.Client, &corev1.Service{}, packageKey)
+	return deleteIfExists(ctx, r.Client, &corev1.Service{}, packageKey, ss)
 }
 
 // computeStatus reads the workloads from the cache and reports them.

@@ -15,6 +15,30 @@ const (
 	// ConditionPackageServiceReady is True when a SiteServer's package
 	// service is available (or disabled).
 	ConditionPackageServiceReady = "PackageServiceReady"
+
+	// ConditionReconciling (kstatus, abnormal-true polarity) is True while
+	// the controller is still converging on the current spec: workloads
+	// rolling out, a status not yet computed for this generation. It is
+	// removed once the object has converged. kubectl wait, Helm 4's --wait,
+	// Argo CD and Flux read it with status.observedGeneration.
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled (kstatus, abnormal-true polarity) is True when the
+	// controller cannot make progress until something changes: a missing
+	// prerequisite, a spec the API server refuses to apply, an object in the
+	// way. The reason and message say what. It is removed once progress is
+	// possible again.
+	ConditionStalled = "Stalled"
+)
+
+// Reasons of the kstatus conditions shared by every kind.
+const (
+	// ReasonApplyFailed: the API server refused an object the operator
+	// applies or deletes; the message names the object and the API
+	// server's answer.
+	ReasonApplyFailed = "ApplyFailed"
+	// ReasonNotOwned: an object the operator would create exists already
+	// and is controlled by something else; the operator leaves it alone.
+	ReasonNotOwned = "NotOwned"
 )
 
 // Reasons of a Subnet's Ready condition.
