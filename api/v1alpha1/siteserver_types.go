@@ -182,3 +182,17 @@ type SiteServerList struct {
 func init() {
 	SchemeBuilder.Register(&SiteServer{}, &SiteServerList{})
 }
+
+// ServesTasks reports whether the SiteServer's task service runs and is
+// available for the generation observed: its TaskServiceReady condition is
+// True with reason Available (a disabled service is True with reason
+// Disabled, and serves nothing). The Site controller and the locator use it
+// to judge a site's readiness.
+func (ss *SiteServer) ServesTasks() bool {
+	for _, c := range ss.Status.Conditions {
+		if c.Type == ConditionTaskServiceReady {
+			return c.Status == metav1.ConditionTrue && c.Reason == ReasonAvailable
+		}
+	}
+	return false
+}
