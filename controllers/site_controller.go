@@ -30,11 +30,6 @@ import (
 	"github.com/siteops/site-operator/internal/topology"
 )
 
-// +kubebuilder:rbac:groups=siteops.io,resources=sites,verbs=get;list;watch
-// +kubebuilder:rbac:groups=siteops.io,resources=sites/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=siteops.io,resources=subnets,verbs=get;list;watch
-// +kubebuilder:rbac:groups=siteops.io,resources=siteservers,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;patch;delete
 
 // SiteReconciler keeps each Site's task and package Services, which select
 // the pods of every SiteServer serving the site, and its status: how many

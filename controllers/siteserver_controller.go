@@ -36,13 +36,6 @@ import (
 	"github.com/siteops/site-operator/internal/siteservice/config"
 )
 
-// +kubebuilder:rbac:groups=siteops.io,resources=siteservers,verbs=get;list;watch
-// +kubebuilder:rbac:groups=siteops.io,resources=siteservers/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=services;configmaps,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
-// +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=get;list;watch
 
 // rolloutProgress enqueues the SiteServer that controls a Deployment or
 // StatefulSet. In a burst of new SiteServers the queue is long; a rollout

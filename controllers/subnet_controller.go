@@ -24,9 +24,6 @@ import (
 	"github.com/siteops/site-operator/internal/topology"
 )
 
-// +kubebuilder:rbac:groups=siteops.io,resources=subnets,verbs=get;list;watch
-// +kubebuilder:rbac:groups=siteops.io,resources=subnets/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=siteops.io,resources=sites,verbs=get;list;watch
 
 // SubnetReconciler writes every Subnet's place in address resolution to its
 // status. The event handlers keep Resolver in step with the Subnets and Sites
