@@ -28,7 +28,7 @@ import (
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
 	"github.com/siteops/site-operator/controllers"
 	"github.com/siteops/site-operator/internal/manifests"
-	"github.com/siteops/site-operator/test/e2e/cluster"
+	"github.com/siteops/site-operator/internal/simcluster"
 )
 
 // The sample SiteServers run on nodes with this label and keep their
@@ -55,12 +55,12 @@ func run(managerPath, samplesDir, stateDir string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	root, err := cluster.RepoRoot()
+	root, err := simcluster.RepoRoot()
 	if err != nil {
 		return err
 	}
 	log("Building the control plane if needed (the first time takes several minutes)")
-	binDir, err := cluster.BinDir(root)
+	binDir, err := simcluster.BinDir(root)
 	if err != nil {
 		return err
 	}
@@ -72,7 +72,7 @@ func run(managerPath, samplesDir, stateDir string) error {
 		return fmt.Errorf("removing the previous run's %s: %w", dir, err)
 	}
 	log("Starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok")
-	sim, err := cluster.Start(ctx, cluster.Options{BinDir: binDir, Dir: dir, KeepDir: true})
+	sim, err := simcluster.Start(ctx, simcluster.Options{BinDir: binDir, Dir: dir, KeepDir: true})
 	if err != nil {
 		return fmt.Errorf("starting the cluster: %w", err)
 	}
@@ -92,7 +92,7 @@ func run(managerPath, samplesDir, stateDir string) error {
 		return fmt.Errorf("creating a client: %w", err)
 	}
 	namespace := controllers.DefaultOptions().Workloads.Namespace
-	if err := cluster.InstallOperator(ctx, sim, c, root, namespace); err != nil {
+	if err := simcluster.InstallOperator(ctx, sim, c, root, namespace); err != nil {
 		return err
 	}
 	if err := createNodes(ctx, c); err != nil {
@@ -107,7 +107,7 @@ func run(managerPath, samplesDir, stateDir string) error {
 	}
 	log("Applied %d sample objects from %s", len(samples), samplesDir)
 
-	manager, err := cluster.StartManager(ctx, sim, cluster.ManagerOptions{
+	manager, err := simcluster.StartManager(ctx, sim, simcluster.ManagerOptions{
 		Binary: managerPath, Namespace: namespace, Image: "site-operator:0.1.0"})
 	if err != nil {
 		return fmt.Errorf("starting the manager: %w", err)
@@ -132,21 +132,21 @@ func run(managerPath, samplesDir, stateDir string) error {
 // createNodes makes three site-server nodes with local volumes for the
 // package services' content, and one ordinary node.
 func createNodes(ctx context.Context, c client.Client) error {
-	if err := cluster.CreateLocalStorageClass(ctx, c, storageClass); err != nil {
+	if err := simcluster.CreateLocalStorageClass(ctx, c, storageClass); err != nil {
 		return err
 	}
 	for i := 1; i <= 3; i++ {
 		name := fmt.Sprintf("site-server-%d", i)
-		if _, err := cluster.CreateFakeNode(ctx, c, cluster.FakeNode{Name: name,
+		if _, err := simcluster.CreateFakeNode(ctx, c, simcluster.FakeNode{Name: name,
 			Labels: map[string]string{siteServerLabel: "true"}}); err != nil {
 			return err
 		}
-		if err := cluster.CreateLocalVolumes(ctx, c, cluster.LocalVolumes{
+		if err := simcluster.CreateLocalVolumes(ctx, c, simcluster.LocalVolumes{
 			StorageClass: storageClass, Node: name, Count: 4, Size: "500Gi"}); err != nil {
 			return err
 		}
 	}
-	_, err := cluster.CreateFakeNode(ctx, c, cluster.FakeNode{Name: "worker-1"})
+	_, err := simcluster.CreateFakeNode(ctx, c, simcluster.FakeNode{Name: "worker-1"})
 	return err
 }
 

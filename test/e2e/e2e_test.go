@@ -16,7 +16,7 @@ import (
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
 	"github.com/siteops/site-operator/controllers"
-	"github.com/siteops/site-operator/test/e2e/cluster"
+	"github.com/siteops/site-operator/internal/simcluster"
 )
 
 // The SiteServers are created together in BeforeAll, so that their
@@ -104,7 +104,7 @@ var _ = Describe("SiteServers on a cluster", Ordered, ContinueOnFailure, func() 
 				g.Expect(pvc.Status.Phase).To(Equal(corev1.ClaimBound), "claim %s", pvc.Name)
 				var pv corev1.PersistentVolume
 				g.Expect(k8s.Get(ctx, client.ObjectKey{Name: pvc.Spec.VolumeName}, &pv)).To(Succeed())
-				g.Expect(pv.Labels).To(HaveKeyWithValue(cluster.LabelVolumeNode, pkg[0].Spec.NodeName), "volume %s", pv.Name)
+				g.Expect(pv.Labels).To(HaveKeyWithValue(simcluster.LabelVolumeNode, pkg[0].Spec.NodeName), "volume %s", pv.Name)
 				g.Expect(pv.Spec.StorageClassName).To(Equal(storageClass))
 			}
 		}).WithContext(ctx).Should(Succeed())
@@ -142,8 +142,8 @@ var _ = Describe("SiteServers on a cluster", Ordered, ContinueOnFailure, func() 
 		}).WithContext(ctx).Should(Succeed())
 
 		By("adding a node that matches")
-		createNode(ctx, cluster.FakeNode{Name: lateNode, Labels: map[string]string{labelLatePool: "late"}})
-		Expect(cluster.CreateLocalVolumes(ctx, k8s, cluster.LocalVolumes{StorageClass: storageClass, Node: lateNode, Count: 2})).To(Succeed())
+		createNode(ctx, simcluster.FakeNode{Name: lateNode, Labels: map[string]string{labelLatePool: "late"}})
+		Expect(simcluster.CreateLocalVolumes(ctx, k8s, simcluster.LocalVolumes{StorageClass: storageClass, Node: lateNode, Count: 2})).To(Succeed())
 		expectRolledOut(ctx, "late-ss", 1)
 		Eventually(func(g Gomega) {
 			expectPodsOn(ctx, g, "late-ss", taskComponent, 1, []string{lateNode})
@@ -176,8 +176,8 @@ var _ = Describe("SiteServers on a cluster", Ordered, ContinueOnFailure, func() 
 		}).WithContext(ctx).Should(Succeed())
 
 		By("creating the StorageClass and a volume of it")
-		Expect(cluster.CreateLocalVolumes(ctx, k8s, cluster.LocalVolumes{StorageClass: missingClass, Node: storageNodes[0], Count: 1})).To(Succeed())
-		Expect(cluster.CreateLocalStorageClass(ctx, k8s, missingClass)).To(Succeed())
+		Expect(simcluster.CreateLocalVolumes(ctx, k8s, simcluster.LocalVolumes{StorageClass: missingClass, Node: storageNodes[0], Count: 1})).To(Succeed())
+		Expect(simcluster.CreateLocalStorageClass(ctx, k8s, missingClass)).To(Succeed())
 		expectRolledOut(ctx, "nostore-ss", 1)
 		Eventually(func(g Gomega) {
 			expectPodsOn(ctx, g, "nostore-ss", packageComponent, 1, storageNodes[:1])

@@ -2,7 +2,7 @@
 
 // Package e2e runs the manager binary against a simulated cluster (etcd,
 // kube-apiserver, kube-controller-manager, kube-scheduler and kwok as real
-// processes, see test/e2e/cluster) and checks that SiteServers roll out
+// processes, see internal/simcluster) and checks that SiteServers roll out
 // where they should and that every status says so. Run it with
 //
 //	go test -tags e2e ./test/e2e/ -v -timeout 20m
@@ -23,17 +23,17 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/siteops/site-operator/controllers"
-	"github.com/siteops/site-operator/test/e2e/cluster"
+	"github.com/siteops/site-operator/internal/simcluster"
 )
 
 // The suite's shared state, set up by BeforeSuite.
 var (
 	// kc is the simulated cluster.
-	kc *cluster.Cluster
+	kc *simcluster.Cluster
 	// k8s is a cluster administrator's client.
 	k8s client.Client
 	// manager is the operator under test.
-	manager *cluster.Process
+	manager *simcluster.Process
 )
 
 // What the suite's cluster holds before any SiteServer.
@@ -101,16 +101,16 @@ func suiteTimeout() time.Duration {
 }
 
 var _ = BeforeSuite(func(ctx SpecContext) {
-	root, err := cluster.RepoRoot()
+	root, err := simcluster.RepoRoot()
 	Expect(err).NotTo(HaveOccurred())
 	By("building the control plane (instant once built) and the manager")
-	bin, err := cluster.BinDir(root)
+	bin, err := simcluster.BinDir(root)
 	Expect(err).NotTo(HaveOccurred())
-	managerBinary, err := cluster.BuildManager(root, GinkgoT().TempDir())
+	managerBinary, err := simcluster.BuildManager(root, GinkgoT().TempDir())
 	Expect(err).NotTo(HaveOccurred())
 
 	By("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok")
-	kc, err = cluster.Start(ctx, cluster.Options{BinDir: bin})
+	kc, err = simcluster.Start(ctx, simcluster.Options{BinDir: bin})
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(stopCluster)
 	fmt.Fprintf(GinkgoWriter, "Cluster on %s, files in %s\n", kc.Host, kc.Dir)
@@ -121,28 +121,28 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	Expect(err).NotTo(HaveOccurred())
 
 	By("installing the CRDs, the workload namespace and the manager's RBAC")
-	Expect(cluster.InstallOperator(ctx, kc, k8s, root, namespace)).To(Succeed())
+	Expect(simcluster.InstallOperator(ctx, kc, k8s, root, namespace)).To(Succeed())
 
 	By("creating the nodes and their local volumes")
 	for _, name := range storageNodes {
-		createNode(ctx, cluster.FakeNode{Name: name, Labels: map[string]string{labelSiteServerNode: "true"}})
-		Expect(cluster.CreateLocalVolumes(ctx, k8s, cluster.LocalVolumes{StorageClass: storageClass, Node: name, Count: 4})).To(Succeed())
+		createNode(ctx, simcluster.FakeNode{Name: name, Labels: map[string]string{labelSiteServerNode: "true"}})
+		Expect(simcluster.CreateLocalVolumes(ctx, k8s, simcluster.LocalVolumes{StorageClass: storageClass, Node: name, Count: 4})).To(Succeed())
 	}
-	createNode(ctx, cluster.FakeNode{Name: noStorageNode, Labels: map[string]string{labelSiteServerNode: "true"}})
-	createNode(ctx, cluster.FakeNode{
+	createNode(ctx, simcluster.FakeNode{Name: noStorageNode, Labels: map[string]string{labelSiteServerNode: "true"}})
+	createNode(ctx, simcluster.FakeNode{
 		Name:   dedicatedNode,
 		Labels: map[string]string{labelDedicated: "true"},
 		Taints: []corev1.Taint{{Key: labelDedicated, Value: "true", Effect: corev1.TaintEffectNoSchedule}},
 	})
-	Expect(cluster.CreateLocalVolumes(ctx, k8s, cluster.LocalVolumes{StorageClass: storageClass, Node: dedicatedNode, Count: 2})).To(Succeed())
+	Expect(simcluster.CreateLocalVolumes(ctx, k8s, simcluster.LocalVolumes{StorageClass: storageClass, Node: dedicatedNode, Count: 2})).To(Succeed())
 	for _, name := range workerNodes {
-		createNode(ctx, cluster.FakeNode{Name: name})
-		Expect(cluster.CreateLocalVolumes(ctx, k8s, cluster.LocalVolumes{StorageClass: storageClass, Node: name, Count: 2})).To(Succeed())
+		createNode(ctx, simcluster.FakeNode{Name: name})
+		Expect(simcluster.CreateLocalVolumes(ctx, k8s, simcluster.LocalVolumes{StorageClass: storageClass, Node: name, Count: 2})).To(Succeed())
 	}
-	Expect(cluster.CreateLocalStorageClass(ctx, k8s, storageClass)).To(Succeed())
+	Expect(simcluster.CreateLocalStorageClass(ctx, k8s, storageClass)).To(Succeed())
 
 	By("starting the manager")
-	manager, err = cluster.StartManager(ctx, kc, cluster.ManagerOptions{Binary: managerBinary, Namespace: namespace})
+	manager, err = simcluster.StartManager(ctx, kc, simcluster.ManagerOptions{Binary: managerBinary, Namespace: namespace})
 	Expect(err).NotTo(HaveOccurred())
 	fmt.Fprintf(GinkgoWriter, "Manager pid %d, log %s\n", manager.Pid(), manager.LogPath)
 	setUp = true
@@ -179,9 +179,9 @@ var _ = ReportAfterEach(func(report SpecReport) {
 })
 
 // createNode creates a kwok node and waits until kwok reports it Ready.
-func createNode(ctx context.Context, n cluster.FakeNode) {
+func createNode(ctx context.Context, n simcluster.FakeNode) {
 	GinkgoHelper()
-	_, err := cluster.CreateFakeNode(ctx, k8s, n)
+	_, err := simcluster.CreateFakeNode(ctx, k8s, n)
 	Expect(err).NotTo(HaveOccurred())
 	Eventually(func(g Gomega) {
 		var node corev1.Node

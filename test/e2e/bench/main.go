@@ -1,7 +1,7 @@
 //go:build e2e
 
 // Command bench measures how long the operator takes to bring up the
-// services of N sites on a simulated cluster (test/e2e/cluster: etcd,
+// services of N sites on a simulated cluster (internal/simcluster: etcd,
 // kube-apiserver, kube-controller-manager, kube-scheduler and kwok nodes),
 // and compares it with a baseline: the same workloads written directly.
 //
@@ -48,7 +48,7 @@ import (
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
 	"github.com/siteops/site-operator/controllers"
-	"github.com/siteops/site-operator/test/e2e/cluster"
+	"github.com/siteops/site-operator/internal/simcluster"
 )
 
 const (
@@ -140,11 +140,11 @@ type results struct {
 }
 
 func run(ctx context.Context, o options) (_ *results, err error) {
-	root, err := cluster.RepoRoot()
+	root, err := simcluster.RepoRoot()
 	if err != nil {
 		return nil, err
 	}
-	bin, err := cluster.BinDir(root)
+	bin, err := simcluster.BinDir(root)
 	if err != nil {
 		return nil, err
 	}
@@ -153,13 +153,13 @@ func run(ctx context.Context, o options) (_ *results, err error) {
 		return nil, fmt.Errorf("making a directory for the manager: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	managerBinary, err := cluster.BuildManager(root, tmp)
+	managerBinary, err := simcluster.BuildManager(root, tmp)
 	if err != nil {
 		return nil, err
 	}
 
 	log.Printf("Starting the cluster (controller client QPS %g, burst %d)", o.controllerQPS, o.controllerBurst)
-	kc, err := cluster.Start(ctx, cluster.Options{
+	kc, err := simcluster.Start(ctx, simcluster.Options{
 		BinDir: bin, KeepDir: o.keep, ControllerQPS: o.controllerQPS, ControllerBurst: o.controllerBurst,
 	})
 	if err != nil {
@@ -180,13 +180,13 @@ func run(ctx context.Context, o options) (_ *results, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating a client: %w", err)
 	}
-	if err := cluster.InstallOperator(ctx, kc, cl, root, workloadNamespace); err != nil {
+	if err := simcluster.InstallOperator(ctx, kc, cl, root, workloadNamespace); err != nil {
 		return nil, err
 	}
 	if err := createNodes(ctx, cl, o); err != nil {
 		return nil, err
 	}
-	if err := cluster.CreateLocalStorageClass(ctx, cl, storageClass); err != nil {
+	if err := simcluster.CreateLocalStorageClass(ctx, cl, storageClass); err != nil {
 		return nil, err
 	}
 	informers, err := startCache(ctx, kc, scheme)
@@ -214,11 +214,11 @@ func run(ctx context.Context, o options) (_ *results, err error) {
 		return res, err
 	}
 	log.Print("Starting the manager")
-	metricsAddress, err := cluster.FreeAddress(kc.Host)
+	metricsAddress, err := simcluster.FreeAddress(kc.Host)
 	if err != nil {
 		return res, err
 	}
-	manager, err := cluster.StartManager(ctx, kc, cluster.ManagerOptions{
+	manager, err := simcluster.StartManager(ctx, kc, simcluster.ManagerOptions{
 		Binary: managerBinary, Namespace: workloadNamespace, MetricsAddress: metricsAddress,
 		Args: strings.Fields(o.managerFlags),
 	})
@@ -268,12 +268,12 @@ func createNodes(ctx context.Context, cl client.Client, o options) error {
 	log.Printf("Creating %d nodes", o.nodes)
 	batches := make([][]func(context.Context) error, o.nodes)
 	for i := range batches {
-		n := cluster.FakeNode{
+		n := simcluster.FakeNode{
 			Name: fmt.Sprintf("node-%03d", i), Labels: map[string]string{labelSiteServerNode: "true"},
 			CPU: "64", Memory: "256Gi", Pods: o.nodePods,
 		}
 		batches[i] = []func(context.Context) error{func(ctx context.Context) error {
-			_, err := cluster.CreateFakeNode(ctx, cl, n)
+			_, err := simcluster.CreateFakeNode(ctx, cl, n)
 			return err
 		}}
 	}
@@ -302,16 +302,16 @@ func createVolumes(ctx context.Context, cl client.Client, o options) error {
 	log.Printf("Creating %d local volumes on each of %d nodes", o.volumesPerNode, o.nodes)
 	batches := make([][]func(context.Context) error, o.nodes)
 	for i := range batches {
-		v := cluster.LocalVolumes{StorageClass: storageClass, Node: fmt.Sprintf("node-%03d", i), Count: o.volumesPerNode}
+		v := simcluster.LocalVolumes{StorageClass: storageClass, Node: fmt.Sprintf("node-%03d", i), Count: o.volumesPerNode}
 		batches[i] = []func(context.Context) error{func(ctx context.Context) error {
-			return cluster.CreateLocalVolumes(ctx, cl, v)
+			return simcluster.CreateLocalVolumes(ctx, cl, v)
 		}}
 	}
 	return parallel(ctx, o.workers, batches)
 }
 
 // startCache starts the informers the trackers use.
-func startCache(ctx context.Context, kc *cluster.Cluster, scheme *runtime.Scheme) (cache.Cache, error) {
+func startCache(ctx context.Context, kc *simcluster.Cluster, scheme *runtime.Scheme) (cache.Cache, error) {
 	informers, err := cache.New(kc.Config, cache.Options{Scheme: scheme})
 	if err != nil {
 		return nil, fmt.Errorf("creating the cache: %w", err)
@@ -479,7 +479,7 @@ func deleteBaseline(ctx context.Context, cl client.Client, o options) error {
 		return fmt.Errorf("waiting for namespace %s to go: %w", baselineNamespace, err)
 	}
 	if err := cl.DeleteAllOf(ctx, &corev1.PersistentVolume{},
-		client.MatchingLabels{cluster.LabelVolumeClass: storageClass}); err != nil {
+		client.MatchingLabels{simcluster.LabelVolumeClass: storageClass}); err != nil {
 		return fmt.Errorf("deleting the volumes: %w", err)
 	}
 	return poll(ctx, 5*time.Minute, func() (bool, error) {

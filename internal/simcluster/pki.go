@@ -1,4 +1,4 @@
-package cluster
+package simcluster
 
 import (
 	"crypto/ecdsa"

@@ -1,4 +1,4 @@
-// Package cluster starts a simulated Kubernetes cluster for end-to-end tests
+// Package simcluster starts a simulated Kubernetes cluster for end-to-end tests
 // and benchmarks: etcd, kube-apiserver, kube-controller-manager,
 // kube-scheduler and kwok, each a real process on a loopback address of its
 // own, built from Go module sources by hack/controlplane.sh. kwok plays the
@@ -8,7 +8,7 @@
 //
 // Every process runs in a process group of its own; Stop ends them all, and
 // on Linux the kernel kills them if the test process dies first.
-package cluster
+package simcluster
 
 import (
 	"context"
