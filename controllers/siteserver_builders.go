@@ -42,6 +42,10 @@ const (
 	nonRootUID = int64(65532)
 )
 
+// defaultStorageSize is the content store's size when the spec names none
+// (the CRD defaults it too).
+var defaultStorageSize = resource.MustParse("10Gi")
+
 // WorkloadConfig is what the builders need besides the SiteServer.
 type WorkloadConfig struct {
 	// Namespace holds every workload, Service and ConfigMap.
@@ -130,6 +134,8 @@ func desiredConfigMap(ss *siteopsv1.SiteServer, wc WorkloadConfig) (*corev1ac.Co
 func restrictedPodSecurity() *corev1ac.PodSecurityContextApplyConfiguration {
 	return corev1ac.PodSecurityContext().
 		WithRunAsNonRoot(true).WithRunAsUser(nonRootUID).WithRunAsGroup(nonRootUID).WithFSGroup(nonRootUID).
+		// A content volume of many files is not re-chowned at every start.
+		WithFSGroupChangePolicy(corev1.FSGroupChangeOnRootMismatch).
 		WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault))
 }
 
@@ -139,12 +145,23 @@ func restrictedContainerSecurity() *corev1ac.SecurityContextApplyConfiguration {
 		WithCapabilities(corev1ac.Capabilities().WithDrop("ALL"))
 }
 
-// containerResources are the spec's resources, with requests defaulted so
-// that every pod is scheduled against what it uses.
-func containerResources(res corev1.ResourceRequirements) *corev1ac.ResourceRequirementsApplyConfiguration {
-	requests := corev1.ResourceList{
-		corev1.ResourceCPU:    resource.MustParse("50m"),
-		corev1.ResourceMemory: resource.MustParse("64Mi"),
+// defaultRequests are the requests of a site-service container for the
+// resources the spec says nothing about.
+var defaultRequests = corev1.ResourceList{
+	corev1.ResourceCPU:    resource.MustParse("50m"),
+	corev1.ResourceMemory: resource.MustParse("64Mi"),
+}
+
+// containerResources are the spec's resources with requests defaulted, so
+// that every pod is scheduled against what it uses. A default request never
+// exceeds the user's limit for that resource: the pod would be refused.
+func containerResources(res siteopsv1.Resources) *corev1ac.ResourceRequirementsApplyConfiguration {
+	requests := corev1.ResourceList{}
+	for name, def := range defaultRequests {
+		if limit, ok := res.Limits[name]; ok && limit.Cmp(def) < 0 {
+			def = limit
+		}
+		requests[name] = def
 	}
 	maps.Copy(requests, res.Requests)
 	out := corev1ac.ResourceRequirements().WithRequests(requests)
@@ -157,7 +174,7 @@ func containerResources(res corev1.ResourceRequirements) *corev1ac.ResourceRequi
 // serviceContainer is the container of a task-service or package-service
 // pod: the binary of that name from the image, its configuration mounted
 // read-only, probes on the health port.
-func serviceContainer(component string, wc WorkloadConfig, res corev1.ResourceRequirements) *corev1ac.ContainerApplyConfiguration {
+func serviceContainer(component string, wc WorkloadConfig, res siteopsv1.Resources) *corev1ac.ContainerApplyConfiguration {
 	probe := func(path string) *corev1ac.ProbeApplyConfiguration {
 		return corev1ac.Probe().
 			WithHTTPGet(corev1ac.HTTPGetAction().WithPath(path).WithPort(intstr.FromString("health")).
@@ -240,7 +257,7 @@ func desiredTaskDeployment(ss *siteopsv1.SiteServer, wc WorkloadConfig, configHa
 // content store on a PersistentVolumeClaim.
 func desiredPackageStatefulSet(ss *siteopsv1.SiteServer, wc WorkloadConfig, configHash string) *appsv1ac.StatefulSetApplyConfiguration {
 	storage := ss.Spec.Services.Package.Storage
-	size := resource.MustParse("10Gi")
+	size := defaultStorageSize
 	if storage.Size != nil {
 		size = *storage.Size
 	}
@@ -252,7 +269,7 @@ func desiredPackageStatefulSet(ss *siteopsv1.SiteServer, wc WorkloadConfig, conf
 	if storage.StorageClassName != "" {
 		claim.WithStorageClassName(storage.StorageClassName)
 	}
-	container := serviceContainer(componentPackage, wc, corev1.ResourceRequirements{}).
+	container := serviceContainer(componentPackage, wc, ss.Spec.Services.Package.Resources).
 		WithVolumeMounts(corev1ac.VolumeMount().WithName(contentVolume).WithMountPath(config.DefaultStoragePath))
 	return appsv1ac.StatefulSet(packageName(ss), wc.Namespace).
 		WithLabels(commonLabels(ss, componentPackage)).

@@ -26,14 +26,16 @@ func goldenSiteServer() *siteopsv1.SiteServer {
 		Spec: siteopsv1.SiteServerSpec{
 			Sites:        []string{"lyon", "lyon-annex"},
 			NodeSelector: map[string]string{"siteops.io/site-server": "true"},
-			Tolerations: []corev1.Toleration{{Key: "siteops.io/dedicated", Operator: corev1.TolerationOpEqual,
+			Tolerations: []siteopsv1.Toleration{{Key: "siteops.io/dedicated", Operator: corev1.TolerationOpEqual,
 				Value: "site-server", Effect: corev1.TaintEffectNoSchedule}},
 			Services: siteopsv1.SiteServices{
-				Task: siteopsv1.TaskService{Replicas: ptr.To(int32(2)), Resources: corev1.ResourceRequirements{
+				Task: siteopsv1.TaskService{Replicas: ptr.To(int32(2)), Resources: siteopsv1.Resources{
 					Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")}}},
 				Package: siteopsv1.PackageService{
 					Storage:        siteopsv1.PackageStorage{Size: ptr.To(resource.MustParse("200Gi")), StorageClassName: "local-ssd"},
 					BandwidthLimit: ptr.To(resource.MustParse("50Mi")),
+					// A limit below the default request: the request follows it.
+					Resources: siteopsv1.Resources{Limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("20m")}},
 				},
 			},
 		},
@@ -82,7 +84,7 @@ func TestBuildersGolden(t *testing.T) {
 // resources, whatever the spec says.
 func TestPodsAreRestrictedAndRequestResources(t *testing.T) {
 	ss := goldenSiteServer()
-	ss.Spec.Services.Task.Resources = corev1.ResourceRequirements{}
+	ss.Spec.Services.Task.Resources = siteopsv1.Resources{}
 	for name, spec := range map[string]*corev1.PodSpec{
 		"task":    podSpecOf(t, desiredTaskDeployment(ss, testWorkloads, "h").Spec.Template.Spec),
 		"package": podSpecOf(t, desiredPackageStatefulSet(ss, testWorkloads, "h").Spec.Template.Spec),

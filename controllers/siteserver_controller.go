@@ -2,17 +2,16 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"slices"
-	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/api/resource"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
@@ -33,9 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
-	"github.com/siteops/site-operator/internal/siteservice/config"
 )
-
 
 // rolloutProgress enqueues the SiteServer that controls a Deployment or
 // StatefulSet. In a burst of new SiteServers the queue is long; a rollout
@@ -128,78 +125,248 @@ func siteServerRequests(servers []siteopsv1.SiteServer) []reconcile.Request {
 	return requests
 }
 
-// prerequisites is what a SiteServer's services need and what is missing.
-type prerequisites struct {
-	missingSites   []string
-	noMatchingNode bool
-	noStorageClass string // what is missing, "" when the class exists
-	packageBlocked bool
-	taskBlocked    bool
+// siteServerScope is what one reconcile of a SiteServer learns, filled by
+// the phases in order and read by the status functions.
+type siteServerScope struct {
+	ss *siteopsv1.SiteServer
+
+	// Prerequisites (checkPrerequisites).
+	missingSites   []string // names in spec.sites without a Site
+	noMatchingNode bool     // no node matches spec.nodeSelector
+	noStorageClass string   // what is missing of the storage class, "" when it exists
+
+	// The workloads as the cache holds them (readWorkloads); nil when absent.
+	deployment  *appsv1.Deployment
+	statefulSet *appsv1.StatefulSet
+
+	// The plan (plan).
+	runTask, runPackage bool
+	// packageStorage is the storage to run the package service with: the
+	// spec's, or the running one when the spec's cannot be applied.
+	packageStorage siteopsv1.PackageStorage
 	// storageChange says why spec.services.package.storage is not applied,
 	// "" when it is.
 	storageChange string
+
+	// applyErr is the first error of applying or deleting a child.
+	applyErr error
 }
 
-// Reconcile brings one SiteServer's workloads to its spec.
-func (r *SiteServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+// taskBlocked: a prerequisite of the task service is missing.
+func (s *siteServerScope) taskBlocked() bool { return len(s.missingSites) > 0 || s.noMatchingNode }
+
+// packageBlocked: a prerequisite of the package service is missing.
+func (s *siteServerScope) packageBlocked() bool { return s.taskBlocked() || s.noStorageClass != "" }
+
+// Reconcile brings one SiteServer's workloads to its spec. Its status is
+// patched once, on every path, by a deferred call.
+func (r *SiteServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	var ss siteopsv1.SiteServer
 	if err := r.Get(ctx, req.NamespacedName, &ss); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	pre, err := r.checkPrerequisites(ctx, &ss)
-	if err != nil {
+	s := &siteServerScope{ss: &ss}
+	defer func() {
+		if err := r.patchStatus(ctx, s); err != nil {
+			retErr = errors.Join(retErr, err)
+		}
+	}()
+
+	if err := r.checkPrerequisites(ctx, s); err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.reconcileWorkloads(ctx, &ss, &pre); err != nil {
+	if err := r.readWorkloads(ctx, s); err != nil {
 		return ctrl.Result{}, err
 	}
-	status, err := r.computeStatus(ctx, &ss, pre)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if equality.Semantic.DeepEqual(status, &ss.Status) {
-		return ctrl.Result{}, nil
-	}
-	log.FromContext(ctx).V(1).Info("Updating SiteServer status", "siteServer", klog.KObj(&ss))
-	patch := client.MergeFrom(ss.DeepCopy())
-	ss.Status = *status
-	if err := r.Status().Patch(ctx, &ss, patch); err != nil {
-		return ctrl.Result{}, fmt.Errorf("patching status of SiteServer %s: %w", ss.Name, err)
+	planWorkloads(s)
+	if s.applyErr = r.applyChildren(ctx, s); s.applyErr != nil {
+		return resultOfApplyError(s.applyErr)
 	}
 	return ctrl.Result{}, nil
+}
+
+// notOwnedRetry is how often a SiteServer whose child name is taken by a
+// foreign object looks again: nothing else tells it the object went away.
+const notOwnedRetry = time.Minute
+
+// resultOfApplyError turns a failed apply into what the queue should do: an
+// object in the way is polled, a spec the API server refuses waits for a new
+// spec, anything else is retried with back-off.
+func resultOfApplyError(err error) (ctrl.Result, error) {
+	switch {
+	case errors.Is(err, ErrNotOwned):
+		return ctrl.Result{RequeueAfter: notOwnedRetry}, nil
+	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
+		return ctrl.Result{}, reconcile.TerminalError(err)
+	default:
+		return ctrl.Result{}, err
+	}
+}
+
+// patchStatus writes the status computed from the scope, when it differs.
+func (r *SiteServerReconciler) patchStatus(ctx context.Context, s *siteServerScope) error {
+	status := siteServerStatus(s, r.Workloads.Namespace)
+	if equality.Semantic.DeepEqual(status, &s.ss.Status) {
+		return nil
+	}
+	log.FromContext(ctx).V(1).Info("Updating SiteServer status", "siteServer", klog.KObj(s.ss))
+	patch := client.MergeFrom(s.ss.DeepCopy())
+	s.ss.Status = *status
+	if err := r.Status().Patch(ctx, s.ss, patch); err != nil {
+		return fmt.Errorf("patching status of SiteServer %s: %w", s.ss.Name, err)
+	}
+	return nil
 }
 
 func enabled(b *bool) bool { return b == nil || *b }
 
 // checkPrerequisites reads from the cache whether the SiteServer's sites,
 // a node for its pods and its storage class exist.
-func (r *SiteServerReconciler) checkPrerequisites(ctx context.Context, ss *siteopsv1.SiteServer) (prerequisites, error) {
-	var pre prerequisites
-	for _, name := range ss.Spec.Sites {
+func (r *SiteServerReconciler) checkPrerequisites(ctx context.Context, s *siteServerScope) error {
+	for _, name := range s.ss.Spec.Sites {
 		var site siteopsv1.Site
-		if err := r.Get(ctx, client.ObjectKey{Name: name}, &site); err != nil {
-			if client.IgnoreNotFound(err) != nil {
-				return pre, fmt.Errorf("reading Site %s: %w", name, err)
-			}
-			pre.missingSites = append(pre.missingSites, name)
+		exists, err := r.getIfExists(ctx, client.ObjectKey{Name: name}, &site)
+		if err != nil {
+			return err
+		}
+		if !exists {
+			s.missingSites = append(s.missingSites, name)
 		}
 	}
 	var nodes corev1.NodeList
-	if err := r.List(ctx, &nodes, client.MatchingLabels(ss.Spec.NodeSelector), client.UnsafeDisableDeepCopy); err != nil {
-		return pre, fmt.Errorf("listing Nodes: %w", err)
+	if err := r.List(ctx, &nodes, client.MatchingLabels(s.ss.Spec.NodeSelector), client.UnsafeDisableDeepCopy); err != nil {
+		return fmt.Errorf("listing Nodes: %w", err)
 	}
-	pre.noMatchingNode = len(nodes.Items) == 0
-
-	if enabled(ss.Spec.Services.Package.Enabled) {
-		missing, err := r.missingStorageClass(ctx, ss.Spec.Services.Package.Storage.StorageClassName)
+	s.noMatchingNode = len(nodes.Items) == 0
+	if enabled(s.ss.Spec.Services.Package.Enabled) {
+		missing, err := r.missingStorageClass(ctx, s.ss.Spec.Services.Package.Storage.StorageClassName)
 		if err != nil {
-			return pre, err
+			return err
 		}
-		pre.noStorageClass = missing
+		s.noStorageClass = missing
 	}
-	pre.taskBlocked = len(pre.missingSites) > 0 || pre.noMatchingNode
-	pre.packageBlocked = pre.taskBlocked || pre.noStorageClass != ""
-	return pre, nil
+	return nil
+}
+
+// readWorkloads reads the SiteServer's Deployment and StatefulSet from the
+// cache.
+func (r *SiteServerReconciler) readWorkloads(ctx context.Context, s *siteServerScope) error {
+	var dep appsv1.Deployment
+	if exists, err := r.getIfExists(ctx, client.ObjectKey{Namespace: r.Workloads.Namespace, Name: taskName(s.ss)}, &dep); err != nil {
+		return err
+	} else if exists {
+		s.deployment = &dep
+	}
+	var sts appsv1.StatefulSet
+	if exists, err := r.getIfExists(ctx, client.ObjectKey{Namespace: r.Workloads.Namespace, Name: packageName(s.ss)}, &sts); err != nil {
+		return err
+	} else if exists {
+		s.statefulSet = &sts
+	}
+	return nil
+}
+
+// planWorkloads decides what runs. Prerequisites gate only the creation of
+// a service: one that runs keeps running when a Site, a node label or the
+// storage class goes missing, so a typo or a deleted Site never takes down
+// a server that works for its other sites. A disabled service is removed.
+//
+// The volume claims of an existing StatefulSet cannot change: when the
+// spec's storage differs from the running one, the running storage is kept
+// (so everything else still applies) and storageChange says so.
+func planWorkloads(s *siteServerScope) {
+	spec := s.ss.Spec.Services
+	s.runTask = enabled(spec.Task.Enabled) && (s.deployment != nil || !s.taskBlocked())
+	s.runPackage = enabled(spec.Package.Enabled) && (s.statefulSet != nil || !s.packageBlocked())
+
+	wanted := spec.Package.Storage
+	if wanted.Size == nil {
+		wanted.Size = ptr.To(defaultStorageSize)
+	}
+	s.packageStorage = wanted
+	if s.statefulSet == nil || len(s.statefulSet.Spec.VolumeClaimTemplates) == 0 {
+		return
+	}
+	claim := s.statefulSet.Spec.VolumeClaimTemplates[0].Spec
+	running := siteopsv1.PackageStorage{Size: ptr.To(claim.Resources.Requests[corev1.ResourceStorage]),
+		StorageClassName: ptr.Deref(claim.StorageClassName, "")}
+	if wanted.Size.Cmp(*running.Size) == 0 && wanted.StorageClassName == running.StorageClassName {
+		return
+	}
+	live := s.statefulSet
+	s.storageChange = fmt.Sprintf("spec.services.package.storage asks for %s of class %q but StatefulSet %s runs with %s of class %q,"+
+		" and a StatefulSet's volume claims cannot change: delete it with `kubectl delete statefulset -n %s %s --cascade=orphan`"+
+		" and the operator recreates it (claims that exist keep their size and class)",
+		wanted.Size.String(), wanted.StorageClassName, live.Name, running.Size.String(), running.StorageClassName, live.Namespace, live.Name)
+	s.packageStorage = running
+}
+
+// child is one object a SiteServer runs: applied while wanted, deleted
+// otherwise.
+type child struct {
+	obj    client.Object // an empty object of the kind, for reads and deletes
+	key    client.ObjectKey
+	wanted bool
+	apply  func(ctx context.Context) error
+}
+
+// children lists the objects of a SiteServer in the order they are
+// applied: configuration first, so that pods never start without it.
+func (r *SiteServerReconciler) children(s *siteServerScope) ([]child, error) {
+	ss, wc := s.ss, r.Workloads
+	cm, configHash, err := desiredConfigMap(ss, wc)
+	if err != nil {
+		return nil, err
+	}
+	withStorage := ss
+	if s.storageChange != "" {
+		withStorage = ss.DeepCopy()
+		withStorage.Spec.Services.Package.Storage = s.packageStorage
+	}
+	key := func(name string) client.ObjectKey { return client.ObjectKey{Namespace: wc.Namespace, Name: name} }
+	return []child{
+		{&corev1.ConfigMap{}, key(configName(ss)), true, func(ctx context.Context) error {
+			return applyIfChanged(ctx, r.Client, &corev1.ConfigMap{}, cm, corev1ac.ExtractConfigMap)
+		}},
+		{&appsv1.Deployment{}, key(taskName(ss)), s.runTask, func(ctx context.Context) error {
+			return applyIfChanged(ctx, r.Client, &appsv1.Deployment{}, desiredTaskDeployment(ss, wc, configHash), appsv1ac.ExtractDeployment)
+		}},
+		{&corev1.Service{}, key(taskName(ss)), s.runTask, func(ctx context.Context) error {
+			return applyIfChanged(ctx, r.Client, &corev1.Service{}, desiredServerService(ss, componentTask, wc), corev1ac.ExtractService)
+		}},
+		{&policyv1.PodDisruptionBudget{}, key(taskName(ss)), s.runTask && taskReplicas(ss) > 1, func(ctx context.Context) error {
+			return applyIfChanged(ctx, r.Client, &policyv1.PodDisruptionBudget{}, desiredTaskPDB(ss, wc), policyv1ac.ExtractPodDisruptionBudget)
+		}},
+		// The content store's PersistentVolumeClaim is kept when the
+		// StatefulSet goes: content survives a package service that is
+		// disabled for a while.
+		{&appsv1.StatefulSet{}, key(packageName(ss)), s.runPackage, func(ctx context.Context) error {
+			return applyIfChanged(ctx, r.Client, &appsv1.StatefulSet{}, desiredPackageStatefulSet(withStorage, wc, configHash), extractStatefulSet)
+		}},
+		{&corev1.Service{}, key(packageName(ss)), s.runPackage, func(ctx context.Context) error {
+			return applyIfChanged(ctx, r.Client, &corev1.Service{}, desiredServerService(ss, componentPackage, wc), corev1ac.ExtractService)
+		}},
+	}, nil
+}
+
+// applyChildren applies the wanted children and deletes the others, and
+// stops at the first failure.
+func (r *SiteServerReconciler) applyChildren(ctx context.Context, s *siteServerScope) error {
+	children, err := r.children(s)
+	if err != nil {
+		return err
+	}
+	for _, c := range children {
+		if c.wanted {
+			err = c.apply(ctx)
+		} else {
+			err = deleteIfExists(ctx, r.Client, c.obj, c.key, s.ss)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // missingStorageClass says what is missing when the named StorageClass (or,
@@ -207,13 +374,11 @@ func (r *SiteServerReconciler) checkPrerequisites(ctx context.Context, ss *siteo
 func (r *SiteServerReconciler) missingStorageClass(ctx context.Context, name string) (string, error) {
 	if name != "" {
 		var sc storagev1.StorageClass
-		if err := r.Get(ctx, client.ObjectKey{Name: name}, &sc); err != nil {
-			if client.IgnoreNotFound(err) != nil {
-				return "", fmt.Errorf("reading StorageClass %s: %w", name, err)
-			}
-			return fmt.Sprintf("StorageClass %q does not exist", name), nil
+		exists, err := r.getIfExists(ctx, client.ObjectKey{Name: name}, &sc)
+		if err != nil || exists {
+			return "", err
 		}
-		return "", nil
+		return fmt.Sprintf("StorageClass %q does not exist", name), nil
 	}
 	var classes storagev1.StorageClassList
 	if err := r.List(ctx, &classes, client.UnsafeDisableDeepCopy); err != nil {
@@ -227,208 +392,6 @@ func (r *SiteServerReconciler) missingStorageClass(ctx context.Context, name str
 	return "no StorageClass is named in spec.services.package.storage.storageClassName and the cluster has no default one", nil
 }
 
-// packageStatefulSet is the package service's StatefulSet to apply. The
-// volume claim templates of an existing StatefulSet cannot change: when the
-// spec's storage differs from the running one, the running storage is kept
-// (so everything else still applies) and pre.storageChange says so.
-func (r *SiteServerReconciler) packageStatefulSet(ctx context.Context, ss *siteopsv1.SiteServer, configHash string,
-	pre *prerequisites) (*appsv1ac.StatefulSetApplyConfiguration, error) {
-	var live appsv1.StatefulSet
-	exists, err := r.getIfExists(ctx, client.ObjectKey{Namespace: r.Workloads.Namespace, Name: packageName(ss)}, &live)
-	if err != nil || !exists || len(live.Spec.VolumeClaimTemplates) == 0 {
-		return desiredPackageStatefulSet(ss, r.Workloads, configHash), err
-	}
-	claim := live.Spec.VolumeClaimTemplates[0].Spec
-	running := siteopsv1.PackageStorage{Size: ptr.To(claim.Resources.Requests[corev1.ResourceStorage]),
-		StorageClassName: ptr.Deref(claim.StorageClassName, "")}
-	wanted := ss.Spec.Services.Package.Storage
-	wantedSize := resource.MustParse("10Gi")
-	if wanted.Size != nil {
-		wantedSize = *wanted.Size
-	}
-	if wantedSize.Cmp(*running.Size) == 0 && wanted.StorageClassName == running.StorageClassName {
-		return desiredPackageStatefulSet(ss, r.Workloads, configHash), nil
-	}
-	pre.storageChange = fmt.Sprintf("spec.services.package.storage asks for %s of class %q but StatefulSet %s runs with %s of class %q,"+
-		" and a StatefulSet's volume claims cannot change: delete it with `kubectl delete statefulset -n %s %s --cascade=orphan`"+
-		" and the operator recreates it (claims that exist keep their size and class)",
-		wantedSize.String(), wanted.StorageClassName, live.Name, running.Size.String(), running.StorageClassName, live.Namespace, live.Name)
-	keep := ss.DeepCopy()
-	keep.Spec.Services.Package.Storage = running
-	return desiredPackageStatefulSet(keep, r.Workloads, configHash), nil
-}
-
-// reconcileWorkloads applies what the SiteServer should run and deletes what
-// it should not.
-func (r *SiteServerReconciler) reconcileWorkloads(ctx context.Context, ss *siteopsv1.SiteServer, pre *prerequisites) error {
-	wc := r.Workloads
-	cm, configHash, err := desiredConfigMap(ss, wc)
-	if err != nil {
-		return err
-	}
-	if err := applyIfChanged(ctx, r.Client, &corev1.ConfigMap{}, cm, corev1ac.ExtractConfigMap); err != nil {
-		return err
-	}
-
-	runTask := enabled(ss.Spec.Services.Task.Enabled) && !pre.taskBlocked
-	taskKey := client.ObjectKey{Namespace: wc.Namespace, Name: taskName(ss)}
-	if runTask {
-		if err := applyIfChanged(ctx, r.Client, &appsv1.Deployment{}, desiredTaskDeployment(ss, wc, configHash), appsv1ac.ExtractDeployment); err != nil {
-			return err
-		}
-		if err := applyIfChanged(ctx, r.Client, &corev1.Service{}, desiredServerService(ss, componentTask, wc), corev1ac.ExtractService); err != nil {
-			return err
-		}
-	} else {
-		if err := deleteIfExists(ctx, r.Client, &appsv1.Deployment{}, taskKey, ss); err != nil {
-			return err
-		}
-		if err := deleteIfExists(ctx, r.Client, &corev1.Service{}, taskKey, ss); err != nil {
-			return err
-		}
-	}
-	if runTask && taskReplicas(ss) > 1 {
-		if err := applyIfChanged(ctx, r.Client, &policyv1.PodDisruptionBudget{}, desiredTaskPDB(ss, wc), policyv1ac.ExtractPodDisruptionBudget); err != nil {
-			return err
-		}
-	} else if err := deleteIfExists(ctx, r.Client, &policyv1.PodDisruptionBudget{}, taskKey, ss); err != nil {
-		return err
-	}
-
-	runPackage := enabled(ss.Spec.Services.Package.Enabled) && !pre.packageBlocked
-	packageKey := client.ObjectKey{Namespace: wc.Namespace, Name: packageName(ss)}
-	if runPackage {
-		desired, err := r.packageStatefulSet(ctx, ss, configHash, pre)
-		if err != nil {
-			return err
-		}
-		if err := applyIfChanged(ctx, r.Client, &appsv1.StatefulSet{}, desired, extractStatefulSet); err != nil {
-			return err
-		}
-		return applyIfChanged(ctx, r.Client, &corev1.Service{}, desiredServerService(ss, componentPackage, wc), corev1ac.ExtractService)
-	}
-	// The content store's PersistentVolumeClaim is kept: content survives a
-	// package service that is disabled for a while.
-	if err := deleteIfExists(ctx, r.Client, &appsv1.StatefulSet{}, packageKey, ss); err != nil {
-		return err
-	}
-	return deleteIfExists(ctx, r.Client, &corev1.Service{}, packageKey, ss)
-}
-
-// computeStatus reads the workloads from the cache and reports them.
-func (r *SiteServerReconciler) computeStatus(ctx context.Context, ss *siteopsv1.SiteServer, pre prerequisites) (*siteopsv1.SiteServerStatus, error) {
-	status := ss.Status.DeepCopy()
-	status.ObservedGeneration = ss.Generation
-	wc := r.Workloads
-
-	// PrerequisitesMet
-	var problems []string
-	reason := siteopsv1.ReasonPrerequisitesMet
-	if len(pre.missingSites) > 0 {
-		reason = siteopsv1.ReasonSiteNotFound
-		problems = append(problems, fmt.Sprintf("Site %s does not exist", quoteJoin(pre.missingSites)))
-	}
-	if pre.noMatchingNode {
-		if reason == siteopsv1.ReasonPrerequisitesMet {
-			reason = siteopsv1.ReasonNoMatchingNode
-		}
-		problems = append(problems, fmt.Sprintf("no node matches spec.nodeSelector %v", ss.Spec.NodeSelector))
-	}
-	if pre.noStorageClass != "" {
-		if reason == siteopsv1.ReasonPrerequisitesMet {
-			reason = siteopsv1.ReasonStorageClassNotFound
-		}
-		problems = append(problems, pre.noStorageClass+": the package service is not created")
-	}
-	preCond := metav1.Condition{Type: siteopsv1.ConditionPrerequisitesMet, Status: metav1.ConditionTrue,
-		Reason: reason, Message: "Sites, nodes and storage are in place", ObservedGeneration: ss.Generation}
-	if len(problems) > 0 {
-		preCond.Status = metav1.ConditionFalse
-		preCond.Message = strings.Join(problems, "; ")
-	}
-	meta.SetStatusCondition(&status.Conditions, preCond)
-
-	// TaskServiceReady
-	var dep appsv1.Deployment
-	taskExists, err := r.getIfExists(ctx, client.ObjectKey{Namespace: wc.Namespace, Name: taskName(ss)}, &dep)
-	if err != nil {
-		return nil, err
-	}
-	status.Task = siteopsv1.ServiceStatus{}
-	taskCond := serviceCondition(siteopsv1.ConditionTaskServiceReady, ss.Generation,
-		enabled(ss.Spec.Services.Task.Enabled), pre.taskBlocked, taskExists, &status.Task, func() (int32, int32, bool) {
-			want := taskReplicas(ss)
-			current := dep.Status.ObservedGeneration >= dep.Generation && dep.Status.UpdatedReplicas >= want
-			return want, dep.Status.AvailableReplicas, current
-		})
-	if taskExists {
-		status.Task.Endpoint = serviceURL(taskName(ss), wc.Namespace, config.DefaultPort)
-	}
-	meta.SetStatusCondition(&status.Conditions, taskCond)
-
-	// PackageServiceReady
-	var sts appsv1.StatefulSet
-	packageExists, err := r.getIfExists(ctx, client.ObjectKey{Namespace: wc.Namespace, Name: packageName(ss)}, &sts)
-	if err != nil {
-		return nil, err
-	}
-	status.Package = siteopsv1.ServiceStatus{}
-	packageCond := serviceCondition(siteopsv1.ConditionPackageServiceReady, ss.Generation,
-		enabled(ss.Spec.Services.Package.Enabled), pre.packageBlocked, packageExists, &status.Package, func() (int32, int32, bool) {
-			current := sts.Status.ObservedGeneration >= sts.Generation && sts.Status.UpdatedReplicas >= 1 &&
-				sts.Status.CurrentRevision == sts.Status.UpdateRevision
-			return 1, sts.Status.AvailableReplicas, current
-		})
-	if packageExists {
-		status.Package.Endpoint = serviceURL(packageName(ss), wc.Namespace, config.DefaultPort)
-	}
-	if pre.storageChange != "" {
-		packageCond.Status, packageCond.Reason, packageCond.Message =
-			metav1.ConditionFalse, siteopsv1.ReasonStorageChangePending, pre.storageChange
-	}
-	meta.SetStatusCondition(&status.Conditions, packageCond)
-
-	// Ready
-	ready := metav1.Condition{Type: siteopsv1.ConditionReady, Status: metav1.ConditionTrue,
-		Reason: siteopsv1.ReasonServicesReady, Message: "Every enabled service is available", ObservedGeneration: ss.Generation}
-	for _, c := range []metav1.Condition{preCond, taskCond, packageCond} {
-		if c.Status != metav1.ConditionTrue {
-			ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, c.Reason, c.Type+": "+c.Message
-			break
-		}
-	}
-	meta.SetStatusCondition(&status.Conditions, ready)
-	return status, nil
-}
-
-// serviceCondition reports one service and fills its status. progress
-// returns the desired and available replicas and whether the workload's
-// status describes its current spec.
-func serviceCondition(condType string, generation int64, isEnabled, blocked, exists bool,
-	out *siteopsv1.ServiceStatus, progress func() (want, available int32, current bool)) metav1.Condition {
-	cond := metav1.Condition{Type: condType, ObservedGeneration: generation}
-	switch {
-	case !isEnabled:
-		cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, siteopsv1.ReasonDisabled, "The service is disabled in the spec"
-		out.Ready = true
-	case blocked:
-		cond.Status, cond.Reason = metav1.ConditionFalse, siteopsv1.ReasonPrerequisitesNotMet
-		cond.Message = "The service is not created until PrerequisitesMet is True"
-	case !exists:
-		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, siteopsv1.ReasonProgressing, "The workload is being created"
-	default:
-		want, available, current := progress()
-		out.Replicas, out.ReadyReplicas = want, available
-		out.Ready = current && available >= want
-		cond.Status, cond.Reason = metav1.ConditionFalse, siteopsv1.ReasonProgressing
-		cond.Message = fmt.Sprintf("%d of %d pods available", available, want)
-		if out.Ready {
-			cond.Status, cond.Reason = metav1.ConditionTrue, siteopsv1.ReasonAvailable
-		}
-	}
-	return cond
-}
-
 func (r *SiteServerReconciler) getIfExists(ctx context.Context, key client.ObjectKey, obj client.Object) (bool, error) {
 	if err := r.Get(ctx, key, obj); err != nil {
 		if client.IgnoreNotFound(err) != nil {
@@ -437,14 +400,6 @@ func (r *SiteServerReconciler) getIfExists(ctx context.Context, key client.Objec
 		return false, nil
 	}
 	return true, nil
-}
-
-func quoteJoin(names []string) string {
-	quoted := make([]string, len(names))
-	for i, n := range slices.Sorted(slices.Values(names)) {
-		quoted[i] = fmt.Sprintf("%q", n)
-	}
-	return strings.Join(quoted, ", ")
 }
 
 // extractStatefulSet is appsv1ac.ExtractStatefulSet for comparing with what

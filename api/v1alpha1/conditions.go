@@ -34,10 +34,13 @@ const (
 const (
 	// ReasonApplyFailed: the API server refused an object the operator
 	// applies or deletes; the message names the object and the API
-	// server's answer.
+	// server's answer. On a Site: Ready=False and Stalled=True when the API
+	// server refused the request (invalid, forbidden), Reconciling=True while
+	// a transient failure (conflict, timeout, unavailable) is retried.
 	ReasonApplyFailed = "ApplyFailed"
 	// ReasonNotOwned: an object the operator would create exists already
-	// and is controlled by something else; the operator leaves it alone.
+	// and is controlled by something else; the operator leaves it alone. On
+	// a Site: Ready=False and Stalled=True until the object is removed.
 	ReasonNotOwned = "NotOwned"
 )
 
@@ -47,32 +50,45 @@ const (
 	// its addresses to status.effectiveSite (named or inherited).
 	ReasonEffective = "Effective"
 	// ReasonOverriddenByImport: an ActiveDirectory subnet with the same CIDR
-	// wins over this Manual one; the message names it.
+	// wins over this Manual one; the message names it. Converged (neither
+	// Reconciling nor Stalled): the import owns the CIDR by design, and the
+	// Manual subnet takes over by itself if the imported one goes.
 	ReasonOverriddenByImport = "OverriddenByImport"
 	// ReasonDuplicate: an older subnet with the same CIDR and source but
-	// another site wins; the message names it.
+	// another site wins; the message names it. Also Stalled with this
+	// reason: two specs disagree about the CIDR's site and this one's is not
+	// what happens until a user removes or changes one of them.
 	ReasonDuplicate = "Duplicate"
 	// ReasonSiteNotFound: spec.site names a Site that does not exist. The
-	// subnet becomes effective by itself when the Site is created.
+	// subnet becomes effective by itself when the Site is created. Also
+	// Stalled with this reason: a user must create the Site or fix spec.site.
 	ReasonSiteNotFound = "SiteNotFound"
 	// ReasonNoSite: the subnet names no site and no enclosing effective
-	// subnet has one, so its addresses belong to no site.
+	// subnet has one, so its addresses belong to no site. Converged: that is
+	// what the spec and rule 5 ask for, and the subnet inherits by itself
+	// once an enclosing subnet with a site appears.
 	ReasonNoSite = "NoSite"
 	// ReasonInvalidCIDR: spec.cidr cannot be used. Admission rejects such
 	// values, so this shows only for objects stored before the rules existed.
+	// Also Stalled with this reason: a user must fix spec.cidr.
 	ReasonInvalidCIDR = "InvalidCIDR"
 )
 
-// Reasons of a Site's Ready condition.
+// Reasons of a Site's Ready condition. A Site whose Services could not be
+// applied reports ApplyFailed or NotOwned instead (see above).
 const (
 	// ReasonNoSiteServer: no SiteServer serves the site yet, so agents there
-	// are served by the unassigned SiteServers.
+	// are served by the unassigned SiteServers. Converged (neither
+	// Reconciling nor Stalled): that is the designed fallback, not a fault.
 	ReasonNoSiteServer = "NoSiteServer"
 	// ReasonServicesNotReady: SiteServers serve the site but none of their
-	// task services is ready.
+	// task services is ready. Also Reconciling with this reason: the servers
+	// are rolling out (a SiteServer that cannot roll out says why in its own
+	// Stalled condition).
 	ReasonServicesNotReady = "ServicesNotReady"
-	// ReasonSiteReady: at least one task service of the site's own is ready.
-	ReasonSiteReady = "TaskServiceReady"
+	// ReasonSiteReady: at least one task service of the site's own is
+	// available (SiteServer.ServesTasks). Converged.
+	ReasonSiteReady = "TaskServiceAvailable"
 )
 
 // Reasons of a SiteServer's conditions.
@@ -100,4 +116,9 @@ const (
 	ReasonStorageChangePending = "StorageChangePending"
 	// ReasonServicesReady: every enabled service is ready.
 	ReasonServicesReady = "ServicesReady"
+	// ReasonDegraded: the SiteServer's services run and are available, but
+	// a prerequisite went missing after they were created (a Site in
+	// spec.sites, a matching node, the storage class). Running services are
+	// never torn down for that; PrerequisitesMet says what is missing.
+	ReasonDegraded = "Degraded"
 )

@@ -20,16 +20,19 @@ type SiteServerSpec struct {
 	Sites []string `json:"sites,omitempty"`
 
 	// nodeSelector selects the nodes the server's pods run on, as a pod's
-	// nodeSelector does.
+	// nodeSelector does: label keys and values.
 	// +optional
 	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",message="spec.nodeSelector keys must be label keys: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, self[k].size() <= 63 && self[k].matches('^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$'))",message="spec.nodeSelector values must be label values: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
 
-	// tolerations let the server's pods run on tainted nodes.
+	// tolerations let the server's pods run on tainted nodes, as a pod's
+	// tolerations do.
 	// +optional
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=32
-	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+	Tolerations []Toleration `json:"tolerations,omitempty"`
 
 	// services are the site services this server hosts.
 	// +optional
@@ -63,9 +66,9 @@ type TaskService struct {
 	Replicas *int32 `json:"replicas,omitempty"`
 
 	// resources are the task-service container's resource requests and
-	// limits; requests default to 50m CPU and 64Mi memory.
+	// limits; see Resources for the defaults.
 	// +optional
-	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+	Resources Resources `json:"resources,omitempty"`
 }
 
 // PackageService configures a SiteServer's package service.
@@ -81,15 +84,23 @@ type PackageService struct {
 
 	// bandwidthLimit caps the bytes per second the package service spends
 	// replicating content into the site, such as 50Mi; absent means no cap.
+	// It must be at least 1Ki.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).compareTo(quantity('1Ki')) >= 0",message="spec.services.package.bandwidthLimit must be at least 1Ki (bytes per second), such as 50Mi; leave it out for no cap"
 	BandwidthLimit *resource.Quantity `json:"bandwidthLimit,omitempty"`
+
+	// resources are the package-service container's resource requests and
+	// limits; see Resources for the defaults.
+	// +optional
+	Resources Resources `json:"resources,omitempty"`
 }
 
 // PackageStorage is the persistent volume of a package service.
 type PackageStorage struct {
-	// size of the content store (default 10Gi).
+	// size of the content store (default 10Gi, at least 1Gi).
 	// +optional
 	// +kubebuilder:default="10Gi"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).compareTo(quantity('1Gi')) >= 0",message="spec.services.package.storage.size must be at least 1Gi, such as 100Gi"
 	Size *resource.Quantity `json:"size,omitempty"`
 
 	// storageClassName is the StorageClass of the volume; absent means the
@@ -97,6 +108,66 @@ type PackageStorage struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	StorageClassName string `json:"storageClassName,omitempty"`
+}
+
+// Resources are a site-service container's compute resources: cpu, memory
+// and ephemeral-storage, as a container's requests and limits. A resource
+// with neither a request nor a limit gets the default request (cpu 50m,
+// memory 64Mi); a resource with only a limit gets the smaller of the default
+// and the limit as its request, so a pod is never refused for a request above
+// its limit.
+// +kubebuilder:validation:XValidation:rule="!has(self.requests) || !has(self.limits) || self.requests.all(k, !(k in self.limits) || quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)",message="resources.requests must not exceed resources.limits for the same resource"
+type Resources struct {
+	// requests are the resources the container is scheduled with.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=3
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k in ['cpu', 'memory', 'ephemeral-storage'])",message="resources.requests may name only cpu, memory and ephemeral-storage"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, quantity(string(self[k])).sign() > 0)",message="resources.requests must be positive quantities, such as 100m or 128Mi"
+	Requests corev1.ResourceList `json:"requests,omitempty"`
+
+	// limits cap what the container may use.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=3
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k in ['cpu', 'memory', 'ephemeral-storage'])",message="resources.limits may name only cpu, memory and ephemeral-storage"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, quantity(string(self[k])).sign() > 0)",message="resources.limits must be positive quantities, such as 500m or 256Mi"
+	Limits corev1.ResourceList `json:"limits,omitempty"`
+}
+
+// Toleration lets a SiteServer's pods run on nodes with a matching taint,
+// as a pod's toleration does.
+// +kubebuilder:validation:XValidation:rule="!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",message="a toleration with operator Exists must not have a value"
+// +kubebuilder:validation:XValidation:rule="!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",message="tolerationSeconds is allowed only with effect NoExecute"
+// +kubebuilder:validation:XValidation:rule="has(self.key) && self.key != '' || (has(self.operator) && self.operator == 'Exists')",message="a toleration without a key must have operator Exists (it then tolerates every taint)"
+type Toleration struct {
+	// key is the taint key the toleration applies to; empty with operator
+	// Exists matches every taint.
+	// +optional
+	// +kubebuilder:validation:MaxLength=317
+	// +kubebuilder:validation:Pattern=`^(([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`
+	Key string `json:"key,omitempty"`
+
+	// operator is Equal (default: the taint's value must equal value) or
+	// Exists (any value).
+	// +optional
+	// +kubebuilder:validation:Enum=Equal;Exists
+	Operator corev1.TolerationOperator `json:"operator,omitempty"`
+
+	// value is the taint value to match with operator Equal.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	Value string `json:"value,omitempty"`
+
+	// effect is the taint effect to match: NoSchedule, PreferNoSchedule or
+	// NoExecute; empty matches every effect.
+	// +optional
+	// +kubebuilder:validation:Enum=NoSchedule;PreferNoSchedule;NoExecute
+	Effect corev1.TaintEffect `json:"effect,omitempty"`
+
+	// tolerationSeconds is how long a pod stays on a node after a NoExecute
+	// taint appears; absent means forever.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	TolerationSeconds *int64 `json:"tolerationSeconds,omitempty"`
 }
 
 // ServiceStatus is the state of one of a SiteServer's services.
@@ -157,6 +228,7 @@ type SiteServerStatus struct {
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 40 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name of a SiteServer must be at most 40 lower-case letters, digits and '-', starting with a letter and ending with a letter or digit (it names the server's Deployment, StatefulSet and Services)"
+// +kubebuilder:validation:XValidation:rule="!self.metadata.name.startsWith('site-')",message="metadata.name of a SiteServer must not start with 'site-': the Services of Sites are named site-<site>-task and site-<site>-package, and a SiteServer's own Services <name>-task and <name>-package must never share their names"
 type SiteServer struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
