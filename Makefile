@@ -69,19 +69,19 @@ test: generate manifests ## Unit tests, envtest suites on the local control plan
 .PHONY: test-e2e
 test-e2e: ## End-to-end suite on a simulated cluster (kube-controller-manager, kube-scheduler, kwok nodes).
 	$(CONTROLPLANE) etcd kube-apiserver kube-controller-manager kube-scheduler kwok >/dev/null
-	go test -tags e2e ./test/e2e/... -count=1 -timeout 20m
+	go test -tags e2e ./test/e2e/... ./internal/simcluster/... -count=1 -timeout 20m
 
 .PHONY: bench-siteservers
 bench-siteservers: ## SiteServers on a simulated cluster of 50 kwok nodes (SITES=200); see docs/benchmarks.md.
 	$(CONTROLPLANE) etcd kube-apiserver kube-controller-manager kube-scheduler kwok >/dev/null
-	go run -tags e2e ./test/e2e/bench -sites $(SITES) -nodes 50
+	go run ./test/bench/siteservers -sites $(SITES) -nodes 50
 
 SITES ?= 200
 
 .PHONY: bench
 bench: ## Resolver benchmarks and the controller load harness; see docs/benchmarks.md.
 	go test ./internal/topology -run='^$$' -bench=. -benchmem -count=5
-	KUBEBUILDER_ASSETS="$$($(CONTROLPLANE))" go run ./test/load/topology
+	KUBEBUILDER_ASSETS="$$($(CONTROLPLANE))" go run ./test/bench/topology
 
 ##@ Build
 

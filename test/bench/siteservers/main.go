@@ -1,11 +1,9 @@
-//go:build e2e
-
-// Command bench measures how long the operator takes to bring up the
+// Command siteservers measures how long the operator takes to bring up the
 // services of N sites on a simulated cluster (internal/simcluster: etcd,
 // kube-apiserver, kube-controller-manager, kube-scheduler and kwok nodes),
 // and compares it with a baseline: the same workloads written directly.
 //
-//	go run -tags e2e ./test/e2e/bench -sites 200 -nodes 50
+//	go run ./test/bench/siteservers -sites 200 -nodes 50
 //
 // Baseline: for each site, the seven objects the operator makes for a Site
 // served by one SiteServer (a ConfigMap, a task-service Deployment of one

@@ -14,81 +14,28 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
 	"github.com/siteops/site-operator/controllers"
+	"github.com/siteops/site-operator/internal/testing/managertest"
 )
 
-// runningManager is a manager started in process.
-type runningManager struct {
-	cancel context.CancelFunc
-	done   chan error
-	once   sync.Once
-	err    error
-}
-
-// startManager starts a manager as cmd/manager builds it, with every
-// request it sends counted by writes, and returns once its caches have
-// synced.
-func startManager(ctx context.Context, base *rest.Config, scheme *runtime.Scheme, opts controllers.Options,
-	writes *requestCounter) (*runningManager, error) {
-	cfg := rest.CopyConfig(base)
-	// What ctrl.GetConfig sets when nothing else does: API Priority and
-	// Fairness, not a client-side rate limiter, paces the manager.
-	cfg.QPS = -1
-	cfg.Wrap(writes.wrap)
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:  scheme,
-		Metrics: metricsserver.Options{BindAddress: "0"},
-		// Both managers of a run register the same controller names in one
-		// process.
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+// startManager starts the manager in process, as cmd/manager builds it, with
+// every request it sends counted by writes, and returns once its caches
+// have synced.
+func startManager(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, opts controllers.Options,
+	writes *managertest.RequestCounter) (*managertest.Manager, error) {
+	return managertest.Start(ctx, cfg, scheme, managertest.Options{
+		Controllers: opts, Requests: writes,
+		Informers: []client.Object{&siteopsv1.Subnet{}, &siteopsv1.Site{}},
 	})
-	if err != nil {
-		return nil, fmt.Errorf("creating the manager: %w", err)
-	}
-	if _, err := controllers.Setup(mgr, opts); err != nil {
-		return nil, fmt.Errorf("setting up the controllers: %w", err)
-	}
-	// Informers asked for before Start start with the cache, so that
-	// WaitForCacheSync below covers them.
-	for _, obj := range []client.Object{&siteopsv1.Subnet{}, &siteopsv1.Site{}} {
-		if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
-			return nil, fmt.Errorf("getting the manager's informer for %T: %w", obj, err)
-		}
-	}
-
-	ctx, cancel := context.WithCancel(ctx)
-	m := &runningManager{cancel: cancel, done: make(chan error, 1)}
-	go pprof.Do(ctx, pprof.Labels("component", "manager"), func(ctx context.Context) {
-		m.done <- mgr.Start(ctx)
-	})
-	if !mgr.GetCache().WaitForCacheSync(ctx) {
-		err := m.stop()
-		return nil, fmt.Errorf("waiting for the manager's cache to sync: %w", errors.Join(err, context.Cause(ctx)))
-	}
-	return m, nil
-}
-
-// stop stops the manager and returns what its Start returned; calling it
-// again returns the same.
-func (m *runningManager) stop() error {
-	m.once.Do(func() {
-		m.cancel()
-		m.err = <-m.done
-	})
-	return m.err
 }
 
 // newClients returns n clients of the API server, each with its own
 // connection and no client-side rate limit, and with their requests
 // counted by counter.
-func newClients(base *rest.Config, scheme *runtime.Scheme, n int, counter *requestCounter) ([]client.Client, error) {
+func newClients(base *rest.Config, scheme *runtime.Scheme, n int, counter *managertest.RequestCounter) ([]client.Client, error) {
 	clients := make([]client.Client, n)
 	for i := range clients {
 		cfg := rest.CopyConfig(base)
@@ -96,7 +43,7 @@ func newClients(base *rest.Config, scheme *runtime.Scheme, n int, counter *reque
 		// client-go shares one transport among configs that look alike; a
 		// Dial function of its own gives each client its own connection.
 		cfg.Dial = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-		cfg.Wrap(counter.wrap)
+		cfg.Wrap(counter.Wrap)
 		c, err := client.New(cfg, client.Options{Scheme: scheme})
 		if err != nil {
 			return nil, fmt.Errorf("creating client %d: %w", i, err)

@@ -10,6 +10,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/siteops/site-operator/internal/testing/managertest"
 )
 
 // harness is one run against a started control plane.
@@ -21,10 +23,10 @@ type harness struct {
 	procs  map[string]int // the processes whose CPU and memory are reported
 
 	obs     *observer
-	clients []client.Client // one per worker
-	creates *requestCounter // the workers' requests
-	manager *runningManager // the first manager
-	writes  *requestCounter // the first manager's requests
+	clients []client.Client             // one per worker
+	creates *managertest.RequestCounter // the workers' requests
+	manager *managertest.Manager        // the first manager
+	writes  *managertest.RequestCounter // the first manager's requests
 
 	res results
 }
@@ -34,7 +36,7 @@ type harness struct {
 func newHarness(ctx context.Context, opts options, p *plan, cfg *rest.Config, scheme *runtime.Scheme) (*harness, error) {
 	h := &harness{
 		opts: opts, plan: p, cfg: cfg, scheme: scheme,
-		creates: &requestCounter{}, writes: &requestCounter{},
+		creates: newRequestCounter(), writes: newRequestCounter(),
 		res: results{opts: opts, plan: p},
 	}
 	var err error
@@ -52,7 +54,7 @@ func newHarness(ctx context.Context, opts options, p *plan, cfg *rest.Config, sc
 		return nil, err
 	}
 	if h.clients, err = newClients(cfg, scheme, opts.workers, h.creates); err != nil {
-		h.manager.stop()
+		h.manager.Stop()
 		return nil, err
 	}
 	return h, nil
@@ -74,7 +76,7 @@ func (h *harness) createSites(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	h.res.siteWrites = h.writes.snapshot()
+	h.res.siteWrites = h.writes.Snapshot()
 	log.Printf("Sites created and given a status in %s", time.Since(start).Round(time.Millisecond))
 	return nil
 }
@@ -92,7 +94,7 @@ func (h *harness) measureConvergence(ctx context.Context) error {
 		return err
 	}
 	defer stopProfile()
-	writesBefore := h.writes.snapshot()
+	writesBefore := h.writes.Snapshot()
 	cpuBefore, err := sampleCPU(h.procs)
 	if err != nil {
 		return err
@@ -138,7 +140,7 @@ func (h *harness) measureConvergence(ctx context.Context) error {
 	if err := sleep(ctx, h.opts.settle); err != nil {
 		return err
 	}
-	r.convergeWrites = h.writes.snapshot().sub(writesBefore)
+	r.convergeWrites = h.writes.Snapshot().Sub(writesBefore)
 	return nil
 }
 
@@ -146,24 +148,24 @@ func (h *harness) measureConvergence(ctx context.Context) error {
 // converged objects, waits until it has reconciled every Subnet and Site
 // once, plus the settle time, and records the writes it sent.
 func (h *harness) measureResync(ctx context.Context) error {
-	before, err := reconcileTotals()
+	before, err := managertest.ReconcileTotals()
 	if err != nil {
 		return err
 	}
-	writes := &requestCounter{}
+	writes := newRequestCounter()
 	log.Printf("Restarting the manager")
 	start := time.Now()
 	mgr, err := startManager(ctx, h.cfg, h.scheme, h.opts.controllers, writes)
 	if err != nil {
 		return fmt.Errorf("restarting the manager: %w", err)
 	}
-	defer mgr.stop()
+	defer mgr.Stop()
 
 	subnets, sites := float64(h.plan.subnetCount()), float64(len(h.plan.Sites))
 	waitCtx, cancel := context.WithTimeout(ctx, h.opts.timeout)
 	defer cancel()
 	for {
-		now, err := reconcileTotals()
+		now, err := managertest.ReconcileTotals()
 		if err != nil {
 			return err
 		}
@@ -181,8 +183,8 @@ func (h *harness) measureResync(ctx context.Context) error {
 	if err := sleep(ctx, h.opts.settle); err != nil {
 		return err
 	}
-	h.res.resyncWrites = writes.snapshot()
-	if err := mgr.stop(); err != nil {
+	h.res.resyncWrites = writes.Snapshot()
+	if err := mgr.Stop(); err != nil {
 		return fmt.Errorf("stopping the restarted manager: %w", err)
 	}
 	return nil

@@ -9,7 +9,7 @@
 //
 // From the repository root:
 //
-//	KUBEBUILDER_ASSETS="$(hack/controlplane.sh)" go run ./test/load/topology [flags]
+//	KUBEBUILDER_ASSETS="$(hack/controlplane.sh)" go run ./test/bench/topology [flags]
 //
 // It prints a Markdown table of results (see docs/benchmarks.md) and exits
 // non-zero only when a status is wrong or never arrives: performance
@@ -144,20 +144,20 @@ func run(ctx context.Context, opts options) (*results, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer h.manager.stop()
+	defer h.manager.Stop()
 	if err := h.createSites(ctx); err != nil {
 		return &h.res, err
 	}
 	if err := h.measureConvergence(ctx); err != nil {
 		return &h.res, err
 	}
-	if err := h.manager.stop(); err != nil {
+	if err := h.manager.Stop(); err != nil {
 		return &h.res, fmt.Errorf("stopping the manager: %w", err)
 	}
 	if err := h.measureResync(ctx); err != nil {
 		return &h.res, err
 	}
-	h.res.creates = h.creates.snapshot()
+	h.res.creates = h.creates.Snapshot()
 	if h.res.peakRSS, err = peakRSS(h.procs); err != nil {
 		return &h.res, err
 	}

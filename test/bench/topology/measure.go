@@ -12,117 +12,39 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/siteops/site-operator/internal/testing/managertest"
 )
 
-// requestCounter counts the writes (every request but GET) that go through
-// the RoundTripper it wraps, by what they write, and the responses that
-// show contention: conflicts, and 429s (Too Many Requests) to writes and to
-// reads. A 429 to a read is usually a list or watch sent while the API
-// server's watch cache for a just-installed CRD was still initialising.
-type requestCounter struct {
-	subnetStatus, siteStatus, otherWrites atomic.Int64
-	conflicts                             atomic.Int64
-	throttledWrites, throttledReads       atomic.Int64
+// Classes of the writes the harness counts (managertest.RequestCounter).
+const (
+	writeSubnetStatus = "Subnet status"
+	writeSiteStatus   = "Site status"
+	writeOther        = "other"
+)
+
+// newRequestCounter counts writes by the classes above.
+func newRequestCounter() *managertest.RequestCounter {
+	return &managertest.RequestCounter{Classify: func(req *http.Request) string {
+		path := req.URL.Path
+		switch {
+		case strings.HasSuffix(path, "/status") && strings.Contains(path, "/subnets/"):
+			return writeSubnetStatus
+		case strings.HasSuffix(path, "/status") && strings.Contains(path, "/sites/"):
+			return writeSiteStatus
+		default:
+			return writeOther
+		}
+	}}
 }
 
-// requestCounts is a copy of a requestCounter's counts.
-type requestCounts struct {
-	subnetStatus, siteStatus, otherWrites int64
-	conflicts                             int64
-	throttledWrites, throttledReads       int64
-}
-
-func (c requestCounts) writes() int64 { return c.subnetStatus + c.siteStatus + c.otherWrites }
-
-func (c requestCounts) sub(o requestCounts) requestCounts {
-	return requestCounts{
-		subnetStatus:    c.subnetStatus - o.subnetStatus,
-		siteStatus:      c.siteStatus - o.siteStatus,
-		otherWrites:     c.otherWrites - o.otherWrites,
-		conflicts:       c.conflicts - o.conflicts,
-		throttledWrites: c.throttledWrites - o.throttledWrites,
-		throttledReads:  c.throttledReads - o.throttledReads,
-	}
-}
-
-func (c requestCounts) String() string {
+// formatWrites formats the manager's writes for the results table.
+func formatWrites(c managertest.Counts) string {
 	return fmt.Sprintf("%d (Subnet status %d, Site status %d, other %d; %d conflicts)",
-		c.writes(), c.subnetStatus, c.siteStatus, c.otherWrites, c.conflicts)
-}
-
-func (c *requestCounter) snapshot() requestCounts {
-	return requestCounts{
-		subnetStatus:    c.subnetStatus.Load(),
-		siteStatus:      c.siteStatus.Load(),
-		otherWrites:     c.otherWrites.Load(),
-		conflicts:       c.conflicts.Load(),
-		throttledWrites: c.throttledWrites.Load(),
-		throttledReads:  c.throttledReads.Load(),
-	}
-}
-
-// wrap is a rest.Config WrapTransport function.
-func (c *requestCounter) wrap(next http.RoundTripper) http.RoundTripper {
-	return roundTripperFunc(func(req *http.Request) (*http.Response, error) {
-		write := req.Method != http.MethodGet
-		if write {
-			path := req.URL.Path
-			switch {
-			case strings.HasSuffix(path, "/status") && strings.Contains(path, "/subnets/"):
-				c.subnetStatus.Add(1)
-			case strings.HasSuffix(path, "/status") && strings.Contains(path, "/sites/"):
-				c.siteStatus.Add(1)
-			default:
-				c.otherWrites.Add(1)
-			}
-		}
-		resp, err := next.RoundTrip(req)
-		if err == nil {
-			switch resp.StatusCode {
-			case http.StatusConflict:
-				c.conflicts.Add(1)
-			case http.StatusTooManyRequests:
-				if write {
-					c.throttledWrites.Add(1)
-				} else {
-					c.throttledReads.Add(1)
-				}
-			}
-		}
-		return resp, err
-	})
-}
-
-type roundTripperFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripperFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
-
-// reconcileTotals reads controller-runtime's controller_runtime_reconcile_total
-// for each controller, summed over results.
-func reconcileTotals() (map[string]float64, error) {
-	families, err := metrics.Registry.Gather()
-	if err != nil {
-		return nil, fmt.Errorf("gathering the controller-runtime metrics: %w", err)
-	}
-	totals := map[string]float64{}
-	for _, family := range families {
-		if family.GetName() != "controller_runtime_reconcile_total" {
-			continue
-		}
-		for _, m := range family.GetMetric() {
-			for _, label := range m.GetLabel() {
-				if label.GetName() == "controller" {
-					totals[label.GetValue()] += m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return totals, nil
+		c.Total(), c.Writes[writeSubnetStatus], c.Writes[writeSiteStatus], c.Writes[writeOther], c.Conflicts)
 }
 
 // The processes whose CPU time and memory the harness reports: itself (the
@@ -293,15 +215,15 @@ func peakRSS(procs map[string]int) (map[string]int64, error) {
 type progress struct {
 	start           time.Time
 	obs             *observer
-	creates, writes *requestCounter
-	createsBefore   requestCounts
-	writesBefore    requestCounts
+	creates, writes *managertest.RequestCounter
+	createsBefore   managertest.Counts
+	writesBefore    managertest.Counts
 }
 
-func newProgress(obs *observer, creates, writes *requestCounter) *progress {
+func newProgress(obs *observer, creates, writes *managertest.RequestCounter) *progress {
 	return &progress{
 		start: time.Now(), obs: obs, creates: creates, writes: writes,
-		createsBefore: creates.snapshot(), writesBefore: writes.snapshot(),
+		createsBefore: creates.Snapshot(), writesBefore: writes.Snapshot(),
 	}
 }
 
@@ -315,9 +237,9 @@ func (p *progress) log(ctx context.Context) {
 			return
 		case <-tick.C:
 			m := p.obs.milestones()
-			c, w := p.creates.snapshot().sub(p.createsBefore), p.writes.snapshot().sub(p.writesBefore)
+			c, w := p.creates.Snapshot().Sub(p.createsBefore), p.writes.Snapshot().Sub(p.writesBefore)
 			log.Printf("%3.0f s: %d creates sent; Subnets ready %d; manager writes: Subnet status %d, Site status %d",
-				time.Since(p.start).Seconds(), c.otherWrites, m.ready, w.subnetStatus, w.siteStatus)
+				time.Since(p.start).Seconds(), c.Writes[writeOther], m.ready, w.Writes[writeSubnetStatus], w.Writes[writeSiteStatus])
 		}
 	}
 }

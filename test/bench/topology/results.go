@@ -8,6 +8,7 @@ import (
 	"time"
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
+	"github.com/siteops/site-operator/internal/testing/managertest"
 )
 
 // ratioTarget is the tReady / tCreate ratio the controllers aim for.
@@ -20,7 +21,7 @@ type results struct {
 
 	// siteWrites are the manager's writes until every Site had its first
 	// status, before any Subnet existed.
-	siteWrites requestCounts
+	siteWrites managertest.Counts
 	// tCreate runs from the first Subnet create to the last one accepted;
 	// the other durations run from the same start.
 	tCreate, tReady, tFinal, tSettled, converged time.Duration
@@ -29,14 +30,14 @@ type results struct {
 	cpuCreate, cpuConverge cpuTimes
 	// convergeWrites are the manager's writes from the first Subnet create
 	// until the settle time after convergence.
-	convergeWrites requestCounts
+	convergeWrites managertest.Counts
 	// tResync is how long a restarted manager took to reconcile every
 	// object once; resyncWrites are the writes it sent meanwhile and during
 	// the settle time after.
 	tResync      time.Duration
-	resyncWrites requestCounts
+	resyncWrites managertest.Counts
 	// creates are the harness clients' requests.
-	creates requestCounts
+	creates managertest.Counts
 	peakRSS map[string]int64
 }
 
@@ -51,7 +52,7 @@ func (r *results) print(w io.Writer) {
 		verdict = "missed"
 	}
 	steady := "met"
-	if r.resyncWrites.writes() != 0 {
+	if r.resyncWrites.Total() != 0 {
 		steady = "missed"
 	}
 	subnets := r.plan.subnetCount()
@@ -64,15 +65,15 @@ func (r *results) print(w io.Writer) {
 		{fmt.Sprintf("ratio tReady / tCreate (target ≤ %.1f)", ratioTarget), fmt.Sprintf("%.2f — %s", ratio, verdict)},
 		{"tFinal: → every Subnet status as planned", seconds(r.tFinal)},
 		{"tSitesSettled: → every Site's status.subnets as planned", seconds(r.tSettled)},
-		{"manager writes for the Sites' first statuses", r.siteWrites.String()},
-		{"manager writes during convergence", r.convergeWrites.String()},
+		{"manager writes for the Sites' first statuses", formatWrites(r.siteWrites)},
+		{"manager writes during convergence", formatWrites(r.convergeWrites)},
 		{"manager writes after a restart (target 0)",
-			fmt.Sprintf("%s — %s; every object reconciled in %s", r.resyncWrites, steady, seconds(r.tResync))},
+			fmt.Sprintf("%s — %s; every object reconciled in %s", formatWrites(r.resyncWrites), steady, seconds(r.tResync))},
 		{"429 responses to writes (reads): manager / harness clients",
 			fmt.Sprintf("%d (%d) / %d (%d)",
-				r.siteWrites.throttledWrites+r.convergeWrites.throttledWrites+r.resyncWrites.throttledWrites,
-				r.siteWrites.throttledReads+r.convergeWrites.throttledReads+r.resyncWrites.throttledReads,
-				r.creates.throttledWrites, r.creates.throttledReads)},
+				r.siteWrites.ThrottledWrites+r.convergeWrites.ThrottledWrites+r.resyncWrites.ThrottledWrites,
+				r.siteWrites.ThrottledReads+r.convergeWrites.ThrottledReads+r.resyncWrites.ThrottledReads,
+				r.creates.ThrottledWrites, r.creates.ThrottledReads)},
 		{fmt.Sprintf("CPU s during tCreate (%d cores: %.1f s available)", runtime.NumCPU(), float64(runtime.NumCPU())*r.tCreate.Seconds()),
 			r.cpuCreate.String()},
 		{fmt.Sprintf("CPU s until convergence (%.1f s available)", float64(runtime.NumCPU())*r.converged.Seconds()),
