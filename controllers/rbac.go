@@ -1,18 +1,25 @@
 package controllers
 
 // The manager's RBAC, in one place. controller-gen turns these markers into
-// config/rbac/role.yaml (`make manifests`); the Helm chart carries a copy
-// that hack/check-chart-rbac.sh keeps equal.
+// config/rbac/role.yaml (`make manifests`): a ClusterRole for what is
+// cluster-scoped and a Role for the workload namespace. The Helm chart
+// carries a copy that hack/check-chart-rbac.sh keeps equal.
+//
+// Least privilege: cluster-wide, the manager only reconciles the siteops.io
+// kinds and reads nodes and storage classes (SiteServer prerequisites). What
+// it writes, the site services' workloads, it writes only in its workload
+// namespace (--workload-namespace, by default its own), the one namespace its
+// cache watches (CacheOptions). `namespace=system` is a placeholder that
+// kustomize (config/default) and the chart (templates/role.yaml) replace
+// with that namespace. It never reads Secrets.
 
+// Cluster-wide: the ClusterRole.
+// +kubebuilder:rbac:groups=siteops.io,resources=sites;siteservers;subnets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=siteops.io,resources=sites/status;siteservers/status;subnets/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=services;configmaps,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=siteops.io,resources=sites,verbs=get;list;watch
-// +kubebuilder:rbac:groups=siteops.io,resources=sites/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=siteops.io,resources=siteservers,verbs=get;list;watch
-// +kubebuilder:rbac:groups=siteops.io,resources=siteservers/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=siteops.io,resources=subnets,verbs=get;list;watch
-// +kubebuilder:rbac:groups=siteops.io,resources=subnets/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=get;list;watch
+
+// The workload namespace: the Role.
+// +kubebuilder:rbac:groups="",namespace=system,resources=services;configmaps,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=apps,namespace=system,resources=deployments;statefulsets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=policy,namespace=system,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,13 +19,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/yaml"
+
+	"github.com/siteops/site-operator/internal/manifests"
 )
 
 // modulePath identifies the repository's go.mod.
@@ -86,7 +89,9 @@ func BuildManager(root, dir string) (string, error) {
 // InstallOperator installs what the chart would before the manager starts:
 // the CRDs of config/crd/bases, the workload namespace (enforcing the
 // restricted Pod Security Standard), the manager's ServiceAccount and the
-// ClusterRole of config/rbac/role.yaml bound to it.
+// roles of config/rbac/role.yaml bound to it: the ClusterRole with a
+// ClusterRoleBinding, the Role (the workloads' kinds) with a RoleBinding in
+// the workload namespace, as config/default and the chart place it.
 func InstallOperator(ctx context.Context, c *Cluster, cl client.Client, root, namespace string) error {
 	if _, err := envtest.InstallCRDs(c.Config, envtest.CRDInstallOptions{
 		Paths:              []string{filepath.Join(root, "config", "crd", "bases")},
@@ -108,22 +113,52 @@ func InstallOperator(ctx context.Context, c *Cluster, cl client.Client, root, na
 	rolePath := filepath.Join(root, "config", "rbac", "role.yaml")
 	data, err := os.ReadFile(rolePath)
 	if err != nil {
-		return fmt.Errorf("reading the manager's ClusterRole: %w", err)
+		return fmt.Errorf("reading the manager's roles: %w", err)
 	}
-	var role rbacv1.ClusterRole
-	if err := yaml.UnmarshalStrict(bytes.TrimPrefix(data, []byte("---\n")), &role); err != nil {
+	docs, err := manifests.Decode(data)
+	if err != nil {
 		return fmt.Errorf("decoding %s: %w", rolePath, err)
 	}
-	if err := cl.Create(ctx, &role); err != nil {
-		return fmt.Errorf("creating ClusterRole %s: %w", role.Name, err)
+	subjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: ManagerServiceAccount, Namespace: namespace}}
+	var installed []string
+	for _, doc := range docs {
+		var role, binding client.Object
+		switch doc.GetKind() {
+		case "ClusterRole":
+			var cr rbacv1.ClusterRole
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(doc.Object, &cr); err != nil {
+				return fmt.Errorf("decoding ClusterRole %s of %s: %w", doc.GetName(), rolePath, err)
+			}
+			role = &cr
+			binding = &rbacv1.ClusterRoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Name: cr.Name},
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name},
+				Subjects:   subjects,
+			}
+		case "Role":
+			var r rbacv1.Role
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(doc.Object, &r); err != nil {
+				return fmt.Errorf("decoding Role %s of %s: %w", doc.GetName(), rolePath, err)
+			}
+			r.Namespace = namespace // a placeholder in the file, as kustomize and the chart replace it
+			role = &r
+			binding = &rbacv1.RoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Name: r.Name, Namespace: namespace},
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: r.Name},
+				Subjects:   subjects,
+			}
+		default:
+			return fmt.Errorf("%s holds a %s; want the manager's ClusterRole and Role", rolePath, doc.GetKind())
+		}
+		for _, obj := range []client.Object{role, binding} {
+			if err := cl.Create(ctx, obj); err != nil {
+				return fmt.Errorf("creating %T %s: %w", obj, obj.GetName(), err)
+			}
+		}
+		installed = append(installed, doc.GetKind())
 	}
-	binding := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: role.Name},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: ManagerServiceAccount, Namespace: namespace}},
-	}
-	if err := cl.Create(ctx, binding); err != nil {
-		return fmt.Errorf("creating ClusterRoleBinding %s: %w", binding.Name, err)
+	if !slices.Contains(installed, "ClusterRole") || !slices.Contains(installed, "Role") {
+		return fmt.Errorf("%s holds %v; want the manager's ClusterRole and Role (run make manifests)", rolePath, installed)
 	}
 	return nil
 }

@@ -1,0 +1,306 @@
+// Package rbac proves the manager's least privilege against a real
+// kube-apiserver: it applies config/rbac/*.yaml as a user would, then asks
+// the API server (SubjectAccessReview, and real requests impersonating the
+// manager's ServiceAccount) what the manager may do. Cluster-wide it may
+// read and write the status of the siteops.io kinds and read nodes and
+// storage classes; it writes the site services' workloads only in its own
+// namespace, and never reads Secrets.
+package rbac_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/siteops/site-operator/internal/manifests"
+)
+
+const (
+	// rbacDir holds the manager's RBAC as a user applies it.
+	rbacDir = "../../../config/rbac"
+	// operatorNamespace is the namespace that config/rbac names (config/default
+	// renames it): the manager's own, and so its workload namespace.
+	operatorNamespace = "system"
+	// serviceAccount is the manager's ServiceAccount in config/rbac.
+	serviceAccount = "controller-manager"
+	// otherNamespace is a tenant's namespace, where the manager must not write.
+	otherNamespace = "tenant-a"
+)
+
+// The manager's identity, as the API server authenticates a token of its
+// ServiceAccount.
+var (
+	managerUser   = fmt.Sprintf("system:serviceaccount:%s:%s", operatorNamespace, serviceAccount)
+	managerGroups = []string{"system:serviceaccounts", "system:serviceaccounts:" + operatorNamespace, "system:authenticated"}
+)
+
+// access is one request the manager might make.
+type access struct {
+	verb, group, resource, subresource, namespace string
+}
+
+func (a access) String() string {
+	r := a.resource
+	if a.group != "" {
+		r += "." + a.group
+	}
+	if a.subresource != "" {
+		r += "/" + a.subresource
+	}
+	where := "cluster-wide"
+	if a.namespace != "" {
+		where = "in namespace " + a.namespace
+	}
+	return fmt.Sprintf("%s %s %s", a.verb, r, where)
+}
+
+// each expands verbs × resources of one group in one namespace.
+func each(verbs []string, group string, resources []string, subresource, namespace string) []access {
+	var out []access
+	for _, resource := range resources {
+		for _, verb := range verbs {
+			out = append(out, access{verb: verb, group: group, resource: resource, subresource: subresource, namespace: namespace})
+		}
+	}
+	return out
+}
+
+var (
+	read  = []string{"get", "list", "watch"}
+	write = []string{"create", "update", "patch", "delete"}
+	all   = append(append([]string{}, read...), write...)
+)
+
+// needed is what the controllers do: without any of it the manager fails.
+func needed() []access {
+	var n []access
+	// The site services' workloads, in the workload namespace.
+	n = append(n, each(all, "apps", []string{"deployments", "statefulsets"}, "", operatorNamespace)...)
+	n = append(n, each(all, "", []string{"services", "configmaps"}, "", operatorNamespace)...)
+	n = append(n, each(all, "policy", []string{"poddisruptionbudgets"}, "", operatorNamespace)...)
+	// SiteServer prerequisites.
+	n = append(n, each(read, "", []string{"nodes"}, "", "")...)
+	n = append(n, each(read, "storage.k8s.io", []string{"storageclasses"}, "", "")...)
+	// The siteops.io kinds and their status.
+	kinds := []string{"sites", "subnets", "siteservers"}
+	n = append(n, each(read, "siteops.io", kinds, "", "")...)
+	n = append(n, each([]string{"get", "update", "patch"}, "siteops.io", kinds, "status", "")...)
+	// Leader election, in the manager's own namespace.
+	n = append(n, each([]string{"get", "create", "update"}, "coordination.k8s.io", []string{"leases"}, "", operatorNamespace)...)
+	n = append(n, access{verb: "create", resource: "events", namespace: operatorNamespace})
+	return n
+}
+
+// forbidden is what least privilege withholds.
+func forbidden() []access {
+	var f []access
+	// No workloads outside the workload namespace, nor cluster-wide.
+	for _, ns := range []string{otherNamespace, "kube-system", "default", ""} {
+		f = append(f, each([]string{"create", "patch", "delete"}, "apps", []string{"deployments", "statefulsets"}, "", ns)...)
+		f = append(f, each([]string{"create", "patch", "delete"}, "", []string{"services", "configmaps"}, "", ns)...)
+		f = append(f, each([]string{"create", "delete"}, "policy", []string{"poddisruptionbudgets"}, "", ns)...)
+	}
+	f = append(f, each(read, "apps", []string{"deployments"}, "", "")...)
+	f = append(f, each(read, "", []string{"configmaps"}, "", otherNamespace)...)
+	// Secrets: nowhere, not even in its own namespace.
+	for _, ns := range []string{operatorNamespace, otherNamespace, ""} {
+		f = append(f, each(all, "", []string{"secrets"}, "", ns)...)
+	}
+	// Nodes and storage classes are read-only.
+	f = append(f, each(write, "", []string{"nodes"}, "", "")...)
+	f = append(f, each(write, "", []string{"nodes"}, "status", "")...)
+	f = append(f, each(write, "storage.k8s.io", []string{"storageclasses"}, "", "")...)
+	// The topology belongs to its users: the manager writes only status.
+	f = append(f, each([]string{"create", "update", "delete"}, "siteops.io", []string{"sites", "subnets", "siteservers"}, "", "")...)
+	// Nothing that runs code or grants more, anywhere.
+	for _, ns := range []string{operatorNamespace, otherNamespace} {
+		f = append(f, each([]string{"create"}, "", []string{"pods"}, "", ns)...)
+		f = append(f, each([]string{"create"}, "", []string{"pods"}, "exec", ns)...)
+		f = append(f, each([]string{"create"}, "", []string{"serviceaccounts"}, "token", ns)...)
+		f = append(f, each([]string{"create", "bind", "escalate"}, "rbac.authorization.k8s.io", []string{"roles", "rolebindings"}, "", ns)...)
+	}
+	f = append(f, each([]string{"create", "update"}, "rbac.authorization.k8s.io", []string{"clusterroles", "clusterrolebindings"}, "", "")...)
+	f = append(f, access{verb: "create", group: "coordination.k8s.io", resource: "leases", namespace: otherNamespace})
+	f = append(f, access{verb: "impersonate", resource: "serviceaccounts", namespace: otherNamespace})
+	return f
+}
+
+var (
+	admin     client.Client
+	clientset *kubernetes.Clientset
+	restCfg   *rest.Config
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS must name the control-plane binaries: "+
+			`KUBEBUILDER_ASSETS="$(hack/controlplane.sh)" go test ./test/integration/rbac`)
+		return 1
+	}
+	env := &envtest.Environment{}
+	cfg, err := env.Start()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "starting the control plane: %v\n", err)
+		return 1
+	}
+	defer func() { _ = env.Stop() }()
+	restCfg = cfg
+	if admin, err = client.New(cfg, client.Options{}); err != nil {
+		fmt.Fprintf(os.Stderr, "creating a client: %v\n", err)
+		return 1
+	}
+	if clientset, err = kubernetes.NewForConfig(cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "creating a clientset: %v\n", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// allowed asks the API server whether the manager may make the request.
+func allowed(ctx context.Context, t *testing.T, a access) bool {
+	t.Helper()
+	review, err := clientset.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
+		Spec: authorizationv1.SubjectAccessReviewSpec{
+			User:   managerUser,
+			Groups: managerGroups,
+			ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Namespace: a.namespace, Verb: a.verb, Group: a.group, Resource: a.resource, Subresource: a.subresource,
+			},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("SubjectAccessReview for %s: %v", a, err)
+	}
+	return review.Status.Allowed
+}
+
+// TestManagerRBAC installs config/rbac and checks, request by request, that
+// the manager may do what the controllers need and nothing of what least
+// privilege withholds. Before the install the same requests are refused,
+// so what is allowed comes from those files and not from the cluster's
+// defaults.
+func TestManagerRBAC(t *testing.T) {
+	ctx := t.Context()
+	for _, a := range needed() {
+		if allowed(ctx, t, a) {
+			t.Fatalf("before config/rbac is installed the manager may already %s: the API server is not authorizing with RBAC, this test proves nothing", a)
+		}
+	}
+
+	installRBAC(ctx, t)
+
+	for _, a := range needed() {
+		if !allowed(ctx, t, a) {
+			t.Errorf("the manager may not %s, which the controllers need (add a +kubebuilder:rbac marker in controllers/rbac.go)", a)
+		}
+	}
+	for _, a := range forbidden() {
+		if allowed(ctx, t, a) {
+			t.Errorf("the manager may %s: least privilege withholds it", a)
+		}
+	}
+
+	t.Run("as the manager", func(t *testing.T) { asTheManager(t) })
+}
+
+// installRBAC creates the namespaces and every object of config/rbac, as
+// `kubectl apply -f config/rbac/` would.
+func installRBAC(ctx context.Context, t *testing.T) {
+	t.Helper()
+	for _, ns := range []string{operatorNamespace, otherNamespace} {
+		if err := admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			t.Fatalf("creating namespace %s: %v", ns, err)
+		}
+	}
+	objs, err := manifests.ReadDir(rbacDir)
+	if err != nil {
+		t.Fatalf("reading %s: %v", rbacDir, err)
+	}
+	if len(objs) == 0 {
+		t.Fatalf("%s holds no objects", rbacDir)
+	}
+	if err := manifests.CreateAll(ctx, admin, objs); err != nil {
+		t.Fatalf("applying %s: %v", rbacDir, err)
+	}
+}
+
+// asTheManager makes real requests with the manager's identity
+// (impersonation), so the verdicts above are what a request meets.
+func asTheManager(t *testing.T) {
+	ctx := t.Context()
+	cfg := rest.CopyConfig(restCfg)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: managerUser, Groups: managerGroups}
+	manager, err := client.New(cfg, client.Options{})
+	if err != nil {
+		t.Fatalf("creating the manager's client: %v", err)
+	}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "agent-bootstrap", Namespace: operatorNamespace},
+		StringData: map[string]string{"token": "not-for-the-manager"}}
+	if err := admin.Create(ctx, secret); err != nil {
+		t.Fatalf("creating Secret %s: %v", secret.Name, err)
+	}
+
+	if err := manager.Patch(ctx, taskDeployment(operatorNamespace), client.Apply,
+		client.FieldOwner("rbac-test"), client.ForceOwnership); err != nil {
+		t.Errorf("applying a Deployment in the workload namespace %s as the manager: %v", operatorNamespace, err)
+	}
+	mustBeForbidden(t, "applying a Deployment in namespace "+otherNamespace,
+		manager.Patch(ctx, taskDeployment(otherNamespace), client.Apply, client.FieldOwner("rbac-test"), client.ForceOwnership))
+	mustBeForbidden(t, "creating a Deployment in namespace "+otherNamespace,
+		manager.Create(ctx, taskDeployment(otherNamespace)))
+	mustBeForbidden(t, "reading Secret "+secret.Name+" in its own namespace",
+		manager.Get(ctx, client.ObjectKeyFromObject(secret), &corev1.Secret{}))
+	mustBeForbidden(t, "listing Secrets cluster-wide", manager.List(ctx, &corev1.SecretList{}))
+
+	var nodes corev1.NodeList
+	if err := manager.List(ctx, &nodes); err != nil {
+		t.Errorf("listing nodes as the manager: %v", err)
+	}
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "site-server-1"}}
+	if err := admin.Create(ctx, node); err != nil {
+		t.Fatalf("creating Node %s: %v", node.Name, err)
+	}
+	mustBeForbidden(t, "labelling Node "+node.Name, manager.Patch(ctx, node,
+		client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"siteops.io/site-paris":"true"}}}`))))
+}
+
+func mustBeForbidden(t *testing.T, what string, err error) {
+	t.Helper()
+	if !apierrors.IsForbidden(err) {
+		t.Errorf("%s as the manager: got %v, want Forbidden", what, err)
+	}
+}
+
+// taskDeployment is a minimal valid Deployment like the task service's.
+func taskDeployment(namespace string) *appsv1.Deployment {
+	labels := map[string]string{"app.kubernetes.io/name": "task-service"}
+	return &appsv1.Deployment{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
+		ObjectMeta: metav1.ObjectMeta{Name: "task-service-rbac-test", Namespace: namespace},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](1),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "task", Image: "site-operator:test"}}},
+			},
+		},
+	}
+}
