@@ -3,6 +3,7 @@
 package controllers
 
 import (
+	"context"
 	"fmt"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -48,14 +49,24 @@ func DefaultOptions() Options {
 }
 
 // Setup registers the field indexes and every controller with mgr. The
-// returned Resolver is the live address → subnet → site table that the
-// controllers keep current; the locator reads it.
+// returned Resolver is the live address → subnet → site table, fed from the
+// cache's informers on every replica whether or not it leads (the
+// controllers run on the leader only); the locator reads it. A readiness
+// check named "topology" passes once it holds every Subnet and Site.
 func Setup(mgr ctrl.Manager, opts Options) (*topology.Resolver, error) {
 	if err := setupIndexes(mgr); err != nil {
 		return nil, fmt.Errorf("setting up field indexes: %w", err)
 	}
-	resolver := topology.New()
-	subnets := &SubnetReconciler{Client: mgr.GetClient(), Resolver: resolver}
+	// The feed's handlers run on every replica, outside leader election, so
+	// that every replica's resolver holds the whole table.
+	feed, err := newResolverFeed(context.Background(), mgr.GetCache(), topology.New())
+	if err != nil {
+		return nil, fmt.Errorf("feeding the topology resolver: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("topology", feed.readyCheck); err != nil {
+		return nil, fmt.Errorf("adding the topology readiness check: %w", err)
+	}
+	subnets := &SubnetReconciler{Client: mgr.GetClient(), feed: feed}
 	if err := subnets.SetupWithManager(mgr, opts.SubnetConcurrency); err != nil {
 		return nil, fmt.Errorf("setting up the Subnet controller: %w", err)
 	}
@@ -67,7 +78,7 @@ func Setup(mgr ctrl.Manager, opts Options) (*topology.Resolver, error) {
 	if err := siteServers.SetupWithManager(mgr, opts.SiteServerConcurrency); err != nil {
 		return nil, fmt.Errorf("setting up the SiteServer controller: %w", err)
 	}
-	return resolver, nil
+	return feed.resolver, nil
 }
 
 // NewScheme returns a scheme with the built-in Kubernetes kinds and the

@@ -2,13 +2,16 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -29,7 +32,6 @@ import (
 	"github.com/siteops/site-operator/internal/siteservice/config"
 	"github.com/siteops/site-operator/internal/topology"
 )
-
 
 // SiteReconciler keeps each Site's task and package Services, which select
 // the pods of every SiteServer serving the site, and its status: how many
@@ -106,107 +108,251 @@ func enqueueSite(q workqueue.TypedRateLimitingInterface[reconcile.Request], site
 	}
 }
 
-// Reconcile computes one Site's status from the cache and writes it when it
-// changed.
-func (r *SiteReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+// siteScope is what one reconcile of a Site works from: observe fills it
+// from the cache, the phases add their outcome, and the status setters read
+// it.
+type siteScope struct {
+	site *siteopsv1.Site
+	// subnets is the number of Subnets effectively mapped to the site.
+	subnets int
+	// servers are the SiteServers that serve the site.
+	servers []siteopsv1.SiteServer
+	// servicesErr is why the site's Services could not be applied or
+	// removed, nil when they were.
+	servicesErr error
+}
+
+// Reconcile keeps one Site's Services and writes its status once, whatever
+// the outcome of the phases, when it changed.
+func (r *SiteReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
 	var site siteopsv1.Site
 	if err := r.Get(ctx, req.NamespacedName, &site); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	// observe reads the cache only; it fails only on a programming error (a
+	// missing index), with nothing new to report.
+	scope, err := r.observe(ctx, &site)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	defer func() {
+		retErr = errors.Join(retErr, r.patchStatus(ctx, scope))
+	}()
+
+	// A failure is in the status; returning it retries with back-off, so a
+	// Service in the way is noticed when it goes.
+	scope.servicesErr = r.reconcileServices(ctx, scope)
+	return ctrl.Result{}, scope.servicesErr
+}
+
+// observe reads what the site's status reports from the cache.
+func (r *SiteReconciler) observe(ctx context.Context, site *siteopsv1.Site) (*siteScope, error) {
 	var subnets siteopsv1.SubnetList
 	if err := r.List(ctx, &subnets, client.MatchingFields{IndexSubnetEffectiveSite: site.Name},
 		client.UnsafeDisableDeepCopy); err != nil {
-		return ctrl.Result{}, fmt.Errorf("listing Subnets of Site %s: %w", site.Name, err)
+		return nil, fmt.Errorf("listing Subnets of Site %s: %w", site.Name, err)
 	}
-
 	var servers siteopsv1.SiteServerList
 	if err := r.List(ctx, &servers, client.MatchingFields{IndexSiteServerSites: site.Name}); err != nil {
-		return ctrl.Result{}, fmt.Errorf("listing SiteServers of Site %s: %w", site.Name, err)
+		return nil, fmt.Errorf("listing SiteServers of Site %s: %w", site.Name, err)
 	}
-	if err := r.reconcileServices(ctx, &site, len(servers.Items) > 0); err != nil {
-		return ctrl.Result{}, err
-	}
-
-	status := site.Status.DeepCopy()
-	status.ObservedGeneration = site.Generation
-	status.Subnets = int32(len(subnets.Items))
-	status.SiteServers, status.TaskEndpoints, status.PackageEndpoints = nil, nil, nil
-	for _, ss := range servers.Items {
-		status.SiteServers = append(status.SiteServers, ss.Name)
-	}
-	slices.Sort(status.SiteServers)
-	if len(servers.Items) > 0 {
-		ns := r.Workloads.Namespace
-		status.TaskEndpoints = []string{serviceURL(siteServiceName(site.Name, componentTask), ns, config.DefaultPort)}
-		status.PackageEndpoints = []string{serviceURL(siteServiceName(site.Name, componentPackage), ns, config.DefaultPort)}
-	}
-	meta.SetStatusCondition(&status.Conditions, siteReadyCondition(site.Name, servers.Items, site.Generation))
-	if equality.Semantic.DeepEqual(status, &site.Status) {
-		return ctrl.Result{}, nil
-	}
-	log.FromContext(ctx).V(1).Info("Updating Site status", "site", klog.KObj(&site), "subnets", status.Subnets)
-	patch := client.MergeFrom(site.DeepCopy())
-	site.Status = *status
-	if err := r.Status().Patch(ctx, &site, patch); err != nil {
-		return ctrl.Result{}, fmt.Errorf("patching status of Site %s: %w", site.Name, err)
-	}
-	return ctrl.Result{}, nil
+	slices.SortFunc(servers.Items, func(a, b siteopsv1.SiteServer) int { return strings.Compare(a.Name, b.Name) })
+	return &siteScope{site: site, subnets: len(subnets.Items), servers: servers.Items}, nil
 }
 
 // reconcileServices keeps the site's task and package Services while
 // SiteServers serve it, and removes them when none does.
-func (r *SiteReconciler) reconcileServices(ctx context.Context, site *siteopsv1.Site, served bool) error {
+func (r *SiteReconciler) reconcileServices(ctx context.Context, scope *siteScope) error {
 	for _, component := range []string{componentTask, componentPackage} {
-		if served {
-			if err := applyIfChanged(ctx, r.Client, &corev1.Service{}, desiredSiteService(site, component, r.Workloads),
+		if len(scope.servers) > 0 {
+			if err := applyIfChanged(ctx, r.Client, &corev1.Service{}, desiredSiteService(scope.site, component, r.Workloads),
 				corev1ac.ExtractService); err != nil {
 				return err
 			}
 			continue
 		}
-		key := client.ObjectKey{Namespace: r.Workloads.Namespace, Name: siteServiceName(site.Name, component)}
-		if err := deleteIfExists(ctx, r.Client, &corev1.Service{}, key, site); err != nil {
+		key := client.ObjectKey{Namespace: r.Workloads.Namespace, Name: siteServiceName(scope.site.Name, component)}
+		if err := deleteIfExists(ctx, r.Client, &corev1.Service{}, key, scope.site); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// siteReadyCondition is True when a SiteServer serving the site has a ready
-// task service of its own (a disabled one does not count), by the serving
-// rules the locator uses too.
-func siteReadyCondition(site string, servers []siteopsv1.SiteServer, generation int64) metav1.Condition {
-	cond := metav1.Condition{Type: siteopsv1.ConditionReady, ObservedGeneration: generation}
-	if len(servers) == 0 {
-		cond.Status, cond.Reason = metav1.ConditionFalse, siteopsv1.ReasonNoSiteServer
+// patchStatus writes the status computed from scope when it differs from
+// the stored one, so that a steady state writes nothing.
+func (r *SiteReconciler) patchStatus(ctx context.Context, scope *siteScope) error {
+	site := scope.site
+	status := desiredSiteStatus(scope, r.Workloads.Namespace)
+	if equality.Semantic.DeepEqual(status, &site.Status) {
+		return nil
+	}
+	log.FromContext(ctx).V(1).Info("Updating Site status", "site", klog.KObj(site), "subnets", status.Subnets,
+		"siteServers", status.SiteServerCount)
+	patch := client.MergeFrom(site.DeepCopy())
+	site.Status = *status
+	if err := r.Status().Patch(ctx, site, patch); err != nil {
+		return fmt.Errorf("patching status of Site %s: %w", site.Name, err)
+	}
+	return nil
+}
+
+// desiredSiteStatus is the status that reports scope, one setter per part.
+// observedGeneration moves only when the site's Services were applied or the
+// reconcile is Stalled (a verdict on this generation that only a change can
+// alter); while a failure is retried it keeps the last generation applied.
+func desiredSiteStatus(scope *siteScope, namespace string) *siteopsv1.SiteStatus {
+	status := scope.site.Status.DeepCopy()
+	status.Subnets = int32(scope.subnets)
+	setSiteServers(status, scope.servers)
+	setSiteEndpoints(status, scope, namespace)
+	meta.SetStatusCondition(&status.Conditions, siteReadyCondition(scope))
+	setSiteProgress(&status.Conditions, scope)
+	if scope.servicesErr == nil || stalledBy(scope.servicesErr) {
+		status.ObservedGeneration = scope.site.Generation
+	}
+	return status
+}
+
+// setSiteServers lists the servers' names, cut to the list's cap, and
+// counts them all.
+func setSiteServers(status *siteopsv1.SiteStatus, servers []siteopsv1.SiteServer) {
+	status.SiteServerCount = int32(len(servers))
+	status.SiteServers = nil
+	for _, ss := range servers[:min(len(servers), siteopsv1.MaxSiteServersListed)] {
+		status.SiteServers = append(status.SiteServers, ss.Name)
+	}
+}
+
+// setSiteEndpoints lists the URLs of the site's Services once they are
+// applied. A failure being retried keeps what was listed (the Services of
+// an earlier reconcile still serve); a Service another controller owns is
+// not the site's, so nothing is listed then.
+func setSiteEndpoints(status *siteopsv1.SiteStatus, scope *siteScope, namespace string) {
+	switch err := scope.servicesErr; {
+	case err == nil && len(scope.servers) > 0:
+		status.TaskEndpoints = []string{serviceURL(siteServiceName(scope.site.Name, componentTask), namespace, config.DefaultPort)}
+		status.PackageEndpoints = []string{serviceURL(siteServiceName(scope.site.Name, componentPackage), namespace, config.DefaultPort)}
+	case err == nil || errors.Is(err, ErrNotOwned):
+		status.TaskEndpoints, status.PackageEndpoints = nil, nil
+	}
+}
+
+// maxNamesInMessage bounds the server names a condition message lists.
+const maxNamesInMessage = 10
+
+// maxMessageLength bounds a condition message that carries an error, well
+// under the API's 32768.
+const maxMessageLength = 2048
+
+// siteReadyCondition is True when a SiteServer serving the site has an
+// available task service of its own (a disabled one does not count), by the
+// serving rules the locator uses too; False when the site's Services could
+// not be applied, naming the object and the API server's answer.
+func siteReadyCondition(scope *siteScope) metav1.Condition {
+	cond := metav1.Condition{Type: siteopsv1.ConditionReady, Status: metav1.ConditionFalse,
+		ObservedGeneration: scope.site.Generation}
+	if err := scope.servicesErr; err != nil {
+		cond.Reason, cond.Message = failureReason(err), boundedMessage(err.Error())
+		return cond
+	}
+	if len(scope.servers) == 0 {
+		cond.Reason = siteopsv1.ReasonNoSiteServer
 		cond.Message = "No SiteServer serves this site: its agents are served by the unassigned SiteServers" +
 			" (create a SiteServer that lists this site in spec.sites)"
 		return cond
 	}
-	rules := servingServers(servers)
-	if !topology.HasReadyServer(site, rules) {
-		cond.Status, cond.Reason = metav1.ConditionFalse, siteopsv1.ReasonServicesNotReady
+	ready := readyServers(scope.site.Name, scope.servers)
+	if len(ready) == 0 {
+		cond.Reason = siteopsv1.ReasonServicesNotReady
 		cond.Message = "No task service of the SiteServers serving this site is ready: its agents are served by the unassigned SiteServers"
 		return cond
 	}
+	cond.Status, cond.Reason = metav1.ConditionTrue, siteopsv1.ReasonSiteReady
+	cond.Message = "Task service available on SiteServer " + nameList(topology.ServerNames(ready))
+	return cond
+}
+
+// setSiteProgress sets the kstatus conditions: Stalled when the site's
+// Services were refused or another controller's object is in their way,
+// Reconciling while a failed apply is retried or the servers roll out, and
+// converged otherwise: a site no SiteServer serves is served by the
+// unassigned ones by design, so it is not waiting for anything.
+func setSiteProgress(conds *[]metav1.Condition, scope *siteScope) {
+	generation := scope.site.Generation
+	switch err := scope.servicesErr; {
+	case err != nil && stalledBy(err):
+		setStalled(conds, generation, failureReason(err), boundedMessage(err.Error()))
+	case err != nil:
+		setReconciling(conds, generation, siteopsv1.ReasonApplyFailed, boundedMessage("Retrying: "+err.Error()))
+	case len(scope.servers) > 0 && len(readyServers(scope.site.Name, scope.servers)) == 0:
+		setReconciling(conds, generation, siteopsv1.ReasonServicesNotReady,
+			"Waiting for a task service of SiteServer "+nameList(serverNames(scope.servers))+" to become available")
+	default:
+		setConverged(conds)
+	}
+}
+
+// failureReason is the condition reason for an error of the Services phase.
+func failureReason(err error) string {
+	if errors.Is(err, ErrNotOwned) {
+		return siteopsv1.ReasonNotOwned
+	}
+	return siteopsv1.ReasonApplyFailed
+}
+
+// stalledBy tells the errors that retrying cannot fix: an object another
+// controller owns, and a request the API server refused as such.
+func stalledBy(err error) bool {
+	return errors.Is(err, ErrNotOwned) || apierrors.IsInvalid(err) || apierrors.IsForbidden(err) ||
+		apierrors.IsBadRequest(err) || apierrors.IsRequestEntityTooLargeError(err)
+}
+
+// readyServers are the servers whose task service serves the site's agents.
+func readyServers(site string, servers []siteopsv1.SiteServer) []topology.Server {
 	var ready []topology.Server
-	for _, s := range rules {
+	for _, s := range topology.OfSite(site, servingServers(servers)) {
 		if s.TaskReady {
 			ready = append(ready, s)
 		}
 	}
-	cond.Status, cond.Reason = metav1.ConditionTrue, siteopsv1.ReasonSiteReady
-	cond.Message = "Task service ready on SiteServer " + strings.Join(topology.ServerNames(ready), ", ")
-	return cond
+	return ready
 }
 
 // servingServers is what the serving rules need to know of SiteServers.
 func servingServers(servers []siteopsv1.SiteServer) []topology.Server {
 	out := make([]topology.Server, 0, len(servers))
-	for _, ss := range servers {
-		task := meta.FindStatusCondition(ss.Status.Conditions, siteopsv1.ConditionTaskServiceReady)
-		out = append(out, topology.Server{Name: ss.Name, Sites: ss.Spec.Sites,
-			TaskReady: task != nil && task.Status == metav1.ConditionTrue && task.Reason == siteopsv1.ReasonAvailable})
+	for i := range servers {
+		out = append(out, topology.Server{Name: servers[i].Name, Sites: servers[i].Spec.Sites,
+			TaskReady: servers[i].ServesTasks()})
 	}
 	return out
+}
+
+func serverNames(servers []siteopsv1.SiteServer) []string {
+	names := make([]string, 0, len(servers))
+	for _, ss := range servers {
+		names = append(names, ss.Name)
+	}
+	return names
+}
+
+// nameList joins names for a message, the first maxNamesInMessage of them.
+func nameList(names []string) string {
+	if len(names) <= maxNamesInMessage {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:maxNamesInMessage], ", "), len(names)-maxNamesInMessage)
+}
+
+// boundedMessage cuts message to maxMessageLength bytes on a rune boundary.
+func boundedMessage(message string) string {
+	if len(message) <= maxMessageLength {
+		return message
+	}
+	cut := maxMessageLength - len("…")
+	for cut > 0 && !utf8.RuneStart(message[cut]) {
+		cut--
+	}
+	return message[:cut] + "…"
 }

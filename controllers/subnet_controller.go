@@ -3,112 +3,51 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"net/netip"
-	"sync"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
 	"github.com/siteops/site-operator/internal/topology"
 )
 
-
 // SubnetReconciler writes every Subnet's place in address resolution to its
-// status. The event handlers keep Resolver in step with the Subnets and Sites
-// in the cache and enqueue exactly the Subnets whose status the change
-// affects; Reconcile then copies the resolver's verdict into the status,
-// writing only when it differs.
+// status. It only writes: the resolver feed, which runs on every replica,
+// keeps the resolver in step with the Subnets and Sites in the cache and
+// hands this controller (on the leader) exactly the Subnets whose verdict a
+// change affects; Reconcile then copies the resolver's verdict into the
+// status, writing only when it differs.
 type SubnetReconciler struct {
 	client.Client
-	Resolver *topology.Resolver
-
-	mu sync.Mutex
-	// fedGeneration is the metadata.generation of each Subnet last fed to
-	// the resolver, so that a status is never stamped with a generation the
-	// resolver has not seen yet.
-	fedGeneration map[string]int64
+	feed *resolverFeed
 }
 
 // SetupWithManager registers the controller; concurrency is the number of
 // Subnets reconciled at once.
 func (r *SubnetReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) error {
-	r.fedGeneration = map[string]int64{}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("subnet").
-		// Subnets and Sites feed the resolver from their own handlers, so
-		// the builder's For is replaced by Watches with those handlers.
-		Watches(&siteopsv1.Subnet{}, handler.Funcs{
-			CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				r.feedSubnet(e.Object.(*siteopsv1.Subnet), q)
+		// For gives the initial list (every Subnet is reconciled when this
+		// replica becomes the leader) and brings back a status someone
+		// edited. A spec change reaches the controller through the feed,
+		// once the resolver has seen it.
+		For(&siteopsv1.Subnet{}, builder.WithPredicates(predicate.Funcs{
+			UpdateFunc: func(e event.UpdateEvent) bool {
+				return e.ObjectOld.GetGeneration() == e.ObjectNew.GetGeneration()
 			},
-			UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				r.feedSubnet(e.ObjectNew.(*siteopsv1.Subnet), q)
-			},
-			DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				r.mu.Lock()
-				delete(r.fedGeneration, e.Object.GetName())
-				r.mu.Unlock()
-				enqueueSubnets(q, r.Resolver.DeleteSubnet(e.Object.GetName()))
-			},
-		}).
-		Watches(&siteopsv1.Site{}, handler.Funcs{
-			CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				enqueueSubnets(q, r.Resolver.SetSite(e.Object.GetName()))
-			},
-			DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				enqueueSubnets(q, r.Resolver.DeleteSite(e.Object.GetName()))
-			},
-		}).
+		})).
+		WatchesRawSource(r.feed.source()).
 		WithOptions(controller.Options{MaxConcurrentReconciles: concurrency}).
 		Complete(r)
-}
-
-// feedSubnet gives the resolver the Subnet's current spec and enqueues the
-// Subnet itself (its status may be stale or edited) and every Subnet whose
-// status the change affects.
-func (r *SubnetReconciler) feedSubnet(sn *siteopsv1.Subnet, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-	changed := r.Resolver.SetSubnet(resolverSubnet(sn))
-	r.mu.Lock()
-	r.fedGeneration[sn.Name] = sn.Generation
-	r.mu.Unlock()
-	q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Name: sn.Name}})
-	enqueueSubnets(q, changed)
-}
-
-// resolverSubnet is the resolver's view of a Subnet. A CIDR that does not
-// parse (admission rejects those, so only objects stored before the rule
-// existed) is passed as the zero Prefix, which the resolver ignores.
-func resolverSubnet(sn *siteopsv1.Subnet) topology.Subnet {
-	prefix, _ := netip.ParsePrefix(sn.Spec.CIDR)
-	source := topology.SourceManual
-	if sn.Spec.Source == siteopsv1.SourceActiveDirectory {
-		source = topology.SourceActiveDirectory
-	}
-	return topology.Subnet{
-		Name:    sn.Name,
-		Prefix:  prefix,
-		Site:    sn.Spec.Site,
-		Source:  source,
-		Created: sn.CreationTimestamp.Time,
-	}
-}
-
-func enqueueSubnets(q workqueue.TypedRateLimitingInterface[reconcile.Request], names []string) {
-	for _, name := range names {
-		q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Name: name}})
-	}
 }
 
 // Reconcile copies the resolver's verdict on one Subnet into its status.
@@ -117,11 +56,8 @@ func (r *SubnetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if err := r.Get(ctx, req.NamespacedName, &subnet); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	r.mu.Lock()
-	fed, known := r.fedGeneration[subnet.Name]
-	r.mu.Unlock()
-	verdict, ok := r.Resolver.Status(subnet.Name)
-	if !known || fed != subnet.Generation || !ok {
+	verdict, ok := r.feed.resolver.Status(subnet.Name)
+	if !ok || !r.feed.fed(subnet.Name, subnet.Generation) {
 		// The cache is ahead of the resolver: the event that feeds this
 		// generation is on its way and enqueues the Subnet again.
 		return ctrl.Result{}, nil
@@ -141,23 +77,59 @@ func (r *SubnetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	return ctrl.Result{}, nil
 }
 
-// desiredSubnetStatus is the status that reports verdict on subnet. The Ready
-// condition keeps its lastTransitionTime unless its status flips.
+// desiredSubnetStatus is the status that reports verdict on subnet: the
+// resolver's verdict is complete for the generation it was fed, so
+// observedGeneration is always that generation. Conditions keep their
+// lastTransitionTime unless their status flips.
 func desiredSubnetStatus(subnet *siteopsv1.Subnet, verdict topology.Status) *siteopsv1.SubnetStatus {
 	status := subnet.Status.DeepCopy()
 	status.ObservedGeneration = subnet.Generation
 	status.EffectiveSite = verdict.EffectiveSite
 	status.InheritedFrom = verdict.InheritedFrom
+	setSubnetReady(&status.Conditions, subnet.Generation, verdict)
+	setSubnetProgress(&status.Conditions, subnet.Generation, verdict)
+	return status
+}
+
+// setSubnetReady sets Ready: True when the subnet takes part in address
+// resolution, with the resolver's reason and message either way.
+func setSubnetReady(conds *[]metav1.Condition, generation int64, verdict topology.Status) {
 	ready := metav1.ConditionFalse
-	if verdict.Reason == topology.ReasonEffective {
+	if verdict.Effective() {
 		ready = metav1.ConditionTrue
 	}
-	meta.SetStatusCondition(&status.Conditions, metav1.Condition{
+	meta.SetStatusCondition(conds, metav1.Condition{
 		Type:               siteopsv1.ConditionReady,
 		Status:             ready,
 		Reason:             string(verdict.Reason),
 		Message:            verdict.Message,
-		ObservedGeneration: subnet.Generation,
+		ObservedGeneration: generation,
 	})
-	return status
+}
+
+// setSubnetProgress sets the kstatus conditions. A verdict is final for the
+// generation it was computed from, so a Subnet never reports Reconciling: it
+// is Stalled when the verdict contradicts what its spec asks for and only
+// a change by a user can fix it, and converged otherwise (see the reasons'
+// comments in the API package).
+func setSubnetProgress(conds *[]metav1.Condition, generation int64, verdict topology.Status) {
+	if subnetStalled(verdict.Reason) {
+		setStalled(conds, generation, string(verdict.Reason), verdict.Message)
+		return
+	}
+	setConverged(conds)
+}
+
+// subnetStalled tells the verdicts that need a user to act: a spec.site
+// naming no Site, a CIDR that cannot be used, and a CIDR that an older
+// Subnet maps to another site (two people disagree; rule 3 picks the older
+// one but the younger one's spec is not what happens). A Manual subnet
+// overridden by an import and a site-less subnet with nothing to inherit
+// are what their specs and the rules ask for: converged, Ready=False.
+func subnetStalled(reason topology.Reason) bool {
+	switch reason {
+	case topology.ReasonSiteNotFound, topology.ReasonInvalidCIDR, topology.ReasonDuplicate:
+		return true
+	}
+	return false
 }

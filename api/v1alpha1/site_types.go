@@ -24,11 +24,18 @@ type SiteSpec struct {
 	Location string `json:"location,omitempty"`
 }
 
+// MaxSiteServersListed is the most names status.siteServers holds (its
+// MaxItems); status.siteServerCount counts them all.
+const MaxSiteServersListed = 256
+
 // SiteStatus is what the operator observed about a site.
 type SiteStatus struct {
-	// observedGeneration is the metadata.generation this status was computed
-	// from.
+	// observedGeneration is the metadata.generation whose spec the operator
+	// has fully applied, or has found it cannot apply (Stalled). It is 0
+	// until the first reconcile, so that kstatus readers (kubectl wait,
+	// Helm, Argo CD, Flux) see a new Site as in progress.
 	// +optional
+	// +kubebuilder:default=0
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
 	// subnets is the number of Subnets whose addresses are effectively
@@ -36,11 +43,18 @@ type SiteStatus struct {
 	// +optional
 	Subnets int32 `json:"subnets"`
 
-	// siteServers are the names of the SiteServers that serve this site.
+	// siteServers are the names of the SiteServers that serve this site, in
+	// alphabetical order: the first 256 when more serve it
+	// (siteServerCount counts them all).
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=256
 	SiteServers []string `json:"siteServers,omitempty"`
+
+	// siteServerCount is the number of SiteServers that serve this site;
+	// larger than the length of siteServers when that list is cut.
+	// +optional
+	SiteServerCount int32 `json:"siteServerCount,omitempty"`
 
 	// taskEndpoints are the in-cluster URLs of the site's task Services.
 	// +optional
@@ -57,8 +71,13 @@ type SiteStatus struct {
 	// +optional
 	Computers int32 `json:"computers,omitempty"`
 
-	// conditions: Ready is True when the site has at least one ready task
-	// service of its own; reasons NoSiteServer, ServicesNotReady.
+	// conditions: Ready is True (reason TaskServiceAvailable) when the site
+	// has at least one available task service of its own; otherwise the
+	// reason is NoSiteServer, ServicesNotReady, or ApplyFailed / NotOwned when
+	// the site's Services could not be applied. Reconciling is True while
+	// its servers roll out (ServicesNotReady) or a failed apply is retried;
+	// Stalled is True when the API server refused the site's Services or an
+	// object controlled by something else is in their way.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -74,6 +93,7 @@ type SiteStatus struct {
 // +kubebuilder:resource:scope=Cluster,shortName=site,categories=siteops
 // +kubebuilder:printcolumn:name="Display Name",type=string,JSONPath=`.spec.displayName`
 // +kubebuilder:printcolumn:name="Subnets",type=integer,JSONPath=`.status.subnets`
+// +kubebuilder:printcolumn:name="Servers",type=integer,JSONPath=`.status.siteServerCount`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
@@ -88,6 +108,7 @@ type Site struct {
 
 	// status is what the operator observed.
 	// +optional
+	// +kubebuilder:default={}
 	Status SiteStatus `json:"status,omitempty"`
 }
 

@@ -46,8 +46,10 @@ type SubnetSpec struct {
 // SubnetStatus is the subnet's place in address resolution.
 type SubnetStatus struct {
 	// observedGeneration is the metadata.generation this status was computed
-	// from.
+	// from. It is 0 until the first reconcile, so that kstatus readers
+	// (kubectl wait, Helm, Argo CD, Flux) see a new Subnet as in progress.
 	// +optional
+	// +kubebuilder:default=0
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
 	// effectiveSite is the site the subnet's addresses resolve to: spec.site,
@@ -63,7 +65,10 @@ type SubnetStatus struct {
 	// conditions: Ready is True (reason Effective) when the subnet takes part
 	// in address resolution; otherwise the reason is OverriddenByImport,
 	// Duplicate, SiteNotFound or NoSite and the message says why, naming the
-	// winning subnet where there is one.
+	// winning subnet where there is one. Stalled is True, with the same
+	// reason, when a user must act: Duplicate, SiteNotFound, InvalidCIDR.
+	// OverriddenByImport and NoSite are converged states (the rules ask for
+	// them). A Subnet is never Reconciling: its status is computed at once.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -94,6 +99,7 @@ type Subnet struct {
 
 	// status is the subnet's place in address resolution.
 	// +optional
+	// +kubebuilder:default={}
 	Status SubnetStatus `json:"status,omitempty"`
 }
 

@@ -8,6 +8,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/siteops/site-operator/controllers"
@@ -59,8 +60,16 @@ func main() {
 		setupLog.Error(err, "Creating the manager")
 		os.Exit(1)
 	}
-	if _, err := controllers.Setup(mgr, opts); err != nil {
+	// Every replica feeds its resolver, leader or not; the locator serves
+	// from it. Its size is exported per replica, so replicas that disagree
+	// show it.
+	resolver, err := controllers.Setup(mgr, opts)
+	if err != nil {
 		setupLog.Error(err, "Setting up the controllers")
+		os.Exit(1)
+	}
+	if err := metrics.Registry.Register(controllers.TopologyCollector(resolver)); err != nil {
+		setupLog.Error(err, "Registering the topology metrics")
 		os.Exit(1)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

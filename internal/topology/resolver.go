@@ -167,6 +167,15 @@ func (r *Resolver) SubnetCount(site string) int {
 	return r.effectiveCount[site]
 }
 
+// HasSite reports whether the named Site exists as far as the resolver
+// knows: a replica can tell with it that its table has caught up with a Site.
+func (r *Resolver) HasSite(name string) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	_, ok := r.sites[name]
+	return ok
+}
+
 // SetSubnet adds the subnet or replaces the one with the same name, and
 // returns the sorted names of the subnets whose status changed, including
 // this one when it is new or its own status changed.

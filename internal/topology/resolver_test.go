@@ -540,11 +540,17 @@ func TestSiteLifecycle(t *testing.T) {
 		for how, r := range resolvers(tt.subnets, tt.sites) {
 			t.Run(tt.name+"/"+how, func(t *testing.T) {
 				checkStatuses(t, r, tt.before)
+				if r.HasSite(tt.site) {
+					t.Errorf("HasSite(%q) before SetSite", tt.site)
+				}
 				if got := r.SetSite(tt.site); !slices.Equal(got, tt.wantChanged) {
 					t.Errorf("SetSite(%q) changed = %q, want %q", tt.site, got, tt.wantChanged)
 				}
 				checkStatuses(t, r, tt.after)
 				checkLookups(t, r, []lookupCase{tt.lookup})
+				if !r.HasSite(tt.site) {
+					t.Errorf("not HasSite(%q) after SetSite", tt.site)
+				}
 				if got := r.SetSite(tt.site); got != nil {
 					t.Errorf("SetSite(%q) again changed = %q, want none", tt.site, got)
 				}
@@ -552,6 +558,9 @@ func TestSiteLifecycle(t *testing.T) {
 					t.Errorf("DeleteSite(%q) changed = %q, want %q", tt.site, got, tt.wantChanged)
 				}
 				checkStatuses(t, r, tt.before)
+				if r.HasSite(tt.site) {
+					t.Errorf("HasSite(%q) after DeleteSite", tt.site)
+				}
 				if m, ok := r.Lookup(netip.MustParseAddr(tt.lookup.addr)); ok && m.Site == tt.site {
 					t.Errorf("Lookup(%s) = %+v after DeleteSite(%q)", tt.lookup.addr, m, tt.site)
 				}

@@ -1,10 +1,11 @@
 // Package topology computes which site an address belongs to: the
 // address → Subnet → Site table, and the status every Subnet reports.
 //
-// It is pure: no Kubernetes client and no I/O. The Subnet and Site
-// controllers feed it every Subnet and Site they see through a [Resolver],
-// write back the [Status] it computes, and enqueue the subnets whose status
-// a change touched; the agent locator asks it for [Resolver.Lookup].
+// It is pure: no Kubernetes client and no I/O. Every manager replica feeds
+// a [Resolver] every Subnet and Site its informers see (leader or not); the
+// leader's Subnet controller writes back the [Status] it computes for the
+// subnets whose status a change touched; the agent locator asks it for
+// [Resolver.Lookup] on every replica.
 //
 // The rules (ARCHITECTURE.md §2, "Subnet"):
 //
