@@ -21,9 +21,12 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
 	"github.com/siteops/site-operator/controllers"
@@ -31,12 +34,10 @@ import (
 	"github.com/siteops/site-operator/internal/simcluster"
 )
 
-// The sample SiteServers run on nodes with this label and keep their
-// content on this StorageClass (config/samples/siteops_v1alpha1_siteserver.yaml).
-const (
-	siteServerLabel = "siteops.io/site-server"
-	storageClass    = "site-content"
-)
+// The sample SiteServers run on nodes labelled simcluster.LabelSiteServer
+// and keep their content on this StorageClass
+// (config/samples/siteops_v1alpha1_siteserver.yaml).
+const storageClass = "site-content"
 
 func main() {
 	var (
@@ -44,7 +45,14 @@ func main() {
 		samplesDir  = flag.String("samples", "config/samples", "Directory of sample manifests to apply.")
 		stateDir    = flag.String("state-dir", ".run", "Directory for the cluster's data, logs and kubeconfig.")
 	)
+	// The libraries this tool calls (envtest's CRD installer, the clients)
+	// log through controller-runtime's logger: errors only, unless
+	// --zap-log-level says otherwise. Without a logger, controller-runtime
+	// prints a stack trace ("log.SetLogger(...) was never called").
+	logOpts := zap.Options{Level: zapcore.ErrorLevel}
+	logOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	ctrllog.SetLogger(zap.New(zap.UseFlagOptions(&logOpts)))
 	if err := run(*managerPath, *samplesDir, *stateDir); err != nil {
 		fmt.Fprintln(os.Stderr, "localcluster:", err)
 		os.Exit(1)
@@ -132,22 +140,15 @@ func run(managerPath, samplesDir, stateDir string) error {
 // createNodes makes three site-server nodes with local volumes for the
 // package services' content, and one ordinary node.
 func createNodes(ctx context.Context, c client.Client) error {
-	if err := simcluster.CreateLocalStorageClass(ctx, c, storageClass); err != nil {
+	siteServers := simcluster.NodePool{
+		Names:        []string{"site-server-1", "site-server-2", "site-server-3"},
+		Node:         simcluster.FakeNode{Labels: simcluster.SiteServerLabels()},
+		StorageClass: storageClass, Volumes: 4, VolumeSize: "500Gi",
+	}
+	if err := siteServers.Create(ctx, c); err != nil {
 		return err
 	}
-	for i := 1; i <= 3; i++ {
-		name := fmt.Sprintf("site-server-%d", i)
-		if _, err := simcluster.CreateFakeNode(ctx, c, simcluster.FakeNode{Name: name,
-			Labels: map[string]string{siteServerLabel: "true"}}); err != nil {
-			return err
-		}
-		if err := simcluster.CreateLocalVolumes(ctx, c, simcluster.LocalVolumes{
-			StorageClass: storageClass, Node: name, Count: 4, Size: "500Gi"}); err != nil {
-			return err
-		}
-	}
-	_, err := simcluster.CreateFakeNode(ctx, c, simcluster.FakeNode{Name: "worker-1"})
-	return err
+	return simcluster.NodePool{Names: []string{"worker-1"}}.Create(ctx, c)
 }
 
 // waitForSites waits until every Subnet has its status and every Site and

@@ -142,8 +142,8 @@ var _ = Describe("SiteServers on a cluster", Ordered, ContinueOnFailure, func() 
 		}).WithContext(ctx).Should(Succeed())
 
 		By("adding a node that matches")
-		createNode(ctx, simcluster.FakeNode{Name: lateNode, Labels: map[string]string{labelLatePool: "late"}})
-		Expect(simcluster.CreateLocalVolumes(ctx, k8s, simcluster.LocalVolumes{StorageClass: storageClass, Node: lateNode, Count: 2})).To(Succeed())
+		Expect(simcluster.NodePool{Names: []string{lateNode}, Node: simcluster.FakeNode{Labels: map[string]string{labelLatePool: "late"}},
+			StorageClass: storageClass, Volumes: 2}.Create(ctx, k8s)).To(Succeed())
 		expectRolledOut(ctx, "late-ss", 1)
 		Eventually(func(g Gomega) {
 			expectPodsOn(ctx, g, "late-ss", taskComponent, 1, []string{lateNode})

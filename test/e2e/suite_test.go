@@ -43,7 +43,7 @@ const (
 	// storageClass is the local storage of the site-server nodes.
 	storageClass = "e2e-local"
 	// labelSiteServerNode marks the nodes meant for site services.
-	labelSiteServerNode = "siteops.io/site-server"
+	labelSiteServerNode = simcluster.LabelSiteServer
 	// labelDedicated marks (and, as a taint, reserves) a node for one
 	// SiteServer that tolerates it.
 	labelDedicated = "siteops.io/dedicated"
@@ -124,22 +124,17 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	Expect(simcluster.InstallOperator(ctx, kc, k8s, root, namespace)).To(Succeed())
 
 	By("creating the nodes and their local volumes")
-	for _, name := range storageNodes {
-		createNode(ctx, simcluster.FakeNode{Name: name, Labels: map[string]string{labelSiteServerNode: "true"}})
-		Expect(simcluster.CreateLocalVolumes(ctx, k8s, simcluster.LocalVolumes{StorageClass: storageClass, Node: name, Count: 4})).To(Succeed())
+	for _, pool := range []simcluster.NodePool{
+		{Names: storageNodes, Node: simcluster.FakeNode{Labels: simcluster.SiteServerLabels()}, StorageClass: storageClass, Volumes: 4},
+		{Names: []string{noStorageNode}, Node: simcluster.FakeNode{Labels: simcluster.SiteServerLabels()}},
+		{Names: []string{dedicatedNode}, Node: simcluster.FakeNode{
+			Labels: map[string]string{labelDedicated: "true"},
+			Taints: []corev1.Taint{{Key: labelDedicated, Value: "true", Effect: corev1.TaintEffectNoSchedule}},
+		}, StorageClass: storageClass, Volumes: 2},
+		{Names: workerNodes, StorageClass: storageClass, Volumes: 2},
+	} {
+		Expect(pool.Create(ctx, k8s)).To(Succeed())
 	}
-	createNode(ctx, simcluster.FakeNode{Name: noStorageNode, Labels: map[string]string{labelSiteServerNode: "true"}})
-	createNode(ctx, simcluster.FakeNode{
-		Name:   dedicatedNode,
-		Labels: map[string]string{labelDedicated: "true"},
-		Taints: []corev1.Taint{{Key: labelDedicated, Value: "true", Effect: corev1.TaintEffectNoSchedule}},
-	})
-	Expect(simcluster.CreateLocalVolumes(ctx, k8s, simcluster.LocalVolumes{StorageClass: storageClass, Node: dedicatedNode, Count: 2})).To(Succeed())
-	for _, name := range workerNodes {
-		createNode(ctx, simcluster.FakeNode{Name: name})
-		Expect(simcluster.CreateLocalVolumes(ctx, k8s, simcluster.LocalVolumes{StorageClass: storageClass, Node: name, Count: 2})).To(Succeed())
-	}
-	Expect(simcluster.CreateLocalStorageClass(ctx, k8s, storageClass)).To(Succeed())
 
 	By("starting the manager")
 	manager, err = simcluster.StartManager(ctx, kc, simcluster.ManagerOptions{Binary: managerBinary, Namespace: namespace})
@@ -177,19 +172,6 @@ var _ = ReportAfterEach(func(report SpecReport) {
 		suiteFailed = true
 	}
 })
-
-// createNode creates a kwok node and waits until kwok reports it Ready.
-func createNode(ctx context.Context, n simcluster.FakeNode) {
-	GinkgoHelper()
-	_, err := simcluster.CreateFakeNode(ctx, k8s, n)
-	Expect(err).NotTo(HaveOccurred())
-	Eventually(func(g Gomega) {
-		var node corev1.Node
-		g.Expect(k8s.Get(ctx, client.ObjectKey{Name: n.Name}, &node)).To(Succeed())
-		g.Expect(node.Status.Conditions).To(ContainElement(And(
-			HaveField("Type", corev1.NodeReady), HaveField("Status", corev1.ConditionTrue))))
-	}).WithContext(ctx).Should(Succeed(), "node %s turns Ready", n.Name)
-}
 
 // The manager must keep running through every spec.
 var _ = AfterEach(func() {

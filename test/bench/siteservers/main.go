@@ -56,8 +56,6 @@ const (
 	baselineNamespace = "bench-baseline"
 	// storageClass is the local storage of every node.
 	storageClass = "bench-local"
-	// labelSiteServerNode marks the nodes for site services (all of them).
-	labelSiteServerNode = "siteops.io/site-server"
 )
 
 // options are the command's flags.
@@ -142,6 +140,10 @@ func run(ctx context.Context, o options) (_ *results, err error) {
 	if err != nil {
 		return nil, err
 	}
+	golden, err := loadBaseline(root)
+	if err != nil {
+		return nil, err
+	}
 	bin, err := simcluster.BinDir(root)
 	if err != nil {
 		return nil, err
@@ -181,10 +183,9 @@ func run(ctx context.Context, o options) (_ *results, err error) {
 	if err := simcluster.InstallOperator(ctx, kc, cl, root, workloadNamespace); err != nil {
 		return nil, err
 	}
-	if err := createNodes(ctx, cl, o); err != nil {
-		return nil, err
-	}
-	if err := simcluster.CreateLocalStorageClass(ctx, cl, storageClass); err != nil {
+	nodes := nodePool(o)
+	log.Printf("Creating %d nodes with %d local volumes each", o.nodes, o.volumesPerNode)
+	if err := nodes.Create(ctx, cl); err != nil {
 		return nil, err
 	}
 	informers, err := startCache(ctx, kc, scheme)
@@ -193,12 +194,8 @@ func run(ctx context.Context, o options) (_ *results, err error) {
 	}
 
 	res := &results{}
-	selector := map[string]string{labelSiteServerNode: "true"}
 	if !o.skipBaseline {
-		if err := createVolumes(ctx, cl, o); err != nil {
-			return res, err
-		}
-		if res.baseline, err = runBaseline(ctx, cl, informers, o, selector); err != nil {
+		if res.baseline, err = runBaseline(ctx, cl, informers, o, golden); err != nil {
 			return res, err
 		}
 		start := time.Now()
@@ -206,11 +203,12 @@ func run(ctx context.Context, o options) (_ *results, err error) {
 			return res, err
 		}
 		res.cleanup = time.Since(start)
+		log.Printf("Creating %d fresh local volumes on each node", o.volumesPerNode)
+		if err := nodes.CreateVolumes(ctx, cl); err != nil {
+			return res, err
+		}
 	}
 
-	if err := createVolumes(ctx, cl, o); err != nil {
-		return res, err
-	}
 	log.Print("Starting the manager")
 	metricsAddress, err := simcluster.FreeAddress(kc.Host)
 	if err != nil {
@@ -236,7 +234,7 @@ func run(ctx context.Context, o options) (_ *results, err error) {
 	if err != nil {
 		return res, err
 	}
-	if res.operator, err = runOperator(ctx, cl, informers, o, selector); err != nil {
+	if res.operator, err = runOperator(ctx, cl, informers, o, simcluster.SiteServerLabels()); err != nil {
 		return res, err
 	}
 	mem, err := manager.Memory()
@@ -260,52 +258,17 @@ func run(ctx context.Context, o options) (_ *results, err error) {
 	return res, nil
 }
 
-// createNodes creates o.nodes kwok nodes, all site-server capable, and
-// waits until they are Ready.
-func createNodes(ctx context.Context, cl client.Client, o options) error {
-	log.Printf("Creating %d nodes", o.nodes)
-	batches := make([][]func(context.Context) error, o.nodes)
-	for i := range batches {
-		n := simcluster.FakeNode{
-			Name: fmt.Sprintf("node-%03d", i), Labels: map[string]string{labelSiteServerNode: "true"},
-			CPU: "64", Memory: "256Gi", Pods: o.nodePods,
-		}
-		batches[i] = []func(context.Context) error{func(ctx context.Context) error {
-			_, err := simcluster.CreateFakeNode(ctx, cl, n)
-			return err
-		}}
+// nodePool is o.nodes kwok nodes, all site-server capable, with
+// o.volumesPerNode local volumes each.
+func nodePool(o options) simcluster.NodePool {
+	p := simcluster.NodePool{
+		Node:         simcluster.FakeNode{Labels: simcluster.SiteServerLabels(), CPU: "64", Memory: "256Gi", Pods: o.nodePods},
+		StorageClass: storageClass, Volumes: o.volumesPerNode, Workers: o.workers,
 	}
-	if err := parallel(ctx, o.workers, batches); err != nil {
-		return err
+	for i := range o.nodes {
+		p.Names = append(p.Names, fmt.Sprintf("node-%03d", i))
 	}
-	return poll(ctx, 2*time.Minute, func() (bool, error) {
-		var nodes corev1.NodeList
-		if err := cl.List(ctx, &nodes); err != nil {
-			return false, fmt.Errorf("listing nodes: %w", err)
-		}
-		ready := 0
-		for _, n := range nodes.Items {
-			for _, c := range n.Status.Conditions {
-				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-					ready++
-				}
-			}
-		}
-		return ready == o.nodes, nil
-	})
-}
-
-// createVolumes creates o.volumesPerNode local volumes on every node.
-func createVolumes(ctx context.Context, cl client.Client, o options) error {
-	log.Printf("Creating %d local volumes on each of %d nodes", o.volumesPerNode, o.nodes)
-	batches := make([][]func(context.Context) error, o.nodes)
-	for i := range batches {
-		v := simcluster.LocalVolumes{StorageClass: storageClass, Node: fmt.Sprintf("node-%03d", i), Count: o.volumesPerNode}
-		batches[i] = []func(context.Context) error{func(ctx context.Context) error {
-			return simcluster.CreateLocalVolumes(ctx, cl, v)
-		}}
-	}
-	return parallel(ctx, o.workers, batches)
+	return p
 }
 
 // startCache starts the informers the trackers use.
@@ -325,7 +288,7 @@ func startCache(ctx context.Context, kc *simcluster.Cluster, scheme *runtime.Sch
 	return informers, nil
 }
 
-func runBaseline(ctx context.Context, cl client.Client, informers cache.Cache, o options, selector map[string]string) (phase, error) {
+func runBaseline(ctx context.Context, cl client.Client, informers cache.Cache, o options, golden *baseline) (phase, error) {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: baselineNamespace, Labels: map[string]string{
 		"pod-security.kubernetes.io/enforce": "restricted",
 	}}}
@@ -348,7 +311,9 @@ func runBaseline(ctx context.Context, cl client.Client, informers cache.Cache, o
 	}
 	batches := make([][]client.Object, o.sites)
 	for i := range batches {
-		batches[i] = baselineObjects(baselineNamespace, i, selector, storageClass)
+		if batches[i], err = golden.objectsFor(baselineNamespace, i, storageClass); err != nil {
+			return phase{}, err
+		}
 	}
 	log.Printf("Baseline: creating %d × %d objects", o.sites, len(batches[0]))
 	return measure(ctx, cl, o, batches, deployments, statefulSets)

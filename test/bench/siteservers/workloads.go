@@ -2,129 +2,170 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
+	"strings"
 
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/utils/ptr"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
+	"github.com/siteops/site-operator/internal/manifests"
 )
 
-// Labels of the baseline's objects.
+// The golden manifests are what the SiteServer builders make for the golden
+// SiteServer of controllers/siteserver_builders_test.go: goldenServer,
+// serving goldenSite and goldenOtherSite. The baseline is read from them at
+// run time, so it follows the builders instead of a copy that drifts.
 const (
-	labelServer    = "bench.siteops.io/server"
-	labelComponent = "app.kubernetes.io/component"
-	labelSitePfx   = "bench.siteops.io/site-"
+	goldenDir       = "controllers/testdata/golden"
+	goldenServer    = "lyon-srv"
+	goldenSite      = "lyon"
+	goldenOtherSite = "lyon-annex"
 )
 
-// baselineObjects are, for site i, the objects the operator makes for a
-// Site served by one SiteServer, written directly: a ConfigMap, a
-// task-service Deployment, a package-service StatefulSet with a claim of
-// class, the server's two Services and the site's two Services. Pods are
-// shaped as the operator's (restricted security context, requests of 50m
-// CPU and 64Mi, the site-server nodeSelector, a ConfigMap volume).
-func baselineObjects(namespace string, i int, nodeSelector map[string]string, class string) []client.Object {
-	server := fmt.Sprintf("b%04d", i)
-	site := fmt.Sprintf("s%04d", i)
-	labels := func(component string) map[string]string {
-		return map[string]string{labelServer: server, labelComponent: component, labelSitePfx + site: "true"}
-	}
-	selector := func(component string) map[string]string {
-		return map[string]string{labelServer: server, labelComponent: component}
-	}
-	config := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: server + "-config", Namespace: namespace},
-		Data:       map[string]string{"config.json": fmt.Sprintf(`{"siteServer":%q,"sites":[%q]}`, server, site)},
-	}
-	task := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: server + "-task", Namespace: namespace},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](1),
-			Selector: &metav1.LabelSelector{MatchLabels: selector("task-service")},
-			Template: podTemplate(labels("task-service"), config.Name, nodeSelector, false),
-		},
-	}
-	pkg := &appsv1.StatefulSet{
-		ObjectMeta: metav1.ObjectMeta{Name: server + "-package", Namespace: namespace},
-		Spec: appsv1.StatefulSetSpec{
-			Replicas:            ptr.To[int32](1),
-			ServiceName:         server + "-package",
-			PodManagementPolicy: appsv1.ParallelPodManagement,
-			Selector:            &metav1.LabelSelector{MatchLabels: selector("package-service")},
-			Template:            podTemplate(labels("package-service"), config.Name, nodeSelector, true),
-			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{
-				ObjectMeta: metav1.ObjectMeta{Name: "content"},
-				Spec: corev1.PersistentVolumeClaimSpec{
-					AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-					StorageClassName: ptr.To(class),
-					Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{
-						corev1.ResourceStorage: resource.MustParse("10Gi"),
-					}},
-				},
-			}},
-		},
-	}
-	return []client.Object{
-		config, task, pkg,
-		service(namespace, server+"-task", selector("task-service")),
-		service(namespace, server+"-package", selector("package-service")),
-		service(namespace, "site-"+site+"-task", map[string]string{labelSitePfx + site: "true", labelComponent: "task-service"}),
-		service(namespace, "site-"+site+"-package", map[string]string{labelSitePfx + site: "true", labelComponent: "package-service"}),
-	}
+// baselineClaimSize is the size of the baseline's content claims: the
+// default of spec.services.package.storage.size, which the benchmark's
+// SiteServers leave unset.
+const baselineClaimSize = "10Gi"
+
+const (
+	labelComponent   = "app.kubernetes.io/component"
+	componentTask    = "task-service"
+	componentPackage = "package-service"
+)
+
+// baseline holds the objects the operator makes for one SiteServer serving
+// one Site, with the golden names in them.
+type baseline struct {
+	objects []*unstructured.Unstructured
 }
 
-func podTemplate(labels map[string]string, configMap string, nodeSelector map[string]string, content bool) corev1.PodTemplateSpec {
-	container := corev1.Container{
-		Name:  labels[labelComponent],
-		Image: "site-operator:bench",
-		Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080, Protocol: corev1.ProtocolTCP}},
-		Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
-			corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("64Mi"),
-		}},
-		SecurityContext: &corev1.SecurityContext{
-			AllowPrivilegeEscalation: ptr.To(false),
-			ReadOnlyRootFilesystem:   ptr.To(true),
-			RunAsNonRoot:             ptr.To(true),
-			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-		},
-		VolumeMounts: []corev1.VolumeMount{{Name: "config", MountPath: "/etc/site-operator", ReadOnly: true}},
+// loadBaseline reads the golden manifests under root. It leaves out the
+// PodDisruptionBudget (made only for more than one task replica; the
+// benchmark's servers have one), and adds the package-service Services,
+// which the builders make as the task-service ones with the other
+// component, unless a golden file holds them.
+func loadBaseline(root string) (*baseline, error) {
+	dir := filepath.Join(root, goldenDir)
+	golden, err := manifests.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("reading the golden manifests: %w", err)
 	}
-	if content {
-		container.VolumeMounts = append(container.VolumeMounts, corev1.VolumeMount{Name: "content", MountPath: "/var/lib/site-operator/content"})
+	b := &baseline{}
+	names := map[string]bool{}
+	for _, obj := range golden {
+		if obj.GetKind() == "PodDisruptionBudget" {
+			continue
+		}
+		if !strings.Contains(obj.GetName(), goldenServer) && !strings.Contains(obj.GetName(), goldenSite) {
+			return nil, fmt.Errorf("%s %s in %s names neither SiteServer %s nor Site %s: update the golden names in test/bench/siteservers",
+				obj.GetKind(), obj.GetName(), dir, goldenServer, goldenSite)
+		}
+		b.objects = append(b.objects, obj)
+		names[obj.GetKind()+"/"+obj.GetName()] = true
 	}
-	return corev1.PodTemplateSpec{
-		ObjectMeta: metav1.ObjectMeta{Labels: labels},
-		Spec: corev1.PodSpec{
-			Containers:                   []corev1.Container{container},
-			NodeSelector:                 nodeSelector,
-			AutomountServiceAccountToken: ptr.To(false),
-			EnableServiceLinks:           ptr.To(false),
-			SecurityContext: &corev1.PodSecurityContext{
-				RunAsNonRoot:   ptr.To(true),
-				RunAsUser:      ptr.To[int64](65532),
-				RunAsGroup:     ptr.To[int64](65532),
-				FSGroup:        ptr.To[int64](65532),
-				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-			},
-			Volumes: []corev1.Volume{{Name: "config", VolumeSource: corev1.VolumeSource{
-				ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: configMap}},
-			}}},
-		},
+	toPackage := strings.NewReplacer("task", "package")
+	for _, obj := range b.objects {
+		if obj.GetKind() != "Service" || obj.GetLabels()[labelComponent] != componentTask {
+			continue
+		}
+		twin := &unstructured.Unstructured{Object: substitute(obj.Object, toPackage).(map[string]any)}
+		if twin.GetLabels()[labelComponent] != componentPackage {
+			return nil, fmt.Errorf("the package-service twin of Service %s has component %q", obj.GetName(), twin.GetLabels()[labelComponent])
+		}
+		if key := "Service/" + twin.GetName(); !names[key] {
+			b.objects = append(b.objects, twin)
+			names[key] = true
+		}
 	}
+	for _, kind := range []string{"Deployment", "StatefulSet"} {
+		found := false
+		for _, obj := range b.objects {
+			found = found || obj.GetKind() == kind
+		}
+		if !found {
+			return nil, fmt.Errorf("no %s in %s", kind, dir)
+		}
+	}
+	return b, nil
 }
 
-func service(namespace, name string, selector map[string]string) *corev1.Service {
-	return &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
-		Spec: corev1.ServiceSpec{
-			Selector: selector,
-			Ports: []corev1.ServicePort{{Name: "http", Port: 8080, Protocol: corev1.ProtocolTCP,
-				TargetPort: intstr.FromString("http")}},
-		},
+// objectsFor are, for site i, the baseline's objects written directly in
+// namespace: the golden objects with the server, the sites and the
+// namespace substituted, without owner (no SiteServer exists), with one
+// replica each and content claims of class. What the golden SiteServer's
+// spec adds beyond the benchmark's (a toleration, a memory limit, a
+// bandwidth limit in the configuration) stays: it changes nothing on kwok
+// nodes without taints.
+func (b *baseline) objectsFor(namespace string, i int, class string) ([]client.Object, error) {
+	server, site := fmt.Sprintf("b%04d", i), fmt.Sprintf("s%04d", i)
+	// Replacer tries its pairs in order at each position, so the server's
+	// name wins over the site's, which it starts with. The golden server's
+	// two sites both become site: label keys that become equal merge.
+	names := strings.NewReplacer(goldenServer, server, goldenOtherSite, site, goldenSite, site)
+	objs := make([]client.Object, 0, len(b.objects))
+	for _, golden := range b.objects {
+		obj := &unstructured.Unstructured{Object: substitute(golden.Object, names).(map[string]any)}
+		obj.SetNamespace(namespace)
+		obj.SetOwnerReferences(nil)
+		unstructured.RemoveNestedField(obj.Object, "status")
+		if err := oneReplica(obj, class); err != nil {
+			return nil, fmt.Errorf("%s %s: %w", obj.GetKind(), obj.GetName(), err)
+		}
+		objs = append(objs, obj)
+	}
+	return objs, nil
+}
+
+// oneReplica sets a Deployment's or StatefulSet's replicas to one and its
+// claims to class and baselineClaimSize.
+func oneReplica(obj *unstructured.Unstructured, class string) error {
+	if kind := obj.GetKind(); kind != "Deployment" && kind != "StatefulSet" {
+		return nil
+	}
+	if err := unstructured.SetNestedField(obj.Object, int64(1), "spec", "replicas"); err != nil {
+		return err
+	}
+	claims, found, err := unstructured.NestedSlice(obj.Object, "spec", "volumeClaimTemplates")
+	if err != nil || !found {
+		return err
+	}
+	for _, claim := range claims {
+		c, ok := claim.(map[string]any)
+		if !ok {
+			return fmt.Errorf("a volumeClaimTemplate is a %T", claim)
+		}
+		if err := unstructured.SetNestedField(c, class, "spec", "storageClassName"); err != nil {
+			return err
+		}
+		if err := unstructured.SetNestedField(c, baselineClaimSize, "spec", "resources", "requests", "storage"); err != nil {
+			return err
+		}
+	}
+	return unstructured.SetNestedSlice(obj.Object, claims, "spec", "volumeClaimTemplates")
+}
+
+// substitute is a copy of the JSON value v with every string and every map
+// key rewritten by r.
+func substitute(v any, r *strings.Replacer) any {
+	switch v := v.(type) {
+	case string:
+		return r.Replace(v)
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, e := range v {
+			out[r.Replace(k)] = substitute(e, r)
+		}
+		return out
+	case []any:
+		out := make([]any, len(v))
+		for i, e := range v {
+			out[i] = substitute(e, r)
+		}
+		return out
+	default:
+		return v
 	}
 }
 
@@ -134,11 +175,21 @@ func operatorObjects(i int, nodeSelector map[string]string, class string) []clie
 	site := fmt.Sprintf("site-%04d", i)
 	ss := &siteopsv1.SiteServer{
 		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("ss-%04d", i)},
-		Spec:       siteopsv1.SiteServerSpec{Sites: []string{site}, NodeSelector: nodeSelector},
+		Spec:       siteopsv1.SiteServerSpec{Sites: []string{site}},
 	}
+	setLabels(&ss.Spec.NodeSelector, nodeSelector)
 	ss.Spec.Services.Package.Storage.StorageClassName = class
 	return []client.Object{
 		&siteopsv1.Site{ObjectMeta: metav1.ObjectMeta{Name: site}, Spec: siteopsv1.SiteSpec{DisplayName: "Branch office " + site}},
 		ss,
+	}
+}
+
+// setLabels sets *dst, a map of label values of any string type (such as a
+// SiteServer's spec.nodeSelector), to labels.
+func setLabels[V ~string](dst *map[string]V, labels map[string]string) {
+	*dst = make(map[string]V, len(labels))
+	for k, v := range labels {
+		(*dst)[k] = V(v)
 	}
 }
