@@ -8,8 +8,10 @@
 // Baseline: for each site, the seven objects the operator makes for a Site
 // served by one SiteServer (a ConfigMap, a task-service Deployment of one
 // replica, a package-service StatefulSet of one replica with a 10Gi claim,
-// the server's two Services and the site's two Services) are created in a
-// namespace of their own; the clock stops when every Deployment is
+// the server's two Services and the site's two Services), read at start
+// from the golden manifests of the SiteServer builders
+// (controllers/testdata/golden) with the names substituted, are created in
+// a namespace of their own; the clock stops when every Deployment is
 // Available and every StatefulSet Ready. The baseline is then deleted
 // (namespace and volumes), fresh volumes are made, the manager starts, and
 // N Sites and N SiteServers (one per site) are created; the clock stops
