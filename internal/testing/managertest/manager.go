@@ -17,6 +17,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/siteops/site-operator/controllers"
+	"github.com/siteops/site-operator/internal/topology"
 )
 
 // stopTimeout bounds how long Stop waits for the manager to return.
@@ -33,14 +34,22 @@ type Options struct {
 	// so that Start returns only once they have synced (the controllers'
 	// own informers start later, with the controllers).
 	Informers []client.Object
+	// Configure, if set, adjusts the manager's options before the manager
+	// is made, such as to turn leader election on.
+	Configure func(*ctrl.Options)
 }
 
 // Manager is a manager running in process.
 type Manager struct {
-	cancel context.CancelFunc
-	done   chan error
-	once   sync.Once
-	err    error
+	// Resolver is the topology resolver that controllers.Setup returned:
+	// what this replica's locator answers from.
+	Resolver *topology.Resolver
+
+	elected <-chan struct{}
+	cancel  context.CancelFunc
+	done    chan error
+	once    sync.Once
+	err     error
 }
 
 // Start starts a manager against cfg, as cmd/manager builds it but with
@@ -56,18 +65,23 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, opts O
 	if opts.Requests != nil {
 		cfg.Wrap(opts.Requests.Wrap)
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	mgrOpts := ctrl.Options{
 		Scheme:  scheme,
 		Cache:   controllers.CacheOptions(opts.Controllers.Workloads.Namespace),
 		Metrics: metricsserver.Options{BindAddress: "0"},
-		// A restarted manager registers the same controller names again in
-		// the same process.
+		// A restarted manager, or a second replica, registers the same
+		// controller names again in the same process.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-	})
+	}
+	if opts.Configure != nil {
+		opts.Configure(&mgrOpts)
+	}
+	mgr, err := ctrl.NewManager(cfg, mgrOpts)
 	if err != nil {
 		return nil, fmt.Errorf("creating the manager: %w", err)
 	}
-	if _, err := controllers.Setup(mgr, opts.Controllers); err != nil {
+	resolver, err := controllers.Setup(mgr, opts.Controllers)
+	if err != nil {
 		return nil, fmt.Errorf("setting up the controllers: %w", err)
 	}
 	for _, obj := range opts.Informers {
@@ -77,7 +91,7 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, opts O
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
-	m := &Manager{cancel: cancel, done: make(chan error, 1)}
+	m := &Manager{Resolver: resolver, elected: mgr.Elected(), cancel: cancel, done: make(chan error, 1)}
 	go pprof.Do(ctx, pprof.Labels("component", "manager"), func(ctx context.Context) {
 		m.done <- mgr.Start(ctx)
 	})
@@ -86,6 +100,12 @@ func Start(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, opts O
 		return nil, fmt.Errorf("waiting for the manager's cache to sync: %w", errors.Join(err, context.Cause(ctx)))
 	}
 	return m, nil
+}
+
+// Elected is closed once the manager leads: at once without leader
+// election.
+func (m *Manager) Elected() <-chan struct{} {
+	return m.elected
 }
 
 // Stop stops the manager and returns what its Start returned, or an error
