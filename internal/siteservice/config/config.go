@@ -45,6 +45,12 @@ type TaskConfig struct {
 	Port int `json:"port"`
 	// HealthPort serves /healthz and /readyz.
 	HealthPort int `json:"healthPort"`
+	// MaxConnections caps the open connections of the agent API; 0 means a
+	// default under the process's file limit.
+	MaxConnections int `json:"maxConnections,omitempty"`
+	// MinTransferRate is the slowest a request body or a response may move,
+	// in bytes per second, before it is cut; 0 means the default (1 KiB/s).
+	MinTransferRate int64 `json:"minTransferRate,omitempty"`
 }
 
 // PackageConfig configures the package service.
@@ -57,6 +63,16 @@ type PackageConfig struct {
 	StoragePath string `json:"storagePath"`
 	// BandwidthLimit caps replication in bytes per second; 0 means no cap.
 	BandwidthLimit int64 `json:"bandwidthLimit,omitempty"`
+	// MaxConnections caps the open connections of the content API; 0 means
+	// a default under the process's file limit.
+	MaxConnections int `json:"maxConnections,omitempty"`
+	// MinTransferRate is the slowest a request body or a response may move,
+	// in bytes per second, before it is cut; 0 means the default (1 KiB/s).
+	MinTransferRate int64 `json:"minTransferRate,omitempty"`
+	// ScrubRate bounds how fast the store is re-hashed after a start, in
+	// bytes per second, so the scrub leaves the disk to the agents; 0 means
+	// the default (64 MiB/s).
+	ScrubRate int64 `json:"scrubRate,omitempty"`
 }
 
 // Defaults returns the configuration of a SiteServer with default ports.
@@ -115,6 +131,16 @@ func (c Config) Validate() error {
 	}
 	if c.Package.Port == c.Package.HealthPort {
 		errs = append(errs, fmt.Errorf("package.port and package.healthPort must differ, both are %d", c.Package.Port))
+	}
+	for _, f := range []struct {
+		field string
+		value int64
+	}{{"task.maxConnections", int64(c.Task.MaxConnections)}, {"task.minTransferRate", c.Task.MinTransferRate},
+		{"package.maxConnections", int64(c.Package.MaxConnections)}, {"package.minTransferRate", c.Package.MinTransferRate},
+		{"package.scrubRate", c.Package.ScrubRate}} {
+		if f.value < 0 {
+			errs = append(errs, fmt.Errorf("%s must be 0 (the default) or positive, not %d", f.field, f.value))
+		}
 	}
 	if c.Package.BandwidthLimit < 0 {
 		errs = append(errs, fmt.Errorf("package.bandwidthLimit must be 0 (no cap) or positive, not %d", c.Package.BandwidthLimit))

@@ -27,6 +27,8 @@ func TestMarshalLoadRoundTrip(t *testing.T) {
 			c.Package.Port, c.Package.HealthPort = 9100, 9101
 			c.Package.StoragePath = "/data/content"
 			c.Package.BandwidthLimit = 10 << 20
+			c.Task.MaxConnections, c.Task.MinTransferRate = 20000, 512
+			c.Package.MaxConnections, c.Package.MinTransferRate, c.Package.ScrubRate = 300, 4096, 1<<20
 			return c
 		}(),
 	} {
@@ -55,6 +57,24 @@ func TestDefaults(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Errorf("Defaults do not validate: %v", err)
 	}
+	// The SiteServer controller's golden ConfigMaps hold this rendering:
+	// fields added since have zero-means-default and are left out.
+	data, err := c.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `package:
+  healthPort: 8081
+  port: 8080
+  storagePath: /var/lib/site-operator/content
+siteServer: central
+task:
+  healthPort: 8081
+  port: 8080
+`
+	if data != want {
+		t.Errorf("Defaults render\n%s\nwant\n%s", data, want)
+	}
 }
 
 func TestLoadRejects(t *testing.T) {
@@ -82,6 +102,10 @@ package: {port: 8080, healthPort: 8081, storagePath: /data}
 			[]string{"task.healthPort must be a port between 1 and 65535, not 70000"}},
 		{"negative bandwidth", strings.Replace(valid, "storagePath: /data", "storagePath: /data, bandwidthLimit: -1", 1),
 			[]string{"package.bandwidthLimit"}},
+		{"negative limits", strings.NewReplacer("healthPort: 8081}\npackage", "healthPort: 8081, maxConnections: -1, minTransferRate: -2}\npackage",
+			"storagePath: /data", "storagePath: /data, maxConnections: -3, minTransferRate: -4, scrubRate: -5").Replace(valid),
+			[]string{"task.maxConnections must be 0 (the default) or positive, not -1", "task.minTransferRate", "package.maxConnections",
+				"package.minTransferRate", "package.scrubRate must be 0 (the default) or positive, not -5"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,23 +4,49 @@
 // GET /v1/content/{digest} on the package port and the probes on the
 // health port.
 //
-// The store is a directory (the pod's volume) that holds each piece of
-// content at sha256/<hex> under it. Only content verified against its
-// digest is written there, by whoever fills the store, so serving does
-// not hash multi-gigabyte files on every request.
+// Content is what its digest says, or it is not served. The store is a
+// directory (the pod's volume):
+//
+//	sha256/<hex>             the content of sha256:<hex>
+//	meta/sha256/<hex>.json   its size, verified when it came in
+//	tmp/                     ingests in progress, cleared at start
+//	quarantine/              files withdrawn from serving, for a look
+//
+// Content enters only through [Store.Ingest], which writes a temporary
+// file in tmp/, hashes it while writing, checks the digest and the size,
+// syncs it and renames it into sha256/. Serving reads an index, not the
+// directory: a file that appears there by another way is not served. It
+// opens only regular files (Lstat, then open with O_NOFOLLOW|O_NONBLOCK,
+// then fstat: no symbolic links, FIFOs or devices) whose size is the one
+// verified, so a truncated, emptied or replaced file is never served: it
+// is moved to quarantine/ and the request answered 500 with what was wrong
+// (404 afterwards), never with its bytes.
+//
+// Start-up is bounded in time whatever the size of the store: the scan
+// costs one stat per file and checks each size against the one recorded at
+// ingest, after which the service is ready and serves that content. The
+// full re-hash (the scrub) runs in the background, paced at
+// package.scrubRate (64 MiB/s by default, leaving the disk to the agents;
+// a terabyte takes about four and a half hours), and quarantines what does
+// not match. A same-size corruption is therefore served until the scrub
+// reaches it; agents verify the digest of what they download, so it costs
+// a retry, not a bad image. Files without a recorded size (put there
+// before this store, or by a crash between the rename and the metadata)
+// are hashed first and answered 503 with Retry-After until then.
+//
+// Readiness asks that the store's directory exist and be writable; it
+// creates a file at most every 30 seconds, names no path to the client
+// (the log does), and rescans the store when its directory is a new one.
 package content
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 
 	"github.com/siteops/site-operator/internal/siteservice/config"
@@ -37,10 +63,10 @@ type Options struct {
 
 // Server is one package service.
 type Server struct {
-	cfg     config.Config
-	storage string
-	log     *slog.Logger
-	host    *host.Host
+	cfg   config.Config
+	store *Store
+	log   *slog.Logger
+	host  *host.Host
 }
 
 // New returns the package service configured by cfg. It does not create
@@ -57,70 +83,78 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{cfg: cfg, storage: cfg.Package.StoragePath, log: log.With("service", "package-service")}
+	log = log.With("service", "package-service")
+	s := &Server{cfg: cfg, log: log,
+		store: NewStore(cfg.Package.StoragePath, StoreOptions{ScrubRate: cfg.Package.ScrubRate, Logger: log})}
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/info", host.InfoHandler(host.Info{
 		Service: "package", SiteServer: cfg.SiteServer, Sites: cfg.Sites, Version: opts.Version,
 	}))
 	mux.HandleFunc("GET /v1/content/{digest}", s.serveContent)
-	s.host = &host.Host{Name: "package-service", Handler: mux, Ready: s.Ready, Logger: log}
+	s.host = &host.Host{Name: "package-service", Handler: mux, Ready: s.store.Ready, Logger: opts.Logger,
+		MaxConnections: cfg.Package.MaxConnections, Limits: host.Limits{MinRate: cfg.Package.MinTransferRate}}
 	return s, nil
 }
+
+// Store is the service's content store, for what fills it.
+func (s *Server) Store() *Store { return s.store }
 
 // ListenAndServe serves on the configured ports of every interface until
 // ctx is done, then shuts down gracefully.
 func (s *Server) ListenAndServe(ctx context.Context) error {
-	return s.host.ListenAndServe(ctx, host.PortAddr(s.cfg.Package.Port), host.PortAddr(s.cfg.Package.HealthPort))
+	return s.run(ctx, func(ctx context.Context) error {
+		return s.host.ListenAndServe(ctx, host.PortAddr(s.cfg.Package.Port), host.PortAddr(s.cfg.Package.HealthPort))
+	})
 }
 
 // Serve serves the API on api and the probes on health until ctx is done,
 // then shuts down gracefully. It closes both listeners.
 func (s *Server) Serve(ctx context.Context, api, health net.Listener) error {
-	return s.host.Serve(ctx, api, health)
+	return s.run(ctx, func(ctx context.Context) error { return s.host.Serve(ctx, api, health) })
 }
 
-// Ready reports whether the store exists and is writable, by creating and
-// removing a file in it. The Server's /readyz reports it.
-func (s *Server) Ready(context.Context) error {
-	f, err := os.CreateTemp(s.storage, ".readyz-*")
-	if err != nil {
-		return fmt.Errorf("content store %s is not writable: %w", s.storage, err)
-	}
-	if err := errors.Join(f.Close(), os.Remove(f.Name())); err != nil {
-		return fmt.Errorf("content store %s: removing the readiness check's file: %w", s.storage, err)
-	}
-	return nil
+// run scans the store, serves, and stops the scrub when serving stops.
+func (s *Server) run(ctx context.Context, serve func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel()
+		s.store.Wait()
+	}()
+	s.store.Start(ctx)
+	return serve(ctx)
 }
 
 // serveContent serves GET /v1/content/{digest} with ranges, conditional
-// requests and HEAD.
+// requests and HEAD, from the checked file only.
 func (s *Server) serveContent(w http.ResponseWriter, r *http.Request) {
 	digest := r.PathValue("digest")
-	rel, err := contentPath(digest)
-	if err != nil {
+	if _, err := parseDigest(digest); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	// os.Root keeps the open inside the store, symbolic links included.
-	f, err := os.OpenInRoot(s.storage, rel)
-	if errors.Is(err, fs.ErrNotExist) {
+	f, err := s.store.Open(digest)
+	switch {
+	case errors.Is(err, errNotFound):
 		http.Error(w, "no content "+digest+" at this site", http.StatusNotFound)
 		return
-	}
-	if err != nil {
+	case errors.Is(err, errVerifying):
+		w.Header().Set("Retry-After", strconv.Itoa(retryVerified))
+		http.Error(w, "content "+digest+" is being verified at this site: retry later", http.StatusServiceUnavailable)
+		return
+	case errors.Is(err, errDamaged):
+		http.Error(w, "content "+digest+" failed its check at this site and was withdrawn: it is not served until it is stored again",
+			http.StatusInternalServerError)
+		return
+	case err != nil:
 		s.log.Error("Opening content", "digest", digest, "error", err)
-		http.Error(w, "content "+digest+" cannot be read", http.StatusInternalServerError)
+		http.Error(w, "content "+digest+" cannot be read at this site", http.StatusInternalServerError)
 		return
 	}
 	defer f.Close()
 	info, err := f.Stat()
 	if err != nil {
 		s.log.Error("Reading content", "digest", digest, "error", err)
-		http.Error(w, "content "+digest+" cannot be read", http.StatusInternalServerError)
-		return
-	}
-	if !info.Mode().IsRegular() {
-		http.Error(w, "no content "+digest+" at this site", http.StatusNotFound)
+		http.Error(w, "content "+digest+" cannot be read at this site", http.StatusInternalServerError)
 		return
 	}
 	h := w.Header()
@@ -130,27 +164,13 @@ func (s *Server) serveContent(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(w, r, "", info.ModTime(), f)
 }
 
-// digestPattern is the only digest form accepted: SHA-256 in lower-case
-// hexadecimal, as Package.spec.digest holds it.
-var digestPattern = regexp.MustCompile(`^sha256:([0-9a-f]{64})$`)
-
 // ContentPath returns where the content of digest lives under the store
 // storagePath, or an error when digest is not sha256:<64 lower-case hex
 // digits>.
 func ContentPath(storagePath, digest string) (string, error) {
-	rel, err := contentPath(digest)
+	h, err := parseDigest(digest)
 	if err != nil {
 		return "", err
 	}
-	return filepath.Join(storagePath, rel), nil
-}
-
-// contentPath returns where the content of digest lives, relative to the
-// store.
-func contentPath(digest string) (string, error) {
-	m := digestPattern.FindStringSubmatch(digest)
-	if m == nil {
-		return "", fmt.Errorf("invalid digest %q: want sha256: and 64 lower-case hexadecimal digits", digest)
-	}
-	return filepath.Join("sha256", m[1]), nil
+	return filepath.Join(storagePath, contentDir, h), nil
 }

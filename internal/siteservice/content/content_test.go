@@ -1,6 +1,7 @@
 package content
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,18 +26,33 @@ import (
 type service struct {
 	api, health string // base URLs
 	storage     string
+	server      *Server
+	log         *syncBuffer // the service's log
 }
 
 // startService serves a package service over a fresh store until the test
 // ends.
 func startService(t *testing.T) *service {
 	t.Helper()
-	cfg := config.Defaults("paris-1", []string{"paris"})
-	cfg.Package.StoragePath = filepath.Join(t.TempDir(), "content")
-	if err := os.Mkdir(cfg.Package.StoragePath, 0o755); err != nil {
+	storage := filepath.Join(t.TempDir(), "content")
+	if err := os.Mkdir(storage, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(cfg, Options{Version: "v0.1.0", Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	return startServiceOn(t, storage, nil)
+}
+
+// startServiceOn serves a package service over the store in storage,
+// configured by mutate, until the test ends.
+func startServiceOn(t *testing.T, storage string, mutate func(*config.Config)) *service {
+	t.Helper()
+	cfg := config.Defaults("paris-1", []string{"paris"})
+	cfg.Package.StoragePath = storage
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	logs := &syncBuffer{}
+	s, err := New(cfg, Options{Version: "v0.1.0",
+		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), logs), nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,25 +72,41 @@ func startService(t *testing.T) *service {
 		}
 	})
 	return &service{api: "http://" + api.Addr().String(), health: "http://" + health.Addr().String(),
-		storage: cfg.Package.StoragePath}
+		storage: cfg.Package.StoragePath, server: s, log: logs}
 }
 
-// store puts content in the service's store and returns its digest.
+// store ingests content into the service's store and returns its digest.
 func (s *service) store(t *testing.T, content string) string {
 	t.Helper()
-	sum := sha256.Sum256([]byte(content))
-	digest := "sha256:" + hex.EncodeToString(sum[:])
-	path, err := ContentPath(s.storage, digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+	digest := digestOf(content)
+	if err := s.server.Store().Ingest(t.Context(), digest, int64(len(content)), strings.NewReader(content)); err != nil {
 		t.Fatal(err)
 	}
 	return digest
+}
+
+// digestOf returns the digest of content.
+func digestOf(content string) string {
+	sum := sha256.Sum256([]byte(content))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// syncBuffer is a bytes.Buffer that a logger and a test share.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func TestNewRejects(t *testing.T) {
@@ -118,10 +151,12 @@ func TestInfo(t *testing.T) {
 // store is back.
 func TestReadinessFollowsTheStore(t *testing.T) {
 	s := startService(t)
-	if code, body, _ := get(t, s.health+"/readyz", nil); code != 200 {
-		t.Fatalf("/readyz with a writable store: %d %q", code, body)
+	for range 3 {
+		if code, body, _ := get(t, s.health+"/readyz", nil); code != 200 {
+			t.Fatalf("/readyz with a writable store: %d %q", code, body)
+		}
 	}
-	if entries, err := os.ReadDir(s.storage); err != nil || len(entries) != 0 {
+	if entries, err := os.ReadDir(filepath.Join(s.storage, "tmp")); err != nil || len(entries) != 0 {
 		t.Errorf("the readiness check left files in the store: %v %v", entries, err)
 	}
 
@@ -129,8 +164,14 @@ func TestReadinessFollowsTheStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, body, _ := get(t, s.health+"/readyz", nil)
-	if code != 503 || !strings.Contains(body, "content store "+s.storage+" is not writable") {
+	if code != 503 || !strings.Contains(body, "content store") {
 		t.Errorf("/readyz without the store: %d %q", code, body)
+	}
+	if strings.Contains(body, s.storage) {
+		t.Errorf("/readyz tells its clients the store's path: %q", body)
+	}
+	if !strings.Contains(s.log.String(), s.storage) {
+		t.Errorf("the log does not name the missing store %s:\n%s", s.storage, s.log)
 	}
 	if code, _, _ := get(t, s.health+"/healthz", nil); code != 200 {
 		t.Errorf("/healthz without the store: %d (the pod would be restarted)", code)
@@ -238,7 +279,7 @@ func TestContentRejects(t *testing.T) {
 	}{
 		{"absent", "/v1/content/sha256:" + hex64, 404},
 		{"a directory", "/v1/content/" + dir, 404},
-		{"a link out of the store", "/v1/content/" + linked, 500},
+		{"a link out of the store", "/v1/content/" + linked, 404},
 		{"short", "/v1/content/sha256:abc", 400},
 		{"too long", "/v1/content/sha256:" + hex64 + "0", 400},
 		{"upper-case hex", "/v1/content/sha256:" + strings.ToUpper(hex64), 400},

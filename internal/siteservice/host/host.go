@@ -1,7 +1,16 @@
 // Package host is the HTTP plumbing that the task service and the
 // package service share: an API server and a health server with /healthz
-// and /readyz, server timeouts, graceful shutdown and structured logging
-// with log/slog.
+// and /readyz, server timeouts, graceful shutdown, structured logging with
+// log/slog, and [Run], the whole of a service binary (flags, configuration,
+// signals).
+//
+// A slow or hostile client cannot hold the API server: every request is
+// held to [Limits] (a bounded body, a minimum transfer rate measured over a
+// window and renewed as bytes move, an idle timeout that long polls raise
+// with [WithLimits]), and the open connections are capped (MaxConnections,
+// by default under the process's file limit): beyond the cap an idle
+// keep-alive connection is closed to make room, or else the new client is
+// answered 503 with Retry-After and the connection closed.
 //
 // It links neither controller-runtime nor client-go, so that the agent may
 // import it.
@@ -69,6 +78,13 @@ type Host struct {
 	// stops; 0 means DefaultShutdownTimeout. Connections still open after
 	// it are closed.
 	ShutdownTimeout time.Duration
+	// Limits bound each API request; zero fields take the defaults
+	// (DefaultMaxBodyBytes, DefaultMinRate, DefaultRateWindow,
+	// DefaultIdleTimeout). Routes override them with WithLimits.
+	Limits Limits
+	// MaxConnections caps the open API connections; 0 means
+	// DefaultMaxConnections().
+	MaxConnections int
 
 	state atomic.Int32 // one of the host* constants
 
@@ -105,14 +121,22 @@ func (h *Host) ListenAndServe(ctx context.Context, addr, healthAddr string) erro
 // closes both listeners. It returns nil after a shutdown asked for by ctx.
 func (h *Host) Serve(ctx context.Context, api, health net.Listener) error {
 	log := h.logger()
-	apiServer := newAPIServer(h.Handler, log)
+	maxConns := h.MaxConnections
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConnections()
+	}
+	capped := newCapListener(api, maxConns, log)
+	api = capped
+	apiServer := newAPIServer(guard(h.Limits.or(defaultLimits), h.Handler), log)
+	apiServer.ConnState = capped.connState
 	healthServer := newHealthServer(HealthHandler(h.ready), log)
 
 	errs := make(chan error, 2)
 	go func() { errs <- serve(apiServer, api, "API") }()
 	go func() { errs <- serve(healthServer, health, "health probes") }()
 	h.state.Store(hostServing)
-	log.Info("Serving", "address", api.Addr().String(), "healthAddress", health.Addr().String())
+	log.Info("Serving", "address", api.Addr().String(), "healthAddress", health.Addr().String(),
+		"maxConnections", maxConns)
 
 	var err error
 	select {
@@ -199,8 +223,8 @@ func (h *Host) logger() *slog.Logger {
 
 // newAPIServer returns the server of a service's API. It has no read or
 // write timeout: agents hold long polls and download multi-gigabyte
-// images, so the handlers bound their own work instead. Slow or idle
-// clients are still cut off.
+// images, so each request is held to its Limits instead (see guard). Slow
+// or idle clients are still cut off.
 func newAPIServer(handler http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           handler,
