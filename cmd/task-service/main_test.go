@@ -96,6 +96,8 @@ func TestBinary(t *testing.T) {
 				"task.port must be a port"},
 			{"port flag out of range", valid, []string{"--port", "70000"}, "task.port must be a port between 1 and 65535, not 70000"},
 			{"missing file", "", nil, "no such file"},
+			{"negative transfer rate flag", valid, []string{"--min-transfer-rate", "-5"},
+				"task.minTransferRate must be 0 (the default) or positive, not -5"},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
 				config := filepath.Join(t.TempDir(), "absent.yaml")

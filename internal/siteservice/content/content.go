@@ -42,6 +42,7 @@ package content
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -94,6 +95,27 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 	s.host = &host.Host{Name: "package-service", Handler: mux, Ready: s.store.Ready, Logger: opts.Logger,
 		MaxConnections: cfg.Package.MaxConnections, Limits: host.Limits{MinRate: cfg.Package.MinTransferRate}}
 	return s, nil
+}
+
+// Command is the package-service binary, for host.Run.
+func Command(version string) host.Command {
+	return host.Command{
+		Name:    "package-service",
+		Version: version,
+		Section: func(c *config.Config) host.Section {
+			return host.Section{Name: "package", Port: &c.Package.Port, HealthPort: &c.Package.HealthPort,
+				MaxConnections: &c.Package.MaxConnections, MinTransferRate: &c.Package.MinTransferRate}
+		},
+		Flags: func(fs *flag.FlagSet) map[string]func(*config.Config) {
+			storage := fs.String("storage-path", "", "Directory of the content store; overrides package.storagePath of the configuration file.")
+			return map[string]func(*config.Config){
+				"storage-path": func(c *config.Config) { c.Package.StoragePath = *storage },
+			}
+		},
+		New: func(cfg config.Config, version string, log *slog.Logger) (host.Service, error) {
+			return New(cfg, Options{Version: version, Logger: log})
+		},
+	}
 }
 
 // Store is the service's content store, for what fills it.

@@ -40,8 +40,24 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 	mux.Handle("GET /v1/info", host.InfoHandler(host.Info{
 		Service: "task", SiteServer: cfg.SiteServer, Sites: cfg.Sites, Version: opts.Version,
 	}))
-	s.host = &host.Host{Name: "task-service", Handler: mux, Logger: opts.Logger}
+	s.host = &host.Host{Name: "task-service", Handler: mux, Logger: opts.Logger,
+		MaxConnections: cfg.Task.MaxConnections, Limits: host.Limits{MinRate: cfg.Task.MinTransferRate}}
 	return s, nil
+}
+
+// Command is the task-service binary, for host.Run.
+func Command(version string) host.Command {
+	return host.Command{
+		Name:    "task-service",
+		Version: version,
+		Section: func(c *config.Config) host.Section {
+			return host.Section{Name: "task", Port: &c.Task.Port, HealthPort: &c.Task.HealthPort,
+				MaxConnections: &c.Task.MaxConnections, MinTransferRate: &c.Task.MinTransferRate}
+		},
+		New: func(cfg config.Config, version string, log *slog.Logger) (host.Service, error) {
+			return New(cfg, Options{Version: version, Logger: log})
+		},
+	}
 }
 
 // ListenAndServe serves on the configured ports of every interface until

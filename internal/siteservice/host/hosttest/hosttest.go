@@ -1,4 +1,4 @@
-// Package servicetest holds the test helpers that the task-service and
+// Package hosttest holds the test helpers that the task-service and
 // package-service tests share: loopback listeners, configuration files and
 // polling a real process over HTTP.
 package hosttest

@@ -1,0 +1,130 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/siteops/site-operator/internal/siteservice/config"
+)
+
+// DefaultConfigPath is where the operator mounts the configuration.
+const DefaultConfigPath = "/etc/site-operator/" + config.FileName
+
+// Command is a service binary, for Run: the service names itself, its part
+// of the configuration and how to build it; Run does the rest.
+type Command struct {
+	// Name is the binary's name, e.g. "task-service".
+	Name string
+	// Version is the binary's version; empty means BuildVersion().
+	Version string
+	// Section returns the fields of cfg that the common flags override
+	// (--port, --health-port, --max-connections, --min-transfer-rate).
+	Section func(cfg *config.Config) Section
+	// Flags adds the service's own flags to fs and returns, by flag name,
+	// how each overrides the configuration when it is set.
+	Flags func(fs *flag.FlagSet) map[string]func(*config.Config)
+	// New builds the service from its configuration.
+	New func(cfg config.Config, version string, log *slog.Logger) (Service, error)
+}
+
+// Section points at the fields of one service in a config.Config.
+type Section struct {
+	Port, HealthPort, MaxConnections *int
+	MinTransferRate                  *int64
+	// Name is the section's key in the file, e.g. "task".
+	Name string
+}
+
+// Service is what a Command runs.
+type Service interface {
+	// ListenAndServe serves until ctx is done, then shuts down gracefully.
+	ListenAndServe(ctx context.Context) error
+}
+
+// Run runs a service binary with the command-line arguments args (without
+// the program name): it parses the flags, loads the configuration file and
+// applies the flags set over it, builds the service and serves until
+// SIGTERM or SIGINT, then shuts down gracefully. It logs JSON to standard
+// error and returns the exit status: 0, 1 on any failure, 2 for a bad
+// command line.
+func Run(cmd Command, args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	return run(ctx, cmd, args, os.Stdout, os.Stderr)
+}
+
+func run(ctx context.Context, cmd Command, args []string, stdout, stderr io.Writer) int {
+	version := cmd.Version
+	if version == "" {
+		version = BuildVersion()
+	}
+	var cfg config.Config
+	section := cmd.Section(&cfg)
+	fs := flag.NewFlagSet(cmd.Name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		configPath   = fs.String("config", DefaultConfigPath, "Path of the service configuration file.")
+		port         = fs.Int("port", 0, "Port of the API; overrides "+section.Name+".port of the configuration file.")
+		healthPort   = fs.Int("health-port", 0, "Port of /healthz and /readyz; overrides "+section.Name+".healthPort of the configuration file.")
+		maxConns     = fs.Int("max-connections", 0, "Cap on open API connections; overrides "+section.Name+".maxConnections of the configuration file.")
+		minRate      = fs.Int64("min-transfer-rate", 0, "Slowest transfer allowed, in bytes per second; overrides "+section.Name+".minTransferRate of the configuration file.")
+		printVersion = fs.Bool("version", false, "Print the version and exit.")
+	)
+	overrides := map[string]func(*config.Config){
+		"port":              func(c *config.Config) { *cmd.Section(c).Port = *port },
+		"health-port":       func(c *config.Config) { *cmd.Section(c).HealthPort = *healthPort },
+		"max-connections":   func(c *config.Config) { *cmd.Section(c).MaxConnections = *maxConns },
+		"min-transfer-rate": func(c *config.Config) { *cmd.Section(c).MinTransferRate = *minRate },
+	}
+	if cmd.Flags != nil {
+		for name, apply := range cmd.Flags(fs) {
+			overrides[name] = apply
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *printVersion {
+		fmt.Fprintln(stdout, cmd.Name, version)
+		return 0
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	fail := func(msg string, err error) int {
+		log.Error(msg, "error", err)
+		return 1
+	}
+	if fs.NArg() > 0 {
+		return fail("Parsing the command line", fmt.Errorf("unexpected arguments %q", fs.Args()))
+	}
+
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		return fail("Loading the configuration", err)
+	}
+	fs.Visit(func(f *flag.Flag) {
+		if apply := overrides[f.Name]; apply != nil {
+			apply(&cfg)
+		}
+	})
+	service, err := cmd.New(cfg, version, log)
+	if err != nil {
+		return fail("Configuring the "+cmd.Name, err)
+	}
+	section = cmd.Section(&cfg)
+	log.Info("Starting", "service", cmd.Name, "version", version, "siteServer", cfg.SiteServer, "sites", cfg.Sites,
+		"port", *section.Port, "healthPort", *section.HealthPort)
+	if err := service.ListenAndServe(ctx); err != nil {
+		return fail("Running the "+cmd.Name, err)
+	}
+	return 0
+}

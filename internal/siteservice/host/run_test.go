@@ -1,0 +1,97 @@
+package host
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"log/slog"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/siteops/site-operator/internal/siteservice/config"
+	"github.com/siteops/site-operator/internal/siteservice/host/hosttest"
+)
+
+// fakeService records the configuration it was built with.
+type fakeService struct{ err error }
+
+func (f fakeService) ListenAndServe(ctx context.Context) error {
+	<-ctx.Done()
+	return f.err
+}
+
+func testCommand(got *config.Config, serveErr error) Command {
+	return Command{
+		Name:    "test-service",
+		Version: "v1.2.3",
+		Section: func(c *config.Config) Section {
+			return Section{Name: "task", Port: &c.Task.Port, HealthPort: &c.Task.HealthPort,
+				MaxConnections: &c.Task.MaxConnections, MinTransferRate: &c.Task.MinTransferRate}
+		},
+		Flags: func(fs *flag.FlagSet) map[string]func(*config.Config) {
+			bw := fs.Int64("bandwidth", 0, "")
+			return map[string]func(*config.Config){"bandwidth": func(c *config.Config) { c.Package.BandwidthLimit = *bw }}
+		},
+		New: func(cfg config.Config, _ string, _ *slog.Logger) (Service, error) {
+			if err := cfg.Validate(); err != nil {
+				return nil, err
+			}
+			*got = cfg
+			return fakeService{serveErr}, nil
+		},
+	}
+}
+
+func TestRun(t *testing.T) {
+	path := hosttest.WriteConfig(t, "siteServer: paris-1\ntask: {port: 9000, healthPort: 9001, maxConnections: 50}\n"+
+		"package: {port: 9100, healthPort: 9101, storagePath: /data}\n")
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel() // the service stops at once, as after SIGTERM
+
+	for _, tt := range []struct {
+		name     string
+		args     []string
+		serveErr error
+		wantCode int
+		wantOut  string // in standard output or error
+		want     func(c *config.Config)
+	}{
+		{name: "version", args: []string{"--version"}, wantOut: "test-service v1.2.3\n"},
+		{name: "the file alone", args: []string{"--config", path}, want: func(c *config.Config) {}},
+		{name: "flags over the file", args: []string{"--config", path, "--port", "7000", "--health-port", "7001",
+			"--max-connections", "20", "--min-transfer-rate", "4096", "--bandwidth", "99"},
+			want: func(c *config.Config) {
+				c.Task.Port, c.Task.HealthPort, c.Task.MaxConnections, c.Task.MinTransferRate = 7000, 7001, 20, 4096
+				c.Package.BandwidthLimit = 99
+			}},
+		{name: "unknown flag", args: []string{"--config", path, "--prot", "1"}, wantCode: 2,
+			wantOut: "flag provided but not defined: -prot"},
+		{name: "arguments", args: []string{"--config", path, "extra"}, wantCode: 1, wantOut: `unexpected arguments [\"extra\"]`},
+		{name: "missing file", args: []string{"--config", path + ".absent"}, wantCode: 1, wantOut: "Loading the configuration"},
+		{name: "invalid after the flags", args: []string{"--config", path, "--health-port", "9000"}, wantCode: 1,
+			wantOut: "task.port and task.healthPort must differ"},
+		{name: "serving fails", args: []string{"--config", path}, serveErr: errors.New("port busy"), wantCode: 1,
+			wantOut: "Running the test-service"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var got config.Config
+			var out bytes.Buffer
+			code := run(cancelled, testCommand(&got, tt.serveErr), tt.args, &out, &out)
+			if code != tt.wantCode || !strings.Contains(out.String(), tt.wantOut) {
+				t.Errorf("run = %d, output %q; want %d and %q", code, out.String(), tt.wantCode, tt.wantOut)
+			}
+			if tt.want != nil {
+				want, err := config.Load(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tt.want(&want)
+				if !reflect.DeepEqual(got, want) {
+					t.Errorf("service built with %+v, want %+v", got, want)
+				}
+			}
+		})
+	}
+}
