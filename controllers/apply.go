@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -19,19 +20,11 @@ import (
 // operator applies.
 const fieldOwner = "site-operator"
 
-// applyConfiguration is a typed apply configuration that knows its name
-// and its owners.
+// applyConfiguration is a typed apply configuration that knows its name.
 type applyConfiguration interface {
 	runtime.ApplyConfiguration
 	GetName() *string
 	GetNamespace() *string
-}
-
-// ownedApplyConfiguration is an apply configuration that names its
-// controller in its owner references (every child the operator applies).
-type ownedApplyConfiguration interface {
-	applyConfiguration
-	GetOwnerReferences() []metav1ac.OwnerReferenceApplyConfiguration
 }
 
 // ErrNotOwned is wrapped by the error of applyIfChanged and deleteIfExists
@@ -61,14 +54,27 @@ func (e *OwnershipError) Error() string {
 func (e *OwnershipError) Unwrap() error { return ErrNotOwned }
 
 // expectedOwner is the controller owner reference of desired, nil when it
-// names none.
+// names none. client-go's typed apply configurations have no getter for
+// their owner references, so it reads the embedded
+// ObjectMetaApplyConfiguration they all share.
 func expectedOwner(desired any) *metav1ac.OwnerReferenceApplyConfiguration {
-	owned, ok := desired.(ownedApplyConfiguration)
+	v := reflect.ValueOf(desired)
+	if v.Kind() == reflect.Pointer {
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Struct {
+		return nil
+	}
+	f := v.FieldByName("ObjectMetaApplyConfiguration")
+	if !f.IsValid() || f.Kind() != reflect.Pointer || f.IsNil() {
+		return nil
+	}
+	meta, ok := f.Interface().(*metav1ac.ObjectMetaApplyConfiguration)
 	if !ok {
 		return nil
 	}
-	for _, ref := range owned.GetOwnerReferences() {
-		if ref.Controller != nil && *ref.Controller {
+	for _, ref := range meta.OwnerReferences {
+		if ref.Controller != nil && *ref.Controller && ref.Kind != nil && ref.Name != nil {
 			return &ref
 		}
 	}

@@ -156,17 +156,18 @@ var defaultRequests = corev1.ResourceList{
 // that every pod is scheduled against what it uses. A default request never
 // exceeds the user's limit for that resource: the pod would be refused.
 func containerResources(res siteopsv1.Resources) *corev1ac.ResourceRequirementsApplyConfiguration {
+	limits := res.Limits.List()
 	requests := corev1.ResourceList{}
 	for name, def := range defaultRequests {
-		if limit, ok := res.Limits[name]; ok && limit.Cmp(def) < 0 {
+		if limit, ok := limits[name]; ok && limit.Cmp(def) < 0 {
 			def = limit
 		}
 		requests[name] = def
 	}
-	maps.Copy(requests, res.Requests)
+	maps.Copy(requests, res.Requests.List())
 	out := corev1ac.ResourceRequirements().WithRequests(requests)
-	if len(res.Limits) > 0 {
-		out.WithLimits(res.Limits)
+	if len(limits) > 0 {
+		out.WithLimits(limits)
 	}
 	return out
 }
@@ -206,7 +207,7 @@ func podSpec(ss *siteopsv1.SiteServer, container *corev1ac.ContainerApplyConfigu
 		WithVolumes(corev1ac.Volume().WithName("config").
 			WithConfigMap(corev1ac.ConfigMapVolumeSource().WithName(configName(ss))))
 	if len(ss.Spec.NodeSelector) > 0 {
-		spec.WithNodeSelector(ss.Spec.NodeSelector)
+		spec.WithNodeSelector(ss.Spec.NodeLabels())
 	}
 	for i := range ss.Spec.Tolerations {
 		t := ss.Spec.Tolerations[i]

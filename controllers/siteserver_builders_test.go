@@ -25,17 +25,17 @@ func goldenSiteServer() *siteopsv1.SiteServer {
 		ObjectMeta: metav1.ObjectMeta{Name: "lyon-srv", UID: "11111111-2222-3333-4444-555555555555"},
 		Spec: siteopsv1.SiteServerSpec{
 			Sites:        []string{"lyon", "lyon-annex"},
-			NodeSelector: map[string]string{"siteops.io/site-server": "true"},
+			NodeSelector: map[string]siteopsv1.LabelValue{"siteops.io/site-server": "true"},
 			Tolerations: []siteopsv1.Toleration{{Key: "siteops.io/dedicated", Operator: corev1.TolerationOpEqual,
 				Value: "site-server", Effect: corev1.TaintEffectNoSchedule}},
 			Services: siteopsv1.SiteServices{
 				Task: siteopsv1.TaskService{Replicas: ptr.To(int32(2)), Resources: siteopsv1.Resources{
-					Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")}}},
+					Limits: siteopsv1.ResourceAmounts{Memory: ptr.To(resource.MustParse("256Mi"))}}},
 				Package: siteopsv1.PackageService{
 					Storage:        siteopsv1.PackageStorage{Size: ptr.To(resource.MustParse("200Gi")), StorageClassName: "local-ssd"},
 					BandwidthLimit: ptr.To(resource.MustParse("50Mi")),
 					// A limit below the default request: the request follows it.
-					Resources: siteopsv1.Resources{Limits: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("20m")}},
+					Resources: siteopsv1.Resources{Limits: siteopsv1.ResourceAmounts{CPU: ptr.To(resource.MustParse("20m"))}},
 				},
 			},
 		},

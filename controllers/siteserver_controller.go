@@ -11,7 +11,6 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
@@ -190,17 +189,13 @@ func (r *SiteServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 const notOwnedRetry = time.Minute
 
 // resultOfApplyError turns a failed apply into what the queue should do: an
-// object in the way is polled, a spec the API server refuses waits for a new
-// spec, anything else is retried with back-off.
+// object in the way is polled, anything else is retried with back-off (a
+// cluster policy or quota that refuses an object can be lifted at any time).
 func resultOfApplyError(err error) (ctrl.Result, error) {
-	switch {
-	case errors.Is(err, ErrNotOwned):
+	if errors.Is(err, ErrNotOwned) {
 		return ctrl.Result{RequeueAfter: notOwnedRetry}, nil
-	case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
-		return ctrl.Result{}, reconcile.TerminalError(err)
-	default:
-		return ctrl.Result{}, err
 	}
+	return ctrl.Result{}, err
 }
 
 // patchStatus writes the status computed from the scope, when it differs.
@@ -234,7 +229,7 @@ func (r *SiteServerReconciler) checkPrerequisites(ctx context.Context, s *siteSe
 		}
 	}
 	var nodes corev1.NodeList
-	if err := r.List(ctx, &nodes, client.MatchingLabels(s.ss.Spec.NodeSelector), client.UnsafeDisableDeepCopy); err != nil {
+	if err := r.List(ctx, &nodes, client.MatchingLabels(s.ss.Spec.NodeLabels()), client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("listing Nodes: %w", err)
 	}
 	s.noMatchingNode = len(nodes.Items) == 0

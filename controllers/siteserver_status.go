@@ -104,7 +104,7 @@ func prerequisiteProblems(s *siteServerScope) (string, []string) {
 	}
 	if s.noMatchingNode {
 		reasons = append(reasons, siteopsv1.ReasonNoMatchingNode)
-		problems = append(problems, fmt.Sprintf("no node matches spec.nodeSelector %v", s.ss.Spec.NodeSelector))
+		problems = append(problems, fmt.Sprintf("no node matches spec.nodeSelector %v", s.ss.Spec.NodeLabels()))
 	}
 	if s.noStorageClass != "" {
 		reasons = append(reasons, siteopsv1.ReasonStorageClassNotFound)

@@ -39,7 +39,7 @@ func createSiteServer(ctx context.Context, name string, sites []string, role, st
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: siteopsv1.SiteServerSpec{
 			Sites:        sites,
-			NodeSelector: map[string]string{"test.siteops.io/role": role},
+			NodeSelector: map[string]siteopsv1.LabelValue{"test.siteops.io/role": siteopsv1.LabelValue(role)},
 			Services: siteopsv1.SiteServices{Package: siteopsv1.PackageService{
 				Storage: siteopsv1.PackageStorage{StorageClassName: storageClass, Size: ptr.To(resource.MustParse("1Gi"))}}},
 		},
@@ -170,7 +170,7 @@ var _ = Describe("SiteServer", func() {
 		markDeploymentAvailable(ctx, "s1-lyon-srv-task")
 		Eventually(condition(ctx, "s1-lyon-srv", siteopsv1.ConditionTaskServiceReady), timeout, interval).
 			Should(Equal("True/Available"))
-		Eventually(siteReady(ctx, "s1-lyon"), timeout, interval).Should(Equal("True/TaskServiceReady"))
+		Eventually(siteReady(ctx, "s1-lyon"), timeout, interval).Should(Equal("True/TaskServiceAvailable"))
 		var ss siteopsv1.SiteServer
 		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: "s1-lyon-srv"}, &ss)).To(Succeed())
 		Expect(ss.Status.Task).To(Equal(siteopsv1.ServiceStatus{Ready: true, Replicas: 1, ReadyReplicas: 1,
@@ -209,12 +209,14 @@ var _ = Describe("SiteServer", func() {
 			Should(Equal("True/PrerequisitesMet"))
 		Eventually(exists(ctx, &appsv1.StatefulSet{}, workload("s2-srv-package")), timeout, interval).Should(BeTrue())
 
-		By("deleting the Site again: the workloads go")
+		By("deleting the Site again: the running workloads stay, the condition says what is missing")
 		var site siteopsv1.Site
 		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: "s2-site"}, &site)).To(Succeed())
 		Expect(k8sClient.Delete(ctx, &site)).To(Succeed())
-		Eventually(exists(ctx, &appsv1.Deployment{}, workload("s2-srv-task")), timeout, interval).Should(BeFalse())
-		Eventually(exists(ctx, &appsv1.StatefulSet{}, workload("s2-srv-package")), timeout, interval).Should(BeFalse())
+		Eventually(condition(ctx, "s2-srv", siteopsv1.ConditionPrerequisitesMet), timeout, interval).
+			Should(Equal("False/SiteNotFound"))
+		Consistently(exists(ctx, &appsv1.Deployment{}, workload("s2-srv-task")), time.Second, interval).Should(BeTrue())
+		Expect(exists(ctx, &appsv1.StatefulSet{}, workload("s2-srv-package"))()).To(BeTrue())
 	})
 
 	It("moves the pods between the sites' Services when spec.sites changes", func() {
@@ -269,7 +271,7 @@ var _ = Describe("SiteServer", func() {
 			return *dep.Spec.Replicas
 		}, timeout, interval).Should(Equal(int32(3)))
 		markDeploymentAvailable(ctx, "s4-srv-task")
-		Eventually(siteReady(ctx, "s4-site"), timeout, interval).Should(Equal("True/TaskServiceReady"))
+		Eventually(siteReady(ctx, "s4-site"), timeout, interval).Should(Equal("True/TaskServiceAvailable"))
 
 		By("restarting the manager: every SiteServer, Site and workload is reconciled and nothing is written")
 		manager.stop()

@@ -24,8 +24,7 @@ type SiteServerSpec struct {
 	// +optional
 	// +kubebuilder:validation:MaxProperties=32
 	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",message="spec.nodeSelector keys must be label keys: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
-	// +kubebuilder:validation:XValidation:rule="self.all(k, self[k].size() <= 63 && self[k].matches('^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$'))",message="spec.nodeSelector values must be label values: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
-	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+	NodeSelector map[string]LabelValue `json:"nodeSelector,omitempty"`
 
 	// tolerations let the server's pods run on tainted nodes, as a pod's
 	// tolerations do.
@@ -110,28 +109,73 @@ type PackageStorage struct {
 	StorageClassName string `json:"storageClassName,omitempty"`
 }
 
-// Resources are a site-service container's compute resources: cpu, memory
-// and ephemeral-storage, as a container's requests and limits. A resource
-// with neither a request nor a limit gets the default request (cpu 50m,
-// memory 64Mi); a resource with only a limit gets the smaller of the default
-// and the limit as its request, so a pod is never refused for a request above
-// its limit.
-// +kubebuilder:validation:XValidation:rule="!has(self.requests) || !has(self.limits) || self.requests.all(k, !(k in self.limits) || quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)",message="resources.requests must not exceed resources.limits for the same resource"
+// Resources are a site-service container's compute resources, as a
+// container's requests and limits of cpu, memory and ephemeral-storage. A
+// resource with neither a request nor a limit gets the default request (cpu
+// 50m, memory 64Mi); a resource with only a limit gets the smaller of the
+// default and the limit as its request, so a pod is never refused for a
+// request above its limit.
+// +kubebuilder:validation:XValidation:rule="!has(self.requests) || !has(self.limits) || !has(self.requests.cpu) || !has(self.limits.cpu) || quantity(string(self.requests.cpu)).compareTo(quantity(string(self.limits.cpu))) <= 0",message="resources.requests.cpu must not exceed resources.limits.cpu"
+// +kubebuilder:validation:XValidation:rule="!has(self.requests) || !has(self.limits) || !has(self.requests.memory) || !has(self.limits.memory) || quantity(string(self.requests.memory)).compareTo(quantity(string(self.limits.memory))) <= 0",message="resources.requests.memory must not exceed resources.limits.memory"
+// +kubebuilder:validation:XValidation:rule="!has(self.requests) || !has(self.limits) || !has(self.requests.ephemeral__dash__storage) || !has(self.limits.ephemeral__dash__storage) || quantity(string(self.requests.ephemeral__dash__storage)).compareTo(quantity(string(self.limits.ephemeral__dash__storage))) <= 0",message="resources.requests.ephemeral-storage must not exceed resources.limits.ephemeral-storage"
 type Resources struct {
 	// requests are the resources the container is scheduled with.
 	// +optional
-	// +kubebuilder:validation:MaxProperties=3
-	// +kubebuilder:validation:XValidation:rule="self.all(k, k in ['cpu', 'memory', 'ephemeral-storage'])",message="resources.requests may name only cpu, memory and ephemeral-storage"
-	// +kubebuilder:validation:XValidation:rule="self.all(k, quantity(string(self[k])).sign() > 0)",message="resources.requests must be positive quantities, such as 100m or 128Mi"
-	Requests corev1.ResourceList `json:"requests,omitempty"`
+	Requests ResourceAmounts `json:"requests,omitempty"`
 
 	// limits cap what the container may use.
 	// +optional
-	// +kubebuilder:validation:MaxProperties=3
-	// +kubebuilder:validation:XValidation:rule="self.all(k, k in ['cpu', 'memory', 'ephemeral-storage'])",message="resources.limits may name only cpu, memory and ephemeral-storage"
-	// +kubebuilder:validation:XValidation:rule="self.all(k, quantity(string(self[k])).sign() > 0)",message="resources.limits must be positive quantities, such as 500m or 256Mi"
-	Limits corev1.ResourceList `json:"limits,omitempty"`
+	Limits ResourceAmounts `json:"limits,omitempty"`
 }
+
+// ResourceAmounts are amounts of the resources a site service may ask
+// for; no other resource (devices, resource claims) applies to it.
+// +kubebuilder:validation:XValidation:rule="!has(self.cpu) || quantity(string(self.cpu)).isGreaterThan(quantity('0'))",message="cpu must be a positive quantity, such as 100m"
+// +kubebuilder:validation:XValidation:rule="!has(self.memory) || quantity(string(self.memory)).isGreaterThan(quantity('0'))",message="memory must be a positive quantity, such as 128Mi"
+// +kubebuilder:validation:XValidation:rule="!has(self.ephemeral__dash__storage) || quantity(string(self.ephemeral__dash__storage)).isGreaterThan(quantity('0'))",message="ephemeral-storage must be a positive quantity, such as 1Gi"
+type ResourceAmounts struct {
+	// cpu in cores, such as 100m or 2.
+	// +optional
+	CPU *resource.Quantity `json:"cpu,omitempty"`
+
+	// memory in bytes, such as 128Mi.
+	// +optional
+	Memory *resource.Quantity `json:"memory,omitempty"`
+
+	// ephemeral-storage in bytes, such as 1Gi.
+	// +optional
+	EphemeralStorage *resource.Quantity `json:"ephemeral-storage,omitempty"`
+}
+
+// List is the amounts as a Kubernetes ResourceList.
+func (a ResourceAmounts) List() corev1.ResourceList {
+	list := corev1.ResourceList{}
+	for name, q := range map[corev1.ResourceName]*resource.Quantity{
+		corev1.ResourceCPU: a.CPU, corev1.ResourceMemory: a.Memory, corev1.ResourceEphemeralStorage: a.EphemeralStorage} {
+		if q != nil {
+			list[name] = *q
+		}
+	}
+	return list
+}
+
+// NodeLabels is spec.nodeSelector as a label map.
+func (s *SiteServerSpec) NodeLabels() map[string]string {
+	if s.NodeSelector == nil {
+		return nil
+	}
+	labels := make(map[string]string, len(s.NodeSelector))
+	for k, v := range s.NodeSelector {
+		labels[k] = string(v)
+	}
+	return labels
+}
+
+// LabelValue is a Kubernetes label value: at most 63 letters, digits, '-',
+// '_' or '.', starting and ending with a letter or digit, or empty.
+// +kubebuilder:validation:MaxLength=63
+// +kubebuilder:validation:Pattern=`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`
+type LabelValue string
 
 // Toleration lets a SiteServer's pods run on nodes with a matching taint,
 // as a pod's toleration does.
