@@ -33,8 +33,8 @@ var _ = Describe("SiteServers on a cluster", Ordered, ContinueOnFailure, func() 
 		}
 		alpha := siteServer("alpha-ss", []string{"alpha"}, siteServerSelector(), storageClass)
 		alpha.Spec.Services.Task.Replicas = ptr.To[int32](2)
-		charlie := siteServer("charlie-ss", []string{"charlie"}, map[string]string{labelDedicated: "true"}, storageClass)
-		charlie.Spec.Tolerations = []corev1.Toleration{{
+		charlie := siteServer("charlie-ss", []string{"charlie"}, map[string]siteopsv1.LabelValue{labelDedicated: "true"}, storageClass)
+		charlie.Spec.Tolerations = []siteopsv1.Toleration{{
 			Key: labelDedicated, Operator: corev1.TolerationOpEqual, Value: "true", Effect: corev1.TaintEffectNoSchedule,
 		}}
 		for _, ss := range []*siteopsv1.SiteServer{
@@ -42,7 +42,7 @@ var _ = Describe("SiteServers on a cluster", Ordered, ContinueOnFailure, func() 
 			siteServer("bravo-ss", []string{"bravo"}, siteServerSelector(), storageClass),
 			charlie,
 			siteServer("central", nil, siteServerSelector(), storageClass),
-			siteServer("late-ss", []string{"delta"}, map[string]string{labelLatePool: "late"}, storageClass),
+			siteServer("late-ss", []string{"delta"}, map[string]siteopsv1.LabelValue{labelLatePool: "late"}, storageClass),
 			siteServer("nostore-ss", []string{"echo"}, siteServerSelector(), missingClass),
 			siteServer("orphan-ss", []string{"foxtrot"}, siteServerSelector(), storageClass),
 		} {

@@ -30,7 +30,7 @@ const (
 
 // siteServer builds a SiteServer whose package service stores its content
 // on class.
-func siteServer(name string, sites []string, nodeSelector map[string]string, class string) *siteopsv1.SiteServer {
+func siteServer(name string, sites []string, nodeSelector map[string]siteopsv1.LabelValue, class string) *siteopsv1.SiteServer {
 	ss := &siteopsv1.SiteServer{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: siteopsv1.SiteServerSpec{
@@ -44,8 +44,8 @@ func siteServer(name string, sites []string, nodeSelector map[string]string, cla
 
 // siteServerSelector is the nodeSelector of the suite's ordinary
 // SiteServers.
-func siteServerSelector() map[string]string {
-	return map[string]string{labelSiteServerNode: "true"}
+func siteServerSelector() map[string]siteopsv1.LabelValue {
+	return map[string]siteopsv1.LabelValue{labelSiteServerNode: "true"}
 }
 
 func createSite(ctx context.Context, name string) {

@@ -177,19 +177,13 @@ func operatorObjects(i int, nodeSelector map[string]string, class string) []clie
 		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("ss-%04d", i)},
 		Spec:       siteopsv1.SiteServerSpec{Sites: []string{site}},
 	}
-	setLabels(&ss.Spec.NodeSelector, nodeSelector)
+	ss.Spec.NodeSelector = make(map[string]siteopsv1.LabelValue, len(nodeSelector))
+	for k, v := range nodeSelector {
+		ss.Spec.NodeSelector[k] = siteopsv1.LabelValue(v)
+	}
 	ss.Spec.Services.Package.Storage.StorageClassName = class
 	return []client.Object{
 		&siteopsv1.Site{ObjectMeta: metav1.ObjectMeta{Name: site}, Spec: siteopsv1.SiteSpec{DisplayName: "Branch office " + site}},
 		ss,
-	}
-}
-
-// setLabels sets *dst, a map of label values of any string type (such as a
-// SiteServer's spec.nodeSelector), to labels.
-func setLabels[V ~string](dst *map[string]V, labels map[string]string) {
-	*dst = make(map[string]V, len(labels))
-	for k, v := range labels {
-		(*dst)[k] = V(v)
 	}
 }
