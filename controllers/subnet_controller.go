@@ -38,12 +38,17 @@ func (r *SubnetReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) e
 		Named("subnet").
 		// For gives the initial list (every Subnet is reconciled when this
 		// replica becomes the leader) and brings back a status someone
-		// edited. A spec change reaches the controller through the feed,
-		// once the resolver has seen it.
+		// edited. A new Subnet, a spec change and a deletion reach the
+		// controller through the feed, once the resolver has seen them:
+		// enqueued by both, a Subnet would be reconciled twice, the second
+		// time maybe from a cache that does not hold the first write yet.
 		For(&siteopsv1.Subnet{}, builder.WithPredicates(predicate.Funcs{
+			CreateFunc: func(e event.CreateEvent) bool { return e.IsInInitialList },
 			UpdateFunc: func(e event.UpdateEvent) bool {
 				return e.ObjectOld.GetGeneration() == e.ObjectNew.GetGeneration()
 			},
+			DeleteFunc:  func(event.DeleteEvent) bool { return false },
+			GenericFunc: func(event.GenericEvent) bool { return false },
 		})).
 		WatchesRawSource(r.feed.source()).
 		WithOptions(controller.Options{MaxConcurrentReconciles: concurrency}).

@@ -52,7 +52,8 @@ const (
 	// ReasonOverriddenByImport: an ActiveDirectory subnet with the same CIDR
 	// wins over this Manual one; the message names it. Converged (neither
 	// Reconciling nor Stalled): the import owns the CIDR by design, and the
-	// Manual subnet takes over by itself if the imported one goes.
+	// Manual subnet takes over by itself if the imported one goes. kstatus
+	// reads a converged Ready=False as InProgress.
 	ReasonOverriddenByImport = "OverriddenByImport"
 	// ReasonDuplicate: an older subnet with the same CIDR and source but
 	// another site wins; the message names it. Also Stalled with this
@@ -66,7 +67,7 @@ const (
 	// ReasonNoSite: the subnet names no site and no enclosing effective
 	// subnet has one, so its addresses belong to no site. Converged: that is
 	// what the spec and rule 5 ask for, and the subnet inherits by itself
-	// once an enclosing subnet with a site appears.
+	// once an enclosing subnet with a site appears (kstatus: InProgress).
 	ReasonNoSite = "NoSite"
 	// ReasonInvalidCIDR: spec.cidr cannot be used. Admission rejects such
 	// values, so this shows only for objects stored before the rules existed.
@@ -80,6 +81,7 @@ const (
 	// ReasonNoSiteServer: no SiteServer serves the site yet, so agents there
 	// are served by the unassigned SiteServers. Converged (neither
 	// Reconciling nor Stalled): that is the designed fallback, not a fault.
+	// kstatus reads a converged Ready=False as InProgress.
 	ReasonNoSiteServer = "NoSiteServer"
 	// ReasonServicesNotReady: SiteServers serve the site but none of their
 	// task services is ready. Also Reconciling with this reason: the servers
