@@ -179,9 +179,9 @@ type LabelValue string
 
 // Toleration lets a SiteServer's pods run on nodes with a matching taint,
 // as a pod's toleration does.
-// +kubebuilder:validation:XValidation:rule="!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",message="a toleration with operator Exists must not have a value"
+// +kubebuilder:validation:XValidation:rule="!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value.size() == 0",message="a toleration with operator Exists must not have a value"
 // +kubebuilder:validation:XValidation:rule="!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",message="tolerationSeconds is allowed only with effect NoExecute"
-// +kubebuilder:validation:XValidation:rule="has(self.key) && self.key != '' || (has(self.operator) && self.operator == 'Exists')",message="a toleration without a key must have operator Exists (it then tolerates every taint)"
+// +kubebuilder:validation:XValidation:rule="has(self.key) && self.key.size() > 0 || (has(self.operator) && self.operator == 'Exists')",message="a toleration without a key must have operator Exists (it then tolerates every taint)"
 type Toleration struct {
 	// key is the taint key the toleration applies to; empty with operator
 	// Exists matches every taint.
