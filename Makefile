@@ -57,6 +57,10 @@ verify: generate manifests fmt tidy vet ## Regenerate, format, tidy and vet, the
 	@if [[ -n "$$(git status --porcelain)" ]]; then \
 		echo "The tree is not clean after regeneration; commit these:"; git status --porcelain; git --no-pager diff --stat; exit 1; fi
 
+.PHONY: lint
+lint: ## golangci-lint (pinned in hack/tools/go.mod) with .golangci.yml.
+	$(GO_TOOL) golangci-lint run ./...
+
 .PHONY: controlplane
 controlplane: ## Build etcd and kube-apiserver from module sources (once; cached).
 	$(CONTROLPLANE)

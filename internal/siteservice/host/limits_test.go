@@ -163,7 +163,7 @@ func TestDownloadsAtADecentRateAreNotCut(t *testing.T) {
 		for tick := time.NewTicker(50 * time.Millisecond); ; <-tick.C { // 100 KiB every 50 ms: 2 MiB/s
 			m, err := io.CopyN(io.Discard, resp.Body, 100<<10)
 			n += m
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				break
 			}
 			if err != nil {

@@ -18,6 +18,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -257,12 +259,12 @@ func asTheManager(t *testing.T) {
 		t.Fatalf("creating Secret %s: %v", secret.Name, err)
 	}
 
-	if err := manager.Patch(ctx, taskDeployment(operatorNamespace), client.Apply,
+	if err := manager.Apply(ctx, applyConfiguration(t, taskDeployment(operatorNamespace)),
 		client.FieldOwner("rbac-test"), client.ForceOwnership); err != nil {
 		t.Errorf("applying a Deployment in the workload namespace %s as the manager: %v", operatorNamespace, err)
 	}
 	mustBeForbidden(t, "applying a Deployment in namespace "+otherNamespace,
-		manager.Patch(ctx, taskDeployment(otherNamespace), client.Apply, client.FieldOwner("rbac-test"), client.ForceOwnership))
+		manager.Apply(ctx, applyConfiguration(t, taskDeployment(otherNamespace)), client.FieldOwner("rbac-test"), client.ForceOwnership))
 	mustBeForbidden(t, "creating a Deployment in namespace "+otherNamespace,
 		manager.Create(ctx, taskDeployment(otherNamespace)))
 	mustBeForbidden(t, "reading Secret "+secret.Name+" in its own namespace",
@@ -289,6 +291,16 @@ func mustBeForbidden(t *testing.T, what string, err error) {
 }
 
 // taskDeployment is a minimal valid Deployment like the task service's.
+// applyConfiguration is obj as a server-side apply request.
+func applyConfiguration(t *testing.T, obj client.Object) runtime.ApplyConfiguration {
+	t.Helper()
+	content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		t.Fatalf("converting %T: %v", obj, err)
+	}
+	return client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: content})
+}
+
 func taskDeployment(namespace string) *appsv1.Deployment {
 	labels := map[string]string{"app.kubernetes.io/name": "task-service"}
 	return &appsv1.Deployment{
