@@ -77,7 +77,9 @@ type SiteStatus struct {
 	// the site's Services could not be applied. Reconciling is True while
 	// its servers roll out (ServicesNotReady) or a failed apply is retried;
 	// Stalled is True when the API server refused the site's Services or an
-	// object controlled by something else is in their way.
+	// object controlled by something else is in their way. NoSiteServer is
+	// converged (its agents go to the unassigned servers by design), which
+	// kstatus reads as InProgress because Ready is False.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

@@ -68,7 +68,8 @@ type SubnetStatus struct {
 	// winning subnet where there is one. Stalled is True, with the same
 	// reason, when a user must act: Duplicate, SiteNotFound, InvalidCIDR.
 	// OverriddenByImport and NoSite are converged states (the rules ask for
-	// them). A Subnet is never Reconciling: its status is computed at once.
+	// them), which kstatus reads as InProgress because Ready is False. A
+	// Subnet is never Reconciling: its status is computed at once.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
