@@ -1,10 +1,17 @@
-// Package simcluster starts a simulated Kubernetes cluster for end-to-end tests
-// and benchmarks: etcd, kube-apiserver, kube-controller-manager,
-// kube-scheduler and kwok, each a real process on a loopback address of its
-// own, built from Go module sources by hack/controlplane.sh. kwok plays the
-// kubelets of fake Nodes, so Deployments and StatefulSets roll out, pods
-// get addresses and turn Ready and EndpointSlices fill, while no container
-// runs.
+// Package simcluster starts a simulated Kubernetes cluster for `make run`
+// (hack/localcluster), the end-to-end suite and the benchmarks: etcd,
+// kube-apiserver, kube-controller-manager, kube-scheduler and kwok, each a
+// real process on a loopback address of its own, built from Go module
+// sources by hack/controlplane.sh. kwok plays the kubelets of fake Nodes,
+// so Deployments and StatefulSets roll out, pods get addresses and turn
+// Ready and EndpointSlices fill, while no container runs.
+//
+// One file per job: the cluster's processes (cluster.go, process.go,
+// pki.go), the nodes, volumes and StorageClass that kwok nodes need
+// (objects.go, nodepool.go), and the operator installed and run as its
+// ServiceAccount (operator.go). It links no controller code, so a
+// development tool may import it; what runs behind kwok's pods (a pod
+// runner) belongs here too, as a file of its own.
 //
 // Every process runs in a process group of its own; Stop ends them all, and
 // on Linux the kernel kills them if the test process dies first.
