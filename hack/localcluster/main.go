@@ -133,7 +133,7 @@ func run(managerPath, samplesDir, stateDir string) error {
 	case <-ctx.Done():
 		return nil
 	case <-manager.Exited():
-		return fmt.Errorf("the manager exited: %v\n%s", manager.ExitError(), manager.LogTail(20))
+		return fmt.Errorf("the manager exited: %w\n%s", manager.ExitError(), manager.LogTail(20))
 	}
 }
 

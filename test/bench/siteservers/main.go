@@ -154,7 +154,7 @@ func run(ctx context.Context, o options) (_ *results, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("making a directory for the manager: %w", err)
 	}
-	defer os.RemoveAll(tmp)
+	defer func() { _ = os.RemoveAll(tmp) }()
 	managerBinary, err := simcluster.BuildManager(root, tmp)
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"runtime/pprof"
@@ -54,8 +55,7 @@ func newHarness(ctx context.Context, opts options, p *plan, cfg *rest.Config, sc
 		return nil, err
 	}
 	if h.clients, err = newClients(cfg, scheme, opts.workers, h.creates); err != nil {
-		h.manager.Stop()
-		return nil, err
+		return nil, errors.Join(err, h.manager.Stop())
 	}
 	return h, nil
 }
@@ -159,7 +159,7 @@ func (h *harness) measureResync(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("restarting the manager: %w", err)
 	}
-	defer mgr.Stop()
+	defer func() { _ = mgr.Stop() }() // on an early return; stopped below otherwise
 
 	subnets, sites := float64(h.plan.subnetCount()), float64(len(h.plan.Sites))
 	waitCtx, cancel := context.WithTimeout(ctx, h.opts.timeout)

@@ -144,7 +144,7 @@ func run(ctx context.Context, opts options) (*results, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer h.manager.Stop()
+	defer func() { _ = h.manager.Stop() }() // on an early return; stopped below otherwise
 	if err := h.createSites(ctx); err != nil {
 		return &h.res, err
 	}
