@@ -48,10 +48,13 @@ var _ = BeforeSuite(func() {
 		CRDDirectoryPaths:     []string{"../config/crd/bases"},
 		ErrorIfCRDPathMissing: true,
 	}
+	// Stop is registered before the start is checked: a start that fails
+	// half-way (a CRD the API server refuses) must not leave etcd and
+	// kube-apiserver running.
+	DeferCleanup(testEnv.Stop)
 	var err error
 	restCfg, err = testEnv.Start()
 	Expect(err).NotTo(HaveOccurred())
-	DeferCleanup(testEnv.Stop)
 
 	scheme, err = controllers.NewScheme()
 	Expect(err).NotTo(HaveOccurred())

@@ -237,8 +237,11 @@ type ServiceStatus struct {
 // SiteServerStatus is what the operator observed about a SiteServer.
 type SiteServerStatus struct {
 	// observedGeneration is the metadata.generation this status was computed
-	// from.
+	// from. It is 0 until the first reconcile, so that kstatus readers
+	// (kubectl wait, Helm, Argo CD, Flux) see a new SiteServer as in
+	// progress.
 	// +optional
+	// +kubebuilder:default=0
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
 	// task is the state of the task service.
@@ -283,6 +286,7 @@ type SiteServer struct {
 
 	// status is what the operator observed.
 	// +optional
+	// +kubebuilder:default={}
 	Status SiteServerStatus `json:"status,omitempty"`
 }
 
