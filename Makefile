@@ -47,9 +47,10 @@ vet: ## go vet, including the end-to-end suite (build tag e2e).
 	go vet -tags e2e ./test/e2e/... ./internal/simcluster/...
 
 .PHONY: tidy
-tidy: ## go mod tidy for the project and its tools module.
+tidy: ## go mod tidy for the project and its tools modules.
 	go mod tidy
 	cd hack/tools && go mod tidy
+	cd hack/lint && go mod tidy
 
 .PHONY: verify
 verify: generate manifests fmt tidy vet ## Regenerate, format, tidy and vet, then fail if the tree changed.
@@ -58,8 +59,8 @@ verify: generate manifests fmt tidy vet ## Regenerate, format, tidy and vet, the
 		echo "The tree is not clean after regeneration; commit these:"; git status --porcelain; git --no-pager diff --stat; exit 1; fi
 
 .PHONY: lint
-lint: ## golangci-lint (pinned in hack/tools/go.mod) with .golangci.yml.
-	$(GO_TOOL) golangci-lint run ./...
+lint: ## golangci-lint (pinned in hack/lint/go.mod) with .golangci.yml.
+	go tool -modfile=hack/lint/go.mod golangci-lint run ./...
 
 .PHONY: controlplane
 controlplane: ## Build etcd and kube-apiserver from module sources (once; cached).
