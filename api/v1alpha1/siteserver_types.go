@@ -36,6 +36,62 @@ type SiteServerSpec struct {
 	// services are the site services this server hosts.
 	// +optional
 	Services SiteServices `json:"services,omitempty"`
+
+	// exposure says how agents outside the cluster reach this server's
+	// services, and so which URLs its status advertises.
+	// +optional
+	Exposure Exposure `json:"exposure,omitempty"`
+}
+
+// ExposureType is how a SiteServer's own Services are exposed.
+// +kubebuilder:validation:Enum=ClusterIP;NodePort;LoadBalancer
+type ExposureType string
+
+// Exposure types.
+const (
+	// ExposureClusterIP: reachable inside the cluster (and, on routable pod
+	// networks, at the pods' addresses).
+	ExposureClusterIP ExposureType = "ClusterIP"
+	// ExposureNodePort: a port on every node, advertised on the nodes that
+	// run the server's ready pods.
+	ExposureNodePort ExposureType = "NodePort"
+	// ExposureLoadBalancer: a load balancer's address.
+	ExposureLoadBalancer ExposureType = "LoadBalancer"
+)
+
+// Exposure is how agents reach a SiteServer's services.
+// +kubebuilder:validation:XValidation:rule="!has(self.loadBalancerClass) || (has(self.type) && self.type == 'LoadBalancer')",message="spec.exposure.loadBalancerClass is allowed only with type LoadBalancer"
+type Exposure struct {
+	// type of the server's own task and package Services: ClusterIP
+	// (default), NodePort or LoadBalancer. NodePort and LoadBalancer use
+	// externalTrafficPolicy Local, so a branch's traffic stays on the node
+	// that serves it.
+	// +optional
+	// +kubebuilder:default=ClusterIP
+	Type ExposureType `json:"type,omitempty"`
+
+	// loadBalancerClass selects the load-balancer implementation, with type
+	// LoadBalancer.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	LoadBalancerClass *string `json:"loadBalancerClass,omitempty"`
+
+	// annotations are added to the server's own Services (for example a
+	// cloud load balancer's settings).
+	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	Annotations map[string]string `json:"annotations,omitempty"`
+
+	// addresses are how agents reach this server when something the
+	// operator does not manage stands in front of it (a branch DNS name, a
+	// router's port forward): host or host:port, advertised instead of
+	// anything else. Without a port the service's port is used.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=261
+	// +kubebuilder:validation:items:XValidation:rule="self.matches('^(\\\\[[0-9a-fA-F:.]+\\\\]|[a-zA-Z0-9]([-a-zA-Z0-9.]*[a-zA-Z0-9])?)(:[0-9]{1,5})?$')",message="spec.exposure.addresses entries must be host or host:port: a DNS name, an IPv4 address or a bracketed IPv6 address, then an optional port"
+	Addresses []string `json:"addresses,omitempty"`
 }
 
 // SiteServices are the services a SiteServer hosts.
@@ -232,6 +288,18 @@ type ServiceStatus struct {
 	// the service.
 	// +optional
 	Endpoint string `json:"endpoint,omitempty"`
+
+	// advertised are the URLs agents use to reach the service, in this
+	// order of precedence: spec.exposure.addresses; else the load
+	// balancer's ingress; else the node port on the addresses of the nodes
+	// running the service's ready pods; else the ready pods' own addresses
+	// (routable pod networks, and the simulated cluster). Empty while no
+	// pod is ready and nothing explicit is set.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MaxLength=300
+	Advertised []string `json:"advertised,omitempty"`
 }
 
 // SiteServerStatus is what the operator observed about a SiteServer.
