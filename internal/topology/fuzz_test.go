@@ -200,6 +200,9 @@ func (h *harness) check(o op) {
 	if h.r.groups.Size() != len(cidrs) {
 		h.t.Fatalf("after %+v: resolver holds %d CIDRs, the subnets have %d", o, h.r.groups.Size(), len(cidrs))
 	}
+	if h.r.SiteCount() != len(h.sites) {
+		h.t.Fatalf("after %+v: SiteCount() = %d, %d Sites exist", o, h.r.SiteCount(), len(h.sites))
+	}
 	ref := referenceResolve(h.subnets, h.sites)
 	if len(got) != len(ref.statuses) {
 		h.t.Fatalf("after %+v: %d statuses, reference has %d", o, len(got), len(ref.statuses))
@@ -225,6 +228,13 @@ func (h *harness) check(o op) {
 		rm, rok := ref.lookup(addr)
 		if m != bm || ok != bok || m != rm || ok != rok {
 			h.t.Fatalf("after %+v: Lookup(%s) = %+v %v, Build %+v %v, reference %+v %v", o, addr, m, ok, bm, bok, rm, rok)
+		}
+		// The fast path gives the same site, through IDs that stay valid
+		// as the table changes.
+		id, sok := h.r.LookupSite(addr)
+		bid, bsok := built.LookupSite(addr)
+		if sok != rok || bsok != rok || rok && (h.r.SiteName(id) != rm.Site || built.SiteName(bid) != rm.Site) {
+			h.t.Fatalf("after %+v: LookupSite(%s) = %q %v, Build %q %v, reference %q %v", o, addr, h.r.SiteName(id), sok, built.SiteName(bid), bsok, rm.Site, rok)
 		}
 	}
 }

@@ -20,14 +20,20 @@ const persistLimit = 256
 // only the CIDR it touches and the subnets nested inside it whose inherited
 // site can change, never the whole table.
 //
-// A Resolver is safe for concurrent use. Lookup takes no lock: it reads an
-// immutable table that each change replaces atomically.
+// A Resolver is safe for concurrent use. Lookup and LookupSite take no
+// lock: they read an immutable table that each change replaces atomically.
 //
 // Create one with New or Build; the zero value is not usable.
 type Resolver struct {
 	// lookup is the published table of effective subnets, one per CIDR.
 	// Tables are never modified once stored.
-	lookup atomic.Pointer[bart.Table[*Match]]
+	lookup atomic.Pointer[bart.Table[entry]]
+	// siteNames is the published site table: SiteID i names siteNames[i].
+	// It only grows, and an element is never changed once published, so
+	// an ID read from any table stays valid in every later one.
+	siteNames atomic.Pointer[[]string]
+	// siteCount is the number of Sites that exist, for SiteCount.
+	siteCount atomic.Int64
 
 	mu sync.RWMutex // guards everything below
 	// subnets holds every subnet by name, valid or not.
@@ -42,6 +48,22 @@ type Resolver struct {
 	// effectiveCount maps a site to the number of subnets that report
 	// Effective with that site.
 	effectiveCount map[string]int
+	// siteIDs maps a site name that some lookup entry carried to its ID.
+	// IDs are never reused, so the table holds every site name a winner
+	// ever mapped to during the resolver's life: a few thousand names.
+	siteIDs map[string]SiteID
+}
+
+// SiteID is a small index that names a site in the resolver's site table:
+// what LookupSite returns, turned back into the name by SiteName.
+type SiteID int32
+
+// entry is what the lookup table holds for an effective CIDR: the site by
+// value, so that LookupSite reads nothing beyond the trie's own nodes, and
+// the full Match for Lookup.
+type entry struct {
+	site  SiteID
+	match *Match
 }
 
 // subnetState is one subnet and its current status.
@@ -78,8 +100,10 @@ func New() *Resolver {
 		sites:          map[string]struct{}{},
 		subnetsNaming:  map[string]map[string]*subnetState{},
 		effectiveCount: map[string]int{},
+		siteIDs:        map[string]SiteID{},
 	}
-	r.lookup.Store(new(bart.Table[*Match]))
+	r.lookup.Store(new(bart.Table[entry]))
+	r.siteNames.Store(new([]string))
 	return r
 }
 
@@ -93,6 +117,7 @@ func Build(subnets []Subnet, sites []string) *Resolver {
 			r.sites[site] = struct{}{}
 		}
 	}
+	r.siteCount.Store(int64(len(r.sites)))
 	r.subnets = make(map[string]*subnetState, len(subnets))
 	for _, s := range subnets {
 		if old, ok := r.subnets[s.Name]; ok {
@@ -101,13 +126,13 @@ func Build(subnets []Subnet, sites []string) *Resolver {
 		}
 		r.attach(s)
 	}
-	table := new(bart.Table[*Match])
+	table := new(bart.Table[entry])
 	// AllSorted yields enclosing CIDRs before the CIDRs nested in them, so
 	// every group sees its final inheritance.
 	for prefix, g := range r.groups.AllSorted() {
 		r.resolveGroup(g, nil)
 		if g.winner != nil {
-			table.Insert(prefix, newMatch(g))
+			table.Insert(prefix, r.newEntry(g))
 		}
 	}
 	for _, st := range r.subnets {
@@ -127,11 +152,39 @@ func Build(subnets []Subnet, sites []string) *Resolver {
 // An IPv4-mapped IPv6 address is looked up as the IPv4 address it carries;
 // an IPv6 zone is ignored. It takes no lock and does not allocate.
 func (r *Resolver) Lookup(addr netip.Addr) (Match, bool) {
-	m, ok := r.lookup.Load().Lookup(addr.Unmap())
+	e, ok := r.lookup.Load().Lookup(addr.Unmap())
 	if !ok {
 		return Match{}, false
 	}
-	return *m, true
+	return *e.match, true
+}
+
+// LookupSite returns the site of the most specific effective subnet
+// containing addr as an ID for SiteName, or false when no effective subnet
+// contains addr: the same answer as Lookup's Match.Site. It walks the trie
+// once and reads nothing else (the site is stored in the trie by value), so
+// it is the fast path for callers that need only the site. It takes no lock
+// and does not allocate.
+func (r *Resolver) LookupSite(addr netip.Addr) (SiteID, bool) {
+	e, ok := r.lookup.Load().Lookup(addr.Unmap())
+	return e.site, ok
+}
+
+// SiteName returns the name of the site that id, from LookupSite, stands
+// for; "" for an ID the resolver never returned.
+func (r *Resolver) SiteName(id SiteID) string {
+	names := *r.siteNames.Load()
+	if id < 0 || int(id) >= len(names) {
+		return ""
+	}
+	return names[id]
+}
+
+// SiteCount returns how many Sites exist as far as the resolver knows. It
+// takes no lock: the serving rules ask it on every locate whether any Site
+// exists at all.
+func (r *Resolver) SiteCount() int {
+	return int(r.siteCount.Load())
 }
 
 // Status returns the status of the named subnet, or false when the
@@ -235,6 +288,7 @@ func (r *Resolver) SetSite(name string) (changed []string) {
 		return nil
 	}
 	r.sites[name] = struct{}{}
+	r.siteCount.Store(int64(len(r.sites)))
 	return r.apply(r.touchNaming(name))
 }
 
@@ -247,6 +301,7 @@ func (r *Resolver) DeleteSite(name string) (changed []string) {
 		return nil
 	}
 	delete(r.sites, name)
+	r.siteCount.Store(int64(len(r.sites)))
 	return r.apply(r.touchNaming(name))
 }
 
@@ -507,7 +562,7 @@ func (r *Resolver) publish(resolved map[netip.Prefix]struct{}) {
 	current := r.lookup.Load()
 	type edit struct {
 		prefix netip.Prefix
-		match  *Match // nil to delete
+		entry  entry // entry.match nil to delete
 	}
 	var edits []edit
 	for p := range resolved {
@@ -519,8 +574,8 @@ func (r *Resolver) publish(resolved map[netip.Prefix]struct{}) {
 			}
 			continue
 		}
-		if !had || have.Subnet != g.winner.spec.Name || have.Site != g.winner.status.EffectiveSite {
-			edits = append(edits, edit{prefix: p, match: newMatch(g)})
+		if !had || have.match.Subnet != g.winner.spec.Name || have.match.Site != g.winner.status.EffectiveSite {
+			edits = append(edits, edit{prefix: p, entry: r.newEntry(g)})
 		}
 	}
 	if len(edits) == 0 {
@@ -529,28 +584,41 @@ func (r *Resolver) publish(resolved map[netip.Prefix]struct{}) {
 	next := current
 	if len(edits) <= persistLimit {
 		for _, e := range edits {
-			if e.match == nil {
+			if e.entry.match == nil {
 				next = next.DeletePersist(e.prefix)
 			} else {
-				next = next.InsertPersist(e.prefix, e.match)
+				next = next.InsertPersist(e.prefix, e.entry)
 			}
 		}
 	} else {
 		next = current.Clone()
 		for _, e := range edits {
-			if e.match == nil {
+			if e.entry.match == nil {
 				next.Delete(e.prefix)
 			} else {
-				next.Insert(e.prefix, e.match)
+				next.Insert(e.prefix, e.entry)
 			}
 		}
 	}
 	r.lookup.Store(next)
 }
 
-// newMatch returns the lookup entry for g's winner.
-func newMatch(g *group) *Match {
-	return &Match{Subnet: g.winner.spec.Name, Site: g.winner.status.EffectiveSite, Prefix: g.prefix}
+// newEntry returns the lookup entry for g's winner. A site name seen for
+// the first time gets the next ID, published before any table that carries
+// it.
+func (r *Resolver) newEntry(g *group) entry {
+	site := g.winner.status.EffectiveSite
+	id, ok := r.siteIDs[site]
+	if !ok {
+		names := *r.siteNames.Load()
+		id = SiteID(len(names))
+		r.siteIDs[site] = id
+		// Appending may write past the published length in place: readers
+		// of the old slice never look there.
+		names = append(names, site)
+		r.siteNames.Store(&names)
+	}
+	return entry{site: id, match: &Match{Subnet: g.winner.spec.Name, Site: site, Prefix: g.prefix}}
 }
 
 // comparePrefixes orders prefixes so that an enclosing prefix comes before

@@ -5,7 +5,9 @@
 // a [Resolver] every Subnet and Site its informers see (leader or not); the
 // leader's Subnet controller writes back the [Status] it computes for the
 // subnets whose status a change touched; the agent locator asks it for
-// [Resolver.Lookup] on every replica.
+// [Resolver.Lookup] on every replica. [Resolver.LookupSite] is the fast path
+// for a caller that needs only the site: one trie walk that yields a small
+// [SiteID] into a compact table of site names ([Resolver.SiteName]).
 //
 // The rules (ARCHITECTURE.md §2, "Subnet"):
 //
