@@ -105,5 +105,7 @@ func CacheOptions(workloadNamespace string) cache.Options {
 		&corev1.Service{}:               only,
 		&corev1.ConfigMap{}:             only,
 		&policyv1.PodDisruptionBudget{}: only,
+		// The site services' pods, for the addresses they advertise.
+		&corev1.Pod{}: only,
 	}}
 }

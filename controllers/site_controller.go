@@ -29,7 +29,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
-	"github.com/siteops/site-operator/internal/siteservice/config"
 	"github.com/siteops/site-operator/internal/topology"
 )
 
@@ -183,7 +182,7 @@ func (r *SiteReconciler) reconcileServices(ctx context.Context, scope *siteScope
 // the stored one, so that a steady state writes nothing.
 func (r *SiteReconciler) patchStatus(ctx context.Context, scope *siteScope) error {
 	site := scope.site
-	status := desiredSiteStatus(scope, r.Workloads.Namespace)
+	status := desiredSiteStatus(scope)
 	if equality.Semantic.DeepEqual(status, &site.Status) {
 		return nil
 	}
@@ -201,11 +200,11 @@ func (r *SiteReconciler) patchStatus(ctx context.Context, scope *siteScope) erro
 // observedGeneration moves only when the site's Services were applied or the
 // reconcile is Stalled (a verdict on this generation that only a change can
 // alter); while a failure is retried it keeps the last generation applied.
-func desiredSiteStatus(scope *siteScope, namespace string) *siteopsv1.SiteStatus {
+func desiredSiteStatus(scope *siteScope) *siteopsv1.SiteStatus {
 	status := scope.site.Status.DeepCopy()
 	status.Subnets = int32(scope.subnets)
 	setSiteServers(status, scope.servers)
-	setSiteEndpoints(status, scope, namespace)
+	setSiteEndpoints(status, scope)
 	meta.SetStatusCondition(&status.Conditions, siteReadyCondition(scope))
 	setSiteProgress(&status.Conditions, scope)
 	if scope.servicesErr == nil || stalledBy(scope.servicesErr) {
@@ -224,18 +223,27 @@ func setSiteServers(status *siteopsv1.SiteStatus, servers []siteopsv1.SiteServer
 	}
 }
 
-// setSiteEndpoints lists the URLs of the site's Services once they are
-// applied. A failure being retried keeps what was listed (the Services of
-// an earlier reconcile still serve); a Service another controller owns is
-// not the site's, so nothing is listed then.
-func setSiteEndpoints(status *siteopsv1.SiteStatus, scope *siteScope, namespace string) {
-	switch err := scope.servicesErr; {
-	case err == nil && len(scope.servers) > 0:
-		status.TaskEndpoints = []string{serviceURL(siteServiceName(scope.site.Name, componentTask), namespace, config.DefaultPort)}
-		status.PackageEndpoints = []string{serviceURL(siteServiceName(scope.site.Name, componentPackage), namespace, config.DefaultPort)}
-	case err == nil || errors.Is(err, ErrNotOwned):
-		status.TaskEndpoints, status.PackageEndpoints = nil, nil
+// setSiteEndpoints lists the URLs agents use for the site: what the
+// SiteServers serving it advertise (their ready pods, node ports, load
+// balancers or explicit addresses), sorted and cut at the list's cap.
+func setSiteEndpoints(status *siteopsv1.SiteStatus, scope *siteScope) {
+	var task, pkg []string
+	for _, ss := range scope.servers {
+		task = append(task, ss.Status.Task.Advertised...)
+		pkg = append(pkg, ss.Status.Package.Advertised...)
 	}
+	status.TaskEndpoints, status.PackageEndpoints = endpointList(task), endpointList(pkg)
+}
+
+// endpointList is urls sorted, distinct and cut at MaxEndpointsListed; nil
+// for none.
+func endpointList(urls []string) []string {
+	if len(urls) == 0 {
+		return nil
+	}
+	slices.Sort(urls)
+	urls = slices.Compact(urls)
+	return urls[:min(len(urls), siteopsv1.MaxEndpointsListed)]
 }
 
 // maxNamesInMessage bounds the server names a condition message lists.

@@ -23,6 +23,9 @@ func siteServer(name string, taskAvailable bool) siteopsv1.SiteServer {
 		cond.Status, cond.Reason = metav1.ConditionTrue, siteopsv1.ReasonAvailable
 	}
 	ss.Status.Conditions = []metav1.Condition{cond}
+	if taskAvailable {
+		ss.Status.Task.Advertised = []string{"https://" + name + ".lyon.example:8080"}
+	}
 	return ss
 }
 
@@ -36,8 +39,7 @@ func condString(conds []metav1.Condition, condType string) string {
 }
 
 func TestDesiredSiteStatus(t *testing.T) {
-	const ns = "ops"
-	taskURL := "http://site-lyon-task.ops.svc:8080"
+	taskURL := "https://b.lyon.example:8080"
 	foreign := &OwnershipError{Object: "*v1.Service ops/site-lyon-task", Expected: "Site lyon", Actual: "Deployment other"}
 	refused := fmt.Errorf("applying *v1.Service ops/site-lyon-task: %w", apierrors.NewInvalid(
 		schema.GroupKind{Kind: "Service"}, "site-lyon-task", field.ErrorList{field.Invalid(field.NewPath("spec", "ports"), 0, "bad port")}))
@@ -60,30 +62,30 @@ func TestDesiredSiteStatus(t *testing.T) {
 		wantReady: "False/NoSiteServer", wantObserved: true,
 		storedEndpoints: []string{taskURL},
 	}, {
-		name:      "servers rolling out: Reconciling",
+		name:      "servers rolling out: Reconciling, nothing advertised yet",
 		servers:   []siteopsv1.SiteServer{siteServer("a", false), siteServer("b", false)},
 		wantReady: "False/ServicesNotReady", wantReconciling: "True/ServicesNotReady", wantObserved: true,
-		wantEndpoints: []string{taskURL},
 	}, {
 		name:      "one task service available: Ready, converged",
 		servers:   []siteopsv1.SiteServer{siteServer("a", false), siteServer("b", true)},
 		wantReady: "True/TaskServiceAvailable", wantObserved: true, wantEndpoints: []string{taskURL},
 		wantMessage: "SiteServer b",
 	}, {
-		name:    "a Service of another controller in the way: Stalled NotOwned, nothing advertised",
+		name:    "a Service of another controller in the way: Stalled NotOwned, the servers still advertised",
 		servers: []siteopsv1.SiteServer{siteServer("a", true)}, err: foreign, storedEndpoints: []string{taskURL},
 		wantReady: "False/NotOwned", wantStalled: "True/NotOwned", wantObserved: true,
+		wantEndpoints: []string{"https://a.lyon.example:8080"},
 		wantMessage: "site-lyon-task exists with controller Deployment other",
 	}, {
 		name:    "the API server refuses the Service: Stalled ApplyFailed",
 		servers: []siteopsv1.SiteServer{siteServer("a", true)}, err: refused, storedEndpoints: []string{taskURL},
 		wantReady: "False/ApplyFailed", wantStalled: "True/ApplyFailed", wantObserved: true,
-		wantEndpoints: []string{taskURL}, wantMessage: "bad port",
+		wantEndpoints: []string{"https://a.lyon.example:8080"}, wantMessage: "bad port",
 	}, {
-		name:    "a transient failure: Reconciling ApplyFailed, generation not observed, endpoints kept",
+		name:    "a transient failure: Reconciling ApplyFailed, generation not observed, the servers still advertised",
 		servers: []siteopsv1.SiteServer{siteServer("a", true)}, err: conflict, storedEndpoints: []string{taskURL},
 		wantReady: "False/ApplyFailed", wantReconciling: "True/ApplyFailed",
-		wantEndpoints: []string{taskURL}, wantMessage: "services \"site-lyon-task\"",
+		wantEndpoints: []string{"https://a.lyon.example:8080"}, wantMessage: "services \"site-lyon-task\"",
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -97,7 +99,7 @@ func TestDesiredSiteStatus(t *testing.T) {
 				setReconciling(&site.Status.Conditions, 2, "Old", "old")
 			}
 			scope := &siteScope{site: site, subnets: 5, servers: tt.servers, servicesErr: tt.err}
-			status := desiredSiteStatus(scope, ns)
+			status := desiredSiteStatus(scope)
 
 			if got := condString(status.Conditions, siteopsv1.ConditionReady); got != tt.wantReady {
 				t.Errorf("Ready = %s, want %s", got, tt.wantReady)
@@ -127,7 +129,7 @@ func TestDesiredSiteStatus(t *testing.T) {
 			}
 
 			site.Status = *status
-			if again := desiredSiteStatus(scope, ns); !equality.Semantic.DeepEqual(again, &site.Status) {
+			if again := desiredSiteStatus(scope); !equality.Semantic.DeepEqual(again, &site.Status) {
 				t.Errorf("an unchanged reconcile changed the status:\nstored  %+v\ndesired %+v", site.Status, *again)
 			}
 		})
@@ -144,7 +146,11 @@ func TestDesiredSiteStatusCutsTheServerList(t *testing.T) {
 		servers = append(servers, siteServer(fmt.Sprintf("srv-%03d", i), true))
 	}
 	site := &siteopsv1.Site{ObjectMeta: metav1.ObjectMeta{Name: "lyon", Generation: 1}}
-	status := desiredSiteStatus(&siteScope{site: site, servers: servers}, "ops")
+	status := desiredSiteStatus(&siteScope{site: site, servers: servers})
+	if len(status.TaskEndpoints) != siteopsv1.MaxEndpointsListed || status.TaskEndpoints[0] != "https://srv-000.lyon.example:8080" {
+		t.Errorf("taskEndpoints has %d URLs starting %q; want the first %d", len(status.TaskEndpoints), status.TaskEndpoints[:1],
+			siteopsv1.MaxEndpointsListed)
+	}
 
 	if len(status.SiteServers) != siteopsv1.MaxSiteServersListed || status.SiteServerCount != int32(n) {
 		t.Fatalf("siteServers has %d names, siteServerCount %d; want %d and %d",

@@ -54,6 +54,17 @@ type WorkloadConfig struct {
 	Image string
 	// ImagePullPolicy of the workloads' containers.
 	ImagePullPolicy corev1.PullPolicy
+	// PlainHTTP says that the site services serve plain HTTP instead of
+	// HTTPS (development only); advertised URLs then start with http://.
+	PlainHTTP bool
+}
+
+// scheme is the URL scheme of the site services' API.
+func (wc WorkloadConfig) scheme() string {
+	if wc.PlainHTTP {
+		return "http"
+	}
+	return "https"
 }
 
 func taskName(ss *siteopsv1.SiteServer) string    { return ss.Name + "-task" }
@@ -299,10 +310,26 @@ func desiredServerService(ss *siteopsv1.SiteServer, component string, wc Workloa
 	if component == componentPackage {
 		name = packageName(ss)
 	}
-	return corev1ac.Service(name, wc.Namespace).
+	spec := serviceSpec(selectorLabels(ss, component))
+	exposure := ss.Spec.Exposure
+	switch exposure.Type {
+	case siteopsv1.ExposureNodePort, siteopsv1.ExposureLoadBalancer:
+		// Local: a branch's traffic stays on the node that serves it, and
+		// the pod sees the agent's own address.
+		spec.WithType(corev1.ServiceType(exposure.Type)).
+			WithExternalTrafficPolicy(corev1.ServiceExternalTrafficPolicyLocal)
+		if exposure.Type == siteopsv1.ExposureLoadBalancer && exposure.LoadBalancerClass != nil {
+			spec.WithLoadBalancerClass(*exposure.LoadBalancerClass)
+		}
+	}
+	svc := corev1ac.Service(name, wc.Namespace).
 		WithLabels(commonLabels(ss, component)).
 		WithOwnerReferences(ownerReference(ss)).
-		WithSpec(serviceSpec(selectorLabels(ss, component)))
+		WithSpec(spec)
+	if len(exposure.Annotations) > 0 {
+		svc.WithAnnotations(exposure.Annotations)
+	}
+	return svc
 }
 
 // desiredSiteService selects the pods of every SiteServer serving site for

@@ -84,6 +84,9 @@ func (r *SiteServerReconciler) SetupWithManager(mgr ctrl.Manager, concurrency in
 		Watches(&appsv1.Deployment{}, rolloutProgress).
 		Watches(&appsv1.StatefulSet{}, rolloutProgress).
 		Owns(&corev1.Service{}).
+		// A pod turning ready, unready or moving changes the advertised URLs.
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(siteServerOfPod),
+			builder.WithPredicates(podAddressChanged)).
 		Owns(&corev1.ConfigMap{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
 		// A Site appearing or going changes PrerequisitesMet of the
@@ -96,6 +99,31 @@ func (r *SiteServerReconciler) SetupWithManager(mgr ctrl.Manager, concurrency in
 		Watches(&storagev1.StorageClass{}, all).
 		WithOptions(controller.Options{MaxConcurrentReconciles: concurrency}).
 		Complete(r)
+}
+
+// siteServerOfPod maps a site-service pod to its SiteServer by label.
+func siteServerOfPod(_ context.Context, pod client.Object) []reconcile.Request {
+	name := pod.GetLabels()[LabelSiteServer]
+	if name == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: name}}}
+}
+
+// podAddressChanged passes the pod events that can change what a SiteServer
+// advertises: creation, deletion, and a change of address, node, readiness
+// or deletion mark.
+var podAddressChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		before, ok1 := e.ObjectOld.(*corev1.Pod)
+		after, ok2 := e.ObjectNew.(*corev1.Pod)
+		if !ok1 || !ok2 {
+			return true
+		}
+		return before.Status.PodIP != after.Status.PodIP || before.Spec.NodeName != after.Spec.NodeName ||
+			(before.DeletionTimestamp == nil) != (after.DeletionTimestamp == nil) ||
+			len(readyPods([]corev1.Pod{*before})) != len(readyPods([]corev1.Pod{*after}))
+	},
 }
 
 func (r *SiteServerReconciler) allSiteServers(ctx context.Context, _ client.Object) []reconcile.Request {
@@ -137,6 +165,11 @@ type siteServerScope struct {
 	// The workloads as the cache holds them (readWorkloads); nil when absent.
 	deployment  *appsv1.Deployment
 	statefulSet *appsv1.StatefulSet
+	// What decides the advertised URLs (readExposure): the server's own
+	// Services, the pods of each service and the nodes they run on.
+	taskService, packageService *corev1.Service
+	taskPods, packagePods       []corev1.Pod
+	nodes                       map[string]*corev1.Node
 
 	// The plan (plan).
 	runTask, runPackage bool
@@ -177,6 +210,9 @@ func (r *SiteServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err := r.readWorkloads(ctx, s); err != nil {
 		return ctrl.Result{}, err
 	}
+	if err := r.readExposure(ctx, s); err != nil {
+		return ctrl.Result{}, err
+	}
 	planWorkloads(s)
 	if s.applyErr = r.applyChildren(ctx, s); s.applyErr != nil {
 		return resultOfApplyError(s.applyErr)
@@ -200,7 +236,7 @@ func resultOfApplyError(err error) (ctrl.Result, error) {
 
 // patchStatus writes the status computed from the scope, when it differs.
 func (r *SiteServerReconciler) patchStatus(ctx context.Context, s *siteServerScope) error {
-	status := siteServerStatus(s, r.Workloads.Namespace)
+	status := siteServerStatus(s, r.Workloads)
 	if equality.Semantic.DeepEqual(status, &s.ss.Status) {
 		return nil
 	}
@@ -257,6 +293,51 @@ func (r *SiteServerReconciler) readWorkloads(ctx context.Context, s *siteServerS
 		return err
 	} else if exists {
 		s.statefulSet = &sts
+	}
+	return nil
+}
+
+// readExposure reads from the cache what the advertised URLs are made of:
+// the server's own Services, its pods and the nodes they run on.
+func (r *SiteServerReconciler) readExposure(ctx context.Context, s *siteServerScope) error {
+	s.nodes = map[string]*corev1.Node{}
+	for _, c := range []struct {
+		name      string
+		component string
+		service   **corev1.Service
+		pods      *[]corev1.Pod
+	}{
+		{taskName(s.ss), componentTask, &s.taskService, &s.taskPods},
+		{packageName(s.ss), componentPackage, &s.packageService, &s.packagePods},
+	} {
+		var svc corev1.Service
+		exists, err := r.getIfExists(ctx, client.ObjectKey{Namespace: r.Workloads.Namespace, Name: c.name}, &svc)
+		if err != nil {
+			return err
+		}
+		if exists {
+			*c.service = &svc
+		}
+		var pods corev1.PodList
+		if err := r.List(ctx, &pods, client.InNamespace(r.Workloads.Namespace),
+			client.MatchingLabels(selectorLabels(s.ss, c.component))); err != nil {
+			return fmt.Errorf("listing the %s pods of SiteServer %s: %w", c.component, s.ss.Name, err)
+		}
+		*c.pods = pods.Items
+		for _, pod := range pods.Items {
+			name := pod.Spec.NodeName
+			if name == "" || s.nodes[name] != nil {
+				continue
+			}
+			var node corev1.Node
+			exists, err := r.getIfExists(ctx, client.ObjectKey{Name: name}, &node)
+			if err != nil {
+				return err
+			}
+			if exists {
+				s.nodes[name] = &node
+			}
+		}
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -180,6 +181,95 @@ var _ = Describe("SiteServer hardening", func() {
 		// The operator retries with back-off; nothing needs to change.
 		Eventually(exists(ctx, &appsv1.Deployment{}, workload("h3-srv-task")), 2*timeout, interval).Should(BeTrue())
 		Eventually(condition(ctx, "h3-srv", siteopsv1.ConditionReady), timeout, interval).ShouldNot(Equal("False/ApplyFailed"))
+	})
+})
+
+var _ = Describe("SiteServer exposure", func() {
+	ctx := context.Background()
+
+	// readyPod plays the ReplicaSet controller and the kubelet, which
+	// envtest does not run: a pod of the service, bound to node, ready at ip.
+	readyPod := func(ss, component, node, ip string) *corev1.Pod {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: ss + "-" + component + "-0", Namespace: workloadNamespace,
+				Labels: map[string]string{"siteops.io/siteserver": ss, "app.kubernetes.io/component": component}},
+			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "i"}}},
+		}
+		Expect(k8sClient.Create(ctx, pod)).To(Succeed())
+		DeferCleanup(deleteIgnoringNotFound, ctx, pod)
+		pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+		Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
+		return pod
+	}
+	advertised := func(name string) func(Gomega) []string {
+		return func(g Gomega) []string {
+			var ss siteopsv1.SiteServer
+			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: name}, &ss)).To(Succeed())
+			return ss.Status.Task.Advertised
+		}
+	}
+
+	It("advertises the ready pods, then the node port, then explicit addresses, and the Site lists them", func() {
+		createSite(ctx, "x1-site")
+		node := createNode(ctx, "x1-node", map[string]string{"test.siteops.io/role": "x1"})
+		node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "192.0.2.21"}}
+		Expect(k8sClient.Status().Update(ctx, node)).To(Succeed())
+		createStorageClass(ctx, "x1-class")
+		ss := createSiteServer(ctx, "x1-srv", []string{"x1-site"}, "x1", "x1-class")
+		Eventually(exists(ctx, &appsv1.Deployment{}, workload("x1-srv-task")), timeout, interval).Should(BeTrue())
+		Consistently(advertised("x1-srv"), time.Second, interval).Should(BeEmpty())
+
+		By("a ready pod: its own address")
+		pod := readyPod("x1-srv", "task-service", "x1-node", "10.244.7.5")
+		Eventually(advertised("x1-srv"), timeout, interval).Should(Equal([]string{"https://10.244.7.5:8080"}))
+		Eventually(func(g Gomega) []string { return siteStatus(ctx, "x1-site")(g).TaskEndpoints }, timeout, interval).
+			Should(Equal([]string{"https://10.244.7.5:8080"}))
+
+		By("NodePort: the Service changes, the node's address and port are advertised")
+		updateSiteServer(ctx, ss, func(ss *siteopsv1.SiteServer) {
+			ss.Spec.Exposure = siteopsv1.Exposure{Type: siteopsv1.ExposureNodePort, Annotations: map[string]string{"example.net/zone": "lyon"}}
+		})
+		var svc corev1.Service
+		Eventually(func(g Gomega) corev1.ServiceType {
+			g.Expect(k8sClient.Get(ctx, workload("x1-srv-task"), &svc)).To(Succeed())
+			return svc.Spec.Type
+		}, timeout, interval).Should(Equal(corev1.ServiceTypeNodePort))
+		Expect(svc.Spec.ExternalTrafficPolicy).To(Equal(corev1.ServiceExternalTrafficPolicyLocal))
+		Expect(svc.Annotations).To(HaveKeyWithValue("example.net/zone", "lyon"))
+		nodePort := svc.Spec.Ports[0].NodePort
+		Expect(nodePort).NotTo(BeZero())
+		Eventually(advertised("x1-srv"), timeout, interval).Should(Equal([]string{fmt.Sprintf("https://192.0.2.21:%d", nodePort)}))
+
+		By("the pod no longer ready: nothing to advertise on a node port")
+		pod.Status.Conditions[0].Status = corev1.ConditionFalse
+		Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
+		Eventually(advertised("x1-srv"), timeout, interval).Should(BeEmpty())
+
+		By("explicit addresses: advertised whatever the pods do")
+		updateSiteServer(ctx, ss, func(ss *siteopsv1.SiteServer) {
+			ss.Spec.Exposure.Addresses = []string{"srv.lyon.example.net", "10.20.0.5:443"}
+		})
+		Eventually(advertised("x1-srv"), timeout, interval).Should(Equal(
+			[]string{"https://10.20.0.5:443", "https://srv.lyon.example.net:8080"}))
+		Eventually(func(g Gomega) []string { return siteStatus(ctx, "x1-site")(g).TaskEndpoints }, timeout, interval).
+			Should(Equal([]string{"https://10.20.0.5:443", "https://srv.lyon.example.net:8080"}))
+	})
+
+	It("refuses an address that is not host or host:port, and a load-balancer class without type LoadBalancer", func() {
+		for _, tc := range []struct {
+			exposure siteopsv1.Exposure
+			want     string
+		}{
+			{siteopsv1.Exposure{Addresses: []string{"https://srv.example.net"}}, "spec.exposure.addresses entries must be host or host:port"},
+			{siteopsv1.Exposure{Addresses: []string{"srv example"}}, "spec.exposure.addresses"},
+			{siteopsv1.Exposure{Type: siteopsv1.ExposureNodePort, LoadBalancerClass: ptr.To("x")}, "loadBalancerClass is allowed only with type LoadBalancer"},
+		} {
+			ss := &siteopsv1.SiteServer{ObjectMeta: metav1.ObjectMeta{Name: "x2-srv"}, Spec: siteopsv1.SiteServerSpec{Exposure: tc.exposure}}
+			err := k8sClient.Create(ctx, ss)
+			Expect(apierrors.IsInvalid(err)).To(BeTrue(), "%+v: got %v", tc.exposure, err)
+			Expect(err.Error()).To(ContainSubstring(tc.want))
+		}
 	})
 })
 

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -22,11 +23,18 @@ import (
 // reconcile reached a verdict on it: the spec was applied, or it cannot be
 // (Stalled). A transient failure leaves it where it was, so kstatus keeps
 // reading the object as in progress while the controller retries.
-func siteServerStatus(s *siteServerScope, namespace string) *siteopsv1.SiteServerStatus {
+func siteServerStatus(s *siteServerScope, wc WorkloadConfig) *siteopsv1.SiteServerStatus {
 	status := s.ss.Status.DeepCopy()
 	gen := s.ss.Generation
+	namespace := wc.Namespace
 	status.Task = taskServiceStatus(s, namespace)
 	status.Package = packageServiceStatus(s, namespace)
+	if s.deployment != nil && enabled(s.ss.Spec.Services.Task.Enabled) {
+		status.Task.Advertised = advertisedURLs(s.exposureOf(wc, s.taskService, s.taskPods))
+	}
+	if s.statefulSet != nil && enabled(s.ss.Spec.Services.Package.Enabled) {
+		status.Package.Advertised = advertisedURLs(s.exposureOf(wc, s.packageService, s.packagePods))
+	}
 	setPrerequisitesMet(status, s, gen)
 	setTaskServiceReady(status, s, gen)
 	setPackageServiceReady(status, s, gen)
@@ -35,6 +43,12 @@ func siteServerStatus(s *siteServerScope, namespace string) *siteopsv1.SiteServe
 		status.ObservedGeneration = gen
 	}
 	return status
+}
+
+// exposureOf is what decides the advertised URLs of one service.
+func (s *siteServerScope) exposureOf(wc WorkloadConfig, svc *corev1.Service, pods []corev1.Pod) serviceExposure {
+	return serviceExposure{exposure: s.ss.Spec.Exposure, scheme: wc.scheme(), port: config.DefaultPort,
+		targetPort: config.DefaultPort, service: svc, pods: pods, nodes: s.nodes}
 }
 
 // applyErrorStalls reports whether err is one that retrying cannot fix: an

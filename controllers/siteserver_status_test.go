@@ -73,7 +73,7 @@ func TestSiteServerStatus(t *testing.T) {
 			s.ss = &siteopsv1.SiteServer{ObjectMeta: metav1.ObjectMeta{Name: "x", Generation: 7},
 				Status: siteopsv1.SiteServerStatus{ObservedGeneration: 5}}
 			s.ss.Spec.Services.Package.Enabled = ptr.To(true)
-			got := siteServerStatus(&s, "ns")
+			got := siteServerStatus(&s, WorkloadConfig{Namespace: "ns"})
 			cond := func(typ string) *metav1.Condition { return meta.FindStatusCondition(got.Conditions, typ) }
 			statusReason := func(typ string) string {
 				c := cond(typ)

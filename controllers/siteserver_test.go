@@ -161,8 +161,7 @@ var _ = Describe("SiteServer", func() {
 
 		Eventually(func(g Gomega) []string { return siteStatus(ctx, "s1-lyon")(g).SiteServers }, timeout, interval).
 			Should(Equal([]string{"s1-lyon-srv"}))
-		Expect(siteStatus(ctx, "s1-lyon")(Default).TaskEndpoints).To(Equal(
-			[]string{"http://site-s1-lyon-task." + workloadNamespace + ".svc:8080"}))
+		Expect(siteStatus(ctx, "s1-lyon")(Default).TaskEndpoints).To(BeEmpty(), "nothing is advertised before a pod is ready")
 		Expect(siteReady(ctx, "s1-lyon")(Default)).To(Equal("False/ServicesNotReady"))
 		Expect(condition(ctx, "s1-lyon-srv", siteopsv1.ConditionTaskServiceReady)(Default)).To(Equal("False/Progressing"))
 

@@ -28,6 +28,10 @@ type SiteSpec struct {
 // MaxItems); status.siteServerCount counts them all.
 const MaxSiteServersListed = 256
 
+// MaxEndpointsListed is the cap of a Site's status.taskEndpoints and
+// status.packageEndpoints.
+const MaxEndpointsListed = 256
+
 // SiteStatus is what the operator observed about a site.
 type SiteStatus struct {
 	// observedGeneration is the metadata.generation whose spec the operator
@@ -56,15 +60,22 @@ type SiteStatus struct {
 	// +optional
 	SiteServerCount int32 `json:"siteServerCount,omitempty"`
 
-	// taskEndpoints are the in-cluster URLs of the site's task Services.
+	// taskEndpoints are the URLs agents use to reach the task services
+	// of the SiteServers that serve this site: the union of their
+	// status.task.advertised, sorted, cut at MaxEndpointsListed.
 	// +optional
-	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MaxLength=300
 	TaskEndpoints []string `json:"taskEndpoints,omitempty"`
 
-	// packageEndpoints are the in-cluster URLs of the site's package
-	// Services.
+	// packageEndpoints are the URLs agents use to reach the package
+	// services of the SiteServers that serve this site: the union of their
+	// status.package.advertised, sorted, cut at MaxEndpointsListed.
 	// +optional
-	// +kubebuilder:validation:MaxItems=16
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MaxLength=300
 	PackageEndpoints []string `json:"packageEndpoints,omitempty"`
 
 	// computers is the number of Computers located in this site.

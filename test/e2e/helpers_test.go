@@ -116,8 +116,20 @@ func expectSiteReady(ctx context.Context, name string, servers ...string) {
 		g.Expect(site.Status.ObservedGeneration).To(Equal(site.Generation), "status.observedGeneration")
 		g.Expect(condition(site.Status.Conditions, siteopsv1.ConditionReady)).To(haveCondition(metav1.ConditionTrue, siteopsv1.ReasonSiteReady))
 		g.Expect(site.Status.SiteServers).To(Equal(servers), "status.siteServers")
-		g.Expect(site.Status.TaskEndpoints).To(Equal([]string{serviceURL("site-" + name + "-task")}), "status.taskEndpoints")
-		g.Expect(site.Status.PackageEndpoints).To(Equal([]string{serviceURL("site-" + name + "-package")}), "status.packageEndpoints")
+		// The site's endpoints are what its servers advertise: here, with
+		// ClusterIP exposure, their ready pods' addresses.
+		var task, pkg []string
+		for _, server := range servers {
+			ss := getSiteServer(ctx, g, server)
+			g.Expect(ss.Status.Task.Advertised).NotTo(BeEmpty(), "status.task.advertised of %s", server)
+			g.Expect(ss.Status.Package.Advertised).NotTo(BeEmpty(), "status.package.advertised of %s", server)
+			task = append(task, ss.Status.Task.Advertised...)
+			pkg = append(pkg, ss.Status.Package.Advertised...)
+		}
+		slices.Sort(task)
+		slices.Sort(pkg)
+		g.Expect(site.Status.TaskEndpoints).To(Equal(slices.Compact(task)), "status.taskEndpoints")
+		g.Expect(site.Status.PackageEndpoints).To(Equal(slices.Compact(pkg)), "status.packageEndpoints")
 	}).WithContext(ctx).Should(Succeed(), "Site %s turns Ready", name)
 }
 

@@ -93,6 +93,8 @@ func needed() []access {
 	n = append(n, each(all, "apps", []string{"deployments", "statefulsets"}, "", operatorNamespace)...)
 	n = append(n, each(all, "", []string{"services", "configmaps"}, "", operatorNamespace)...)
 	n = append(n, each(all, "policy", []string{"poddisruptionbudgets"}, "", operatorNamespace)...)
+	// The site services' pods, read for the addresses a SiteServer advertises.
+	n = append(n, each(read, "", []string{"pods"}, "", operatorNamespace)...)
 	// SiteServer prerequisites.
 	n = append(n, each(read, "", []string{"nodes"}, "", "")...)
 	n = append(n, each(read, "storage.k8s.io", []string{"storageclasses"}, "", "")...)
@@ -117,6 +119,8 @@ func forbidden() []access {
 	}
 	f = append(f, each(read, "apps", []string{"deployments"}, "", "")...)
 	f = append(f, each(read, "", []string{"configmaps"}, "", otherNamespace)...)
+	f = append(f, each(read, "", []string{"pods"}, "", otherNamespace)...)
+	f = append(f, each(read, "", []string{"pods"}, "", "")...)
 	// Secrets: nowhere, not even in its own namespace.
 	for _, ns := range []string{operatorNamespace, otherNamespace, ""} {
 		f = append(f, each(all, "", []string{"secrets"}, "", ns)...)
