@@ -46,7 +46,8 @@ func TestBinary(t *testing.T) {
 		storage := filepath.Join(t.TempDir(), "content")
 		port, healthPort := hosttest.FreePort(t), hosttest.FreePort(t)
 		var stderr bytes.Buffer
-		cmd := exec.Command(bin, "--config", config, "--storage-path", storage,
+		// Plain HTTP, as in development: the task service's test covers HTTPS.
+		cmd := exec.Command(bin, "--config", config, "--storage-path", storage, "--insecure-http",
 			"--port", fmt.Sprint(port), "--health-port", fmt.Sprint(healthPort))
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {

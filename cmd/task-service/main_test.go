@@ -33,14 +33,16 @@ func TestBinary(t *testing.T) {
 		}
 	})
 
-	t.Run("serves until SIGTERM", func(t *testing.T) {
+	t.Run("serves HTTPS on its listen host until SIGTERM", func(t *testing.T) {
 		// The file's ports are free but unused: the flags override them.
 		config := hosttest.WriteConfig(t, fmt.Sprintf("siteServer: paris-1\nsites: [paris]\n"+
 			"task: {port: %d, healthPort: %d}\npackage: {port: 8080, healthPort: 8081, storagePath: /nowhere}\n",
 			hosttest.FreePort(t), hosttest.FreePort(t)))
 		port, healthPort := hosttest.FreePort(t), hosttest.FreePort(t)
+		certFile, keyFile, roots := hosttest.WriteCertificate(t, "127.0.0.3")
 		var stderr bytes.Buffer
-		cmd := exec.Command(bin, "--config", config,
+		cmd := exec.Command(bin, "--config", config, "--listen-host", "127.0.0.3",
+			"--tls-cert-file", certFile, "--tls-key-file", keyFile,
 			"--port", fmt.Sprint(port), "--health-port", fmt.Sprint(healthPort))
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
@@ -55,13 +57,13 @@ func TestBinary(t *testing.T) {
 			}
 		}()
 
-		hosttest.WaitReady(t, fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort), exited)
+		hosttest.WaitReady(t, fmt.Sprintf("http://127.0.0.3:%d/readyz", healthPort), exited)
 		var info struct {
 			SiteServer string   `json:"siteServer"`
 			Sites      []string `json:"sites"`
 			Version    string   `json:"version"`
 		}
-		hosttest.GetJSON(t, fmt.Sprintf("http://127.0.0.1:%d/v1/info", port), &info)
+		hosttest.GetJSONWith(t, hosttest.HTTPSClient(roots), fmt.Sprintf("https://127.0.0.3:%d/v1/info", port), &info)
 		if info.SiteServer != "paris-1" || len(info.Sites) != 1 || info.Sites[0] != "paris" || info.Version != "v9.9.9-test" {
 			t.Errorf("/v1/info = %+v", info)
 		}
@@ -98,6 +100,8 @@ func TestBinary(t *testing.T) {
 			{"missing file", "", nil, "no such file"},
 			{"negative transfer rate flag", valid, []string{"--min-transfer-rate", "-5"},
 				"task.minTransferRate must be 0 (the default) or positive, not -5"},
+			{"no serving certificate", valid, []string{"--tls-cert-file", "/nowhere/tls.crt"},
+				"/nowhere/tls.crt"},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
 				config := filepath.Join(t.TempDir(), "absent.yaml")

@@ -7,7 +7,9 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
+	"strings"
 
 	"sigs.k8s.io/yaml"
 )
@@ -25,6 +27,9 @@ const (
 	DefaultHealthPort = 8081
 	// DefaultStoragePath is where the package service keeps its content.
 	DefaultStoragePath = "/var/lib/site-operator/content"
+	// DefaultTLSDir is where the operator mounts the serving certificate's
+	// Secret (tls.crt, tls.key, ca.crt).
+	DefaultTLSDir = "/etc/site-operator/tls"
 )
 
 // Config is the configuration of one SiteServer's services.
@@ -37,6 +42,37 @@ type Config struct {
 	Task TaskConfig `json:"task"`
 	// Package configures the package service.
 	Package PackageConfig `json:"package"`
+	// ListenHost is the address the service binds, its API and its probes;
+	// empty means every interface. The pods pass their own IP with
+	// --listen-host.
+	ListenHost string `json:"listenHost,omitempty"`
+	// TLS is how the API serves HTTPS. Absent means HTTPS with the
+	// certificate and key in DefaultTLSDir.
+	TLS TLSConfig `json:"tls,omitzero"`
+}
+
+// TLSConfig is the serving certificate of a service's API. The probes on
+// the health port stay plain HTTP.
+type TLSConfig struct {
+	// Disabled serves plain HTTP: for development only (--insecure-http).
+	Disabled bool `json:"disabled,omitempty"`
+	// CertFile is the PEM certificate chain; empty means
+	// DefaultTLSDir/tls.crt. A renewed file is picked up without a restart.
+	CertFile string `json:"certFile,omitempty"`
+	// KeyFile is the PEM private key; empty means DefaultTLSDir/tls.key.
+	KeyFile string `json:"keyFile,omitempty"`
+}
+
+// Files are the certificate and key files, defaulted.
+func (t TLSConfig) Files() (certFile, keyFile string) {
+	certFile, keyFile = t.CertFile, t.KeyFile
+	if certFile == "" {
+		certFile = DefaultTLSDir + "/tls.crt"
+	}
+	if keyFile == "" {
+		keyFile = DefaultTLSDir + "/tls.key"
+	}
+	return certFile, keyFile
 }
 
 // TaskConfig configures the task service.
@@ -142,8 +178,30 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s must be 0 (the default) or positive, not %d", f.field, f.value))
 		}
 	}
+	if c.ListenHost != "" {
+		if _, err := netip.ParseAddr(strings.Trim(c.ListenHost, "[]")); err != nil && !isDNSName(c.ListenHost) {
+			errs = append(errs, fmt.Errorf("listenHost must be an IP address or a host name, not %q", c.ListenHost))
+		}
+	}
+	if c.TLS.Disabled && (c.TLS.CertFile != "" || c.TLS.KeyFile != "") {
+		errs = append(errs, errors.New("tls.certFile and tls.keyFile must not be set with tls.disabled: true"))
+	}
 	if c.Package.BandwidthLimit < 0 {
 		errs = append(errs, fmt.Errorf("package.bandwidthLimit must be 0 (no cap) or positive, not %d", c.Package.BandwidthLimit))
 	}
 	return errors.Join(errs...)
+}
+
+// isDNSName accepts letters, digits, '-' and '.', as a host name.
+func isDNSName(h string) bool {
+	if len(h) > 253 {
+		return false
+	}
+	for _, c := range h {
+		letterOrDigit := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !letterOrDigit && c != '-' && c != '.' {
+			return false
+		}
+	}
+	return true
 }

@@ -106,6 +106,10 @@ package: {port: 8080, healthPort: 8081, storagePath: /data}
 			"storagePath: /data", "storagePath: /data, maxConnections: -3, minTransferRate: -4, scrubRate: -5").Replace(valid),
 			[]string{"task.maxConnections must be 0 (the default) or positive, not -1", "task.minTransferRate", "package.maxConnections",
 				"package.minTransferRate", "package.scrubRate must be 0 (the default) or positive, not -5"}},
+		{"listen host not an address", valid + "listenHost: 'http://10.0.0.1'\n", []string{`listenHost must be an IP address or a host name, not "http://10.0.0.1"`}},
+		{"TLS files with TLS disabled", valid + "tls: {disabled: true, certFile: /x/tls.crt}\n",
+			[]string{"tls.certFile and tls.keyFile must not be set with tls.disabled: true"}},
+		{"unknown TLS field", valid + "tls: {insecure: true}\n", []string{`unknown field "insecure"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -118,6 +122,35 @@ package: {port: 8080, healthPort: 8081, storagePath: /data}
 				if !strings.Contains(err.Error(), want) {
 					t.Errorf("error %q does not contain %q", err, want)
 				}
+			}
+		})
+	}
+}
+
+func TestTLSAndListenHost(t *testing.T) {
+	base := "siteServer: central\ntask: {port: 8080, healthPort: 8081}\npackage: {port: 8080, healthPort: 8081, storagePath: /data}\n"
+	tests := []struct {
+		name              string
+		extra             string
+		wantDisabled      bool
+		wantCert, wantKey string
+		wantListenHost    string
+	}{
+		{"HTTPS with the mounted Secret by default", "", false, DefaultTLSDir + "/tls.crt", DefaultTLSDir + "/tls.key", ""},
+		{"files of its own", "tls: {certFile: /certs/c.pem, keyFile: /certs/k.pem}\n", false, "/certs/c.pem", "/certs/k.pem", ""},
+		{"plain HTTP only when asked", "tls: {disabled: true}\n", true, DefaultTLSDir + "/tls.crt", DefaultTLSDir + "/tls.key", ""},
+		{"a pod IP", "listenHost: 10.244.1.7\n", false, DefaultTLSDir + "/tls.crt", DefaultTLSDir + "/tls.key", "10.244.1.7"},
+		{"an IPv6 pod IP", "listenHost: 'fd00::7'\n", false, DefaultTLSDir + "/tls.crt", DefaultTLSDir + "/tls.key", "fd00::7"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Load(writeConfig(t, base+tt.extra))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cert, key := c.TLS.Files()
+			if c.TLS.Disabled != tt.wantDisabled || cert != tt.wantCert || key != tt.wantKey || c.ListenHost != tt.wantListenHost {
+				t.Errorf("got disabled %v, files %s %s, listenHost %q", c.TLS.Disabled, cert, key, c.ListenHost)
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package host
 
 import (
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -60,6 +61,9 @@ type capListener struct {
 	net.Listener
 	max int
 	log *slog.Logger
+	// tls, when set, is the API's TLS configuration: a refused client is
+	// told so over TLS, or it could not read the answer.
+	tls *tls.Config
 
 	mu   sync.Mutex
 	open int
@@ -132,6 +136,9 @@ func (l *capListener) reject(c net.Conn) {
 		l.rejecting.Add(-1)
 		_ = c.Close()
 		return
+	}
+	if l.tls != nil {
+		c = tls.Server(c, l.tls)
 	}
 	go func() {
 		defer l.rejecting.Add(-1)

@@ -12,12 +12,21 @@
 // keep-alive connection is closed to make room, or else the new client is
 // answered 503 with Retry-After and the connection closed.
 //
+// The API serves HTTPS when the Host has a TLS configuration (or Run puts
+// one in its context, [WithServing]): [Run] loads the certificate and key
+// files of the mounted Secret with certs.LoadFiles, which picks up a renewed
+// pair at the next handshake, without a restart; connections already open
+// keep theirs. Plain HTTP only with --insecure-http (tls.disabled). The
+// probes are plain HTTP on the health port either way, as the kubelet
+// probes them.
+//
 // It links neither controller-runtime nor client-go, so that the agent may
 // import it.
 package host
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +34,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,6 +95,10 @@ type Host struct {
 	// MaxConnections caps the open API connections; 0 means
 	// DefaultMaxConnections().
 	MaxConnections int
+	// TLS serves the API over HTTPS with this configuration (see
+	// certs.ServerConfig); nil takes the one of the context's Serving, and
+	// without one the API is plain HTTP. The probes are plain HTTP always.
+	TLS *tls.Config
 
 	state atomic.Int32 // one of the host* constants
 
@@ -99,9 +113,47 @@ const (
 	hostStopping
 )
 
+// Serving is what Run decides for the service it builds, and passes to its
+// Host through the context of ListenAndServe and Serve: the address to bind
+// and the TLS configuration of the API.
+type Serving struct {
+	// ListenHost replaces the host part of the listen addresses when set
+	// (a pod binds its own IP).
+	ListenHost string
+	// TLS serves the API over HTTPS; nil is plain HTTP.
+	TLS *tls.Config
+}
+
+type servingKey struct{}
+
+// WithServing returns ctx carrying s for the Host that serves with it.
+func WithServing(ctx context.Context, s Serving) context.Context {
+	return context.WithValue(ctx, servingKey{}, s)
+}
+
+func servingOf(ctx context.Context) Serving {
+	s, _ := ctx.Value(servingKey{}).(Serving)
+	return s
+}
+
+// onHost replaces the host of addr (host:port) by host, when set.
+func onHost(addr, host string) string {
+	if host == "" {
+		return addr
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr // net.Listen reports it
+	}
+	return net.JoinHostPort(strings.Trim(host, "[]"), port)
+}
+
 // ListenAndServe listens on addr for the API and on healthAddr for the
-// probes (host:port, as net.Listen takes them), then calls Serve.
+// probes (host:port, as net.Listen takes them; the context's
+// Serving.ListenHost replaces their host), then calls Serve.
 func (h *Host) ListenAndServe(ctx context.Context, addr, healthAddr string) error {
+	listenHost := servingOf(ctx).ListenHost
+	addr, healthAddr = onHost(addr, listenHost), onHost(healthAddr, listenHost)
 	var lc net.ListenConfig
 	api, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
@@ -125,8 +177,18 @@ func (h *Host) Serve(ctx context.Context, api, health net.Listener) error {
 	if maxConns <= 0 {
 		maxConns = DefaultMaxConnections()
 	}
+	tlsConfig := h.TLS
+	if tlsConfig == nil {
+		tlsConfig = servingOf(ctx).TLS
+	}
 	capped := newCapListener(api, maxConns, log)
+	capped.tls = tlsConfig
 	api = capped
+	scheme := "http"
+	if tlsConfig != nil {
+		api = tls.NewListener(capped, tlsConfig)
+		scheme = "https"
+	}
 	apiServer := newAPIServer(guard(h.Limits.or(defaultLimits), h.Handler), log)
 	apiServer.ConnState = capped.connState
 	healthServer := newHealthServer(HealthHandler(h.ready), log)
@@ -135,7 +197,7 @@ func (h *Host) Serve(ctx context.Context, api, health net.Listener) error {
 	go func() { errs <- serve(apiServer, api, "API") }()
 	go func() { errs <- serve(healthServer, health, "health probes") }()
 	h.state.Store(hostServing)
-	log.Info("Serving", "address", api.Addr().String(), "healthAddress", health.Addr().String(),
+	log.Info("Serving", "address", api.Addr().String(), "scheme", scheme, "healthAddress", health.Addr().String(),
 		"maxConnections", maxConns)
 
 	var err error

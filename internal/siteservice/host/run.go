@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/siteops/site-operator/internal/certs"
 	"github.com/siteops/site-operator/internal/siteservice/config"
 )
 
@@ -75,6 +76,10 @@ func run(ctx context.Context, cmd Command, args []string, stdout, stderr io.Writ
 		healthPort   = fs.Int("health-port", 0, "Port of /healthz and /readyz; overrides "+section.Name+".healthPort of the configuration file.")
 		maxConns     = fs.Int("max-connections", 0, "Cap on open API connections; overrides "+section.Name+".maxConnections of the configuration file.")
 		minRate      = fs.Int64("min-transfer-rate", 0, "Slowest transfer allowed, in bytes per second; overrides "+section.Name+".minTransferRate of the configuration file.")
+		listenHost   = fs.String("listen-host", "", "Address to bind the API and the probes to, such as the pod's IP; overrides listenHost of the configuration file. Empty means every interface.")
+		insecure     = fs.Bool("insecure-http", false, "Serve the API over plain HTTP, for development only; overrides tls.disabled of the configuration file.")
+		tlsCert      = fs.String("tls-cert-file", "", "PEM certificate of the API; overrides tls.certFile of the configuration file (default "+config.DefaultTLSDir+"/tls.crt).")
+		tlsKey       = fs.String("tls-key-file", "", "PEM key of the API; overrides tls.keyFile of the configuration file (default "+config.DefaultTLSDir+"/tls.key).")
 		printVersion = fs.Bool("version", false, "Print the version and exit.")
 	)
 	overrides := map[string]func(*config.Config){
@@ -82,6 +87,10 @@ func run(ctx context.Context, cmd Command, args []string, stdout, stderr io.Writ
 		"health-port":       func(c *config.Config) { *cmd.Section(c).HealthPort = *healthPort },
 		"max-connections":   func(c *config.Config) { *cmd.Section(c).MaxConnections = *maxConns },
 		"min-transfer-rate": func(c *config.Config) { *cmd.Section(c).MinTransferRate = *minRate },
+		"listen-host":       func(c *config.Config) { c.ListenHost = *listenHost },
+		"insecure-http":     func(c *config.Config) { c.TLS.Disabled = *insecure },
+		"tls-cert-file":     func(c *config.Config) { c.TLS.CertFile = *tlsCert },
+		"tls-key-file":      func(c *config.Config) { c.TLS.KeyFile = *tlsKey },
 	}
 	if cmd.Flags != nil {
 		for name, apply := range cmd.Flags(fs) {
@@ -120,11 +129,40 @@ func run(ctx context.Context, cmd Command, args []string, stdout, stderr io.Writ
 	if err != nil {
 		return fail("Configuring the "+cmd.Name, err)
 	}
+	serving, err := servingFor(cfg, log)
+	if err != nil {
+		return fail("Loading the serving certificate", err)
+	}
 	section = cmd.Section(&cfg)
 	log.Info("Starting", "service", cmd.Name, "version", version, "siteServer", cfg.SiteServer, "sites", cfg.Sites,
-		"port", *section.Port, "healthPort", *section.HealthPort)
-	if err := service.ListenAndServe(ctx); err != nil {
+		"listenHost", cfg.ListenHost, "port", *section.Port, "healthPort", *section.HealthPort, "tls", serving.TLS != nil)
+	if err := service.ListenAndServe(WithServing(ctx, serving)); err != nil {
 		return fail("Running the "+cmd.Name, err)
 	}
 	return 0
+}
+
+// servingFor is where and how the service serves: HTTPS with the
+// configured certificate files, reloaded when they change, unless TLS is
+// disabled.
+func servingFor(cfg config.Config, log *slog.Logger) (Serving, error) {
+	serving := Serving{ListenHost: cfg.ListenHost}
+	if cfg.TLS.Disabled {
+		log.Warn("Serving plain HTTP: TLS is disabled (--insecure-http or tls.disabled), for development only")
+		return serving, nil
+	}
+	certFile, keyFile := cfg.TLS.Files()
+	files, err := certs.LoadFiles(certFile, keyFile)
+	if err != nil {
+		return Serving{}, fmt.Errorf("%w (serve plain HTTP in development with --insecure-http)", err)
+	}
+	files.OnReload = func(err error) {
+		if err != nil {
+			log.Warn("Keeping the serving certificate: the files changed but do not load", "error", err)
+			return
+		}
+		log.Info("Serving a renewed certificate", "certFile", certFile)
+	}
+	serving.TLS = certs.ServerConfig(files.GetCertificate)
+	return serving, nil
 }

@@ -14,15 +14,19 @@ import (
 	"github.com/siteops/site-operator/internal/siteservice/host/hosttest"
 )
 
-// fakeService records the configuration it was built with.
-type fakeService struct{ err error }
+// fakeService records how Run told it to serve.
+type fakeService struct {
+	err     error
+	serving *Serving
+}
 
 func (f fakeService) ListenAndServe(ctx context.Context) error {
+	*f.serving = servingOf(ctx)
 	<-ctx.Done()
 	return f.err
 }
 
-func testCommand(got *config.Config, serveErr error) Command {
+func testCommand(got *config.Config, serving *Serving, serveErr error) Command {
 	return Command{
 		Name:    "test-service",
 		Version: "v1.2.3",
@@ -39,7 +43,7 @@ func testCommand(got *config.Config, serveErr error) Command {
 				return nil, err
 			}
 			*got = cfg
-			return fakeService{serveErr}, nil
+			return fakeService{serveErr, serving}, nil
 		},
 	}
 }
@@ -47,6 +51,7 @@ func testCommand(got *config.Config, serveErr error) Command {
 func TestRun(t *testing.T) {
 	path := hosttest.WriteConfig(t, "siteServer: paris-1\ntask: {port: 9000, healthPort: 9001, maxConnections: 50}\n"+
 		"package: {port: 9100, healthPort: 9101, storagePath: /data}\n")
+	certFile, keyFile, _ := hosttest.WriteCertificate(t, "localhost", "127.0.0.1")
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel() // the service stops at once, as after SIGTERM
 
@@ -57,28 +62,40 @@ func TestRun(t *testing.T) {
 		wantCode int
 		wantOut  string // in standard output or error
 		want     func(c *config.Config)
+		// How the service is told to serve, when want is set.
+		wantTLS        bool
+		wantListenHost string
 	}{
 		{name: "version", args: []string{"--version"}, wantOut: "test-service v1.2.3\n"},
-		{name: "the file alone", args: []string{"--config", path}, want: func(c *config.Config) {}},
+		{name: "the file alone: HTTPS with the default files", args: []string{"--config", path}, wantCode: 1,
+			wantOut: "Loading the serving certificate"},
+		{name: "the file alone, plain HTTP", args: []string{"--config", path, "--insecure-http"},
+			want: func(c *config.Config) { c.TLS.Disabled = true }, wantTLS: false},
+		{name: "HTTPS with certificate files", args: []string{"--config", path, "--tls-cert-file", certFile, "--tls-key-file", keyFile},
+			want: func(c *config.Config) { c.TLS.CertFile, c.TLS.KeyFile = certFile, keyFile }, wantTLS: true},
+		{name: "a broken key", args: []string{"--config", path, "--tls-cert-file", certFile, "--tls-key-file", certFile},
+			wantCode: 1, wantOut: "Loading the serving certificate"},
 		{name: "flags over the file", args: []string{"--config", path, "--port", "7000", "--health-port", "7001",
-			"--max-connections", "20", "--min-transfer-rate", "4096", "--bandwidth", "99"},
+			"--max-connections", "20", "--min-transfer-rate", "4096", "--bandwidth", "99", "--listen-host", "127.0.0.9", "--insecure-http"},
 			want: func(c *config.Config) {
 				c.Task.Port, c.Task.HealthPort, c.Task.MaxConnections, c.Task.MinTransferRate = 7000, 7001, 20, 4096
 				c.Package.BandwidthLimit = 99
-			}},
+				c.ListenHost, c.TLS.Disabled = "127.0.0.9", true
+			}, wantListenHost: "127.0.0.9"},
 		{name: "unknown flag", args: []string{"--config", path, "--prot", "1"}, wantCode: 2,
 			wantOut: "flag provided but not defined: -prot"},
 		{name: "arguments", args: []string{"--config", path, "extra"}, wantCode: 1, wantOut: `unexpected arguments [\"extra\"]`},
 		{name: "missing file", args: []string{"--config", path + ".absent"}, wantCode: 1, wantOut: "Loading the configuration"},
 		{name: "invalid after the flags", args: []string{"--config", path, "--health-port", "9000"}, wantCode: 1,
 			wantOut: "task.port and task.healthPort must differ"},
-		{name: "serving fails", args: []string{"--config", path}, serveErr: errors.New("port busy"), wantCode: 1,
+		{name: "serving fails", args: []string{"--config", path, "--insecure-http"}, serveErr: errors.New("port busy"), wantCode: 1,
 			wantOut: "Running the test-service"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var got config.Config
+			var serving Serving
 			var out bytes.Buffer
-			code := run(cancelled, testCommand(&got, tt.serveErr), tt.args, &out, &out)
+			code := run(cancelled, testCommand(&got, &serving, tt.serveErr), tt.args, &out, &out)
 			if code != tt.wantCode || !strings.Contains(out.String(), tt.wantOut) {
 				t.Errorf("run = %d, output %q; want %d and %q", code, out.String(), tt.wantCode, tt.wantOut)
 			}
@@ -90,6 +107,9 @@ func TestRun(t *testing.T) {
 				tt.want(&want)
 				if !reflect.DeepEqual(got, want) {
 					t.Errorf("service built with %+v, want %+v", got, want)
+				}
+				if (serving.TLS != nil) != tt.wantTLS || serving.ListenHost != tt.wantListenHost {
+					t.Errorf("told to serve with TLS %v on %q, want TLS %v on %q", serving.TLS != nil, serving.ListenHost, tt.wantTLS, tt.wantListenHost)
 				}
 			}
 		})

@@ -4,6 +4,8 @@
 package hosttest
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"net"
@@ -12,6 +14,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/siteops/site-operator/internal/certs"
 )
 
 // Listen returns a TCP listener on a free loopback port.
@@ -73,7 +77,13 @@ func WaitReady(t testing.TB, url string, exited <-chan error) {
 // GetJSON decodes the JSON body of a 200 answer to GET url into v.
 func GetJSON(t testing.TB, url string, v any) {
 	t.Helper()
-	resp, err := http.Get(url)
+	GetJSONWith(t, http.DefaultClient, url, v)
+}
+
+// GetJSONWith is GetJSON with client (an HTTPSClient).
+func GetJSONWith(t testing.TB, client *http.Client, url string, v any) {
+	t.Helper()
+	resp, err := client.Get(url)
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
@@ -85,4 +95,41 @@ func GetJSON(t testing.TB, url string, v any) {
 	if err := json.Unmarshal(body, v); err != nil {
 		t.Fatalf("GET %s: %v: %s", url, err, body)
 	}
+}
+
+// WriteCertificate issues a serving certificate for hosts from a new CA and
+// writes tls.crt and tls.key to a temporary directory. It returns their
+// paths and a pool trusting the CA.
+func WriteCertificate(t testing.TB, hosts ...string) (certFile, keyFile string, roots *x509.CertPool) {
+	t.Helper()
+	ca, err := certs.NewAuthority("test CA", time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := certs.NamesOf(hosts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := ca.Issue(names, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	for path, data := range map[string][]byte{certFile: certPEM, keyFile: keyPEM} {
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	roots = x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.CertPEM)
+	return certFile, keyFile, roots
+}
+
+// HTTPSClient is a client that trusts only roots, over HTTP/1.1 with
+// keep-alives.
+func HTTPSClient(roots *x509.CertPool) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+	}}
 }

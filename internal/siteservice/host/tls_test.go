@@ -1,0 +1,252 @@
+package host
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/siteops/site-operator/internal/certs"
+	"github.com/siteops/site-operator/internal/siteservice/host/hosttest"
+)
+
+// secretVolume lays out a directory as the kubelet does for a Secret
+// volume: the files live in a timestamped directory, ..data points at it,
+// and tls.crt and tls.key point through ..data. update swaps ..data at once,
+// as the kubelet does when the Secret changes.
+type secretVolume struct {
+	dir string
+	n   int
+}
+
+func newSecretVolume(t *testing.T) *secretVolume {
+	v := &secretVolume{dir: t.TempDir()}
+	for _, name := range []string{"tls.crt", "tls.key"} {
+		if err := os.Symlink(filepath.Join("..data", name), filepath.Join(v.dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return v
+}
+
+func (v *secretVolume) update(t *testing.T, certPEM, keyPEM []byte) {
+	t.Helper()
+	v.n++
+	ts := fmt.Sprintf("..2026_11_26_12_00_%02d.%d", v.n, v.n)
+	if err := os.Mkdir(filepath.Join(v.dir, ts), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{"tls.crt": certPEM, "tls.key": keyPEM} {
+		if err := os.WriteFile(filepath.Join(v.dir, ts, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tmp := filepath.Join(v.dir, "..data_tmp")
+	if err := os.Symlink(ts, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(v.dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (v *secretVolume) files() (string, string) {
+	return filepath.Join(v.dir, "tls.crt"), filepath.Join(v.dir, "tls.key")
+}
+
+// startTLS serves h over HTTPS with the certificate of files.
+func startTLS(t *testing.T, h *Host, files *certs.FileCertificate) *running {
+	t.Helper()
+	h.TLS = certs.ServerConfig(files.GetCertificate)
+	r := start(t, h)
+	r.api = strings.Replace(r.api, "http://", "https://", 1)
+	return r
+}
+
+func issue(t *testing.T, ca *certs.Authority, hosts ...string) ([]byte, []byte, *big.Int) {
+	t.Helper()
+	names, err := certs.NamesOf(hosts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := ca.Issue(names, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := certs.ParseCertificate(certPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certPEM, keyPEM, cert.SerialNumber
+}
+
+func okHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "hello\n") })
+}
+
+// TestHostServesHTTPS: the API answers over TLS with the certificate of the
+// files, to a client that trusts only the CA; a plain HTTP request to it
+// gets no answer; the probes stay plain HTTP.
+func TestHostServesHTTPS(t *testing.T) {
+	ca, err := certs.NewAuthority("test CA", time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vol := newSecretVolume(t)
+	certPEM, keyPEM, _ := issue(t, ca, "127.0.0.1")
+	vol.update(t, certPEM, keyPEM)
+	files, err := certs.LoadFiles(vol.files())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startTLS(t, &Host{Name: "test", Handler: okHandler()}, files)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.CertPEM)
+
+	resp, err := hosttest.HTTPSClient(roots).Get(r.api + "/v1/info")
+	if err != nil {
+		t.Fatalf("GET over HTTPS: %v", err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.TLS == nil {
+		t.Errorf("HTTPS answer %d, TLS %v", resp.StatusCode, resp.TLS)
+	}
+	if _, err := hosttest.HTTPSClient(x509.NewCertPool()).Get(r.api + "/v1/info"); err == nil {
+		t.Error("a client that does not trust the CA got an answer")
+	}
+	plain := strings.Replace(r.api, "https://", "http://", 1)
+	if resp, err := http.Get(plain + "/v1/info"); err == nil {
+		_ = resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Error("the API answered plain HTTP with 200")
+		}
+	}
+	if code, _ := get(t, r.health+"/readyz"); code != http.StatusOK {
+		t.Errorf("plain HTTP /readyz = %d", code)
+	}
+}
+
+// TestHostReloadsRotatedCertificate: when the Secret volume's files are
+// swapped, new connections get the new certificate without a restart, and
+// a keep-alive connection opened before goes on working.
+func TestHostReloadsRotatedCertificate(t *testing.T) {
+	ca, err := certs.NewAuthority("test CA", time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vol := newSecretVolume(t)
+	cert1, key1, serial1 := issue(t, ca, "127.0.0.1")
+	vol.update(t, cert1, key1)
+	files, err := certs.LoadFiles(vol.files())
+	if err != nil {
+		t.Fatal(err)
+	}
+	files.Interval = 20 * time.Millisecond
+	reloads := make(chan error, 10)
+	files.OnReload = func(err error) { reloads <- err }
+	r := startTLS(t, &Host{Name: "test", Handler: okHandler(), Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}, files)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.CertPEM)
+
+	// request makes a request with client and says which certificate the
+	// server presented and whether the connection was reused.
+	request := func(client *http.Client) (*big.Int, bool) {
+		t.Helper()
+		var reused bool
+		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+			GotConn: func(info httptrace.GotConnInfo) { reused = info.Reused }})
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, r.api+"/v1/info", nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("GET: %v", err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET: %d", resp.StatusCode)
+		}
+		return resp.TLS.PeerCertificates[0].SerialNumber, reused
+	}
+
+	kept := hosttest.HTTPSClient(roots)
+	if serial, _ := request(kept); serial.Cmp(serial1) != 0 {
+		t.Fatalf("first connection got serial %v, want %v", serial, serial1)
+	}
+
+	// A half-written pair (a key of another certificate) is not served.
+	_, otherKey, _ := issue(t, ca, "127.0.0.1")
+	vol.update(t, cert1, otherKey)
+	time.Sleep(2 * files.Interval)
+	if serial, _ := request(hosttest.HTTPSClient(roots)); serial.Cmp(serial1) != 0 {
+		t.Fatalf("a broken pair replaced the certificate: serial %v", serial)
+	}
+	if err := <-reloads; err == nil {
+		t.Error("a broken pair was reported as reloaded")
+	}
+
+	cert2, key2, serial2 := issue(t, ca, "127.0.0.1")
+	vol.update(t, cert2, key2)
+	eventually(t, "a new connection gets the rotated certificate", func() bool {
+		serial, _ := request(hosttest.HTTPSClient(roots))
+		return serial.Cmp(serial2) == 0
+	})
+
+	serial, reused := request(kept)
+	if !reused {
+		t.Error("the keep-alive connection opened before the rotation was dropped")
+	}
+	if serial.Cmp(serial1) != 0 {
+		t.Errorf("the keep-alive connection shows serial %v, want the one it was opened with, %v", serial, serial1)
+	}
+}
+
+// TestListenHost: with a listen host, the API and the probes bind that
+// address only, as a pod binds its own IP on the simulated cluster's
+// shared loopback.
+func TestListenHost(t *testing.T) {
+	port, healthPort := hosttest.FreePort(t), hosttest.FreePort(t)
+	ctx, cancel := context.WithCancel(WithServing(context.Background(), Serving{ListenHost: "127.0.0.2"}))
+	done := make(chan error, 1)
+	h := &Host{Name: "test", Handler: okHandler(), Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}
+	go func() { done <- h.ListenAndServe(ctx, PortAddr(port), PortAddr(healthPort)) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ListenAndServe: %v", err)
+		}
+	}()
+	hosttest.WaitReady(t, fmt.Sprintf("http://127.0.0.2:%d/readyz", healthPort), done)
+	if code, _ := get(t, fmt.Sprintf("http://127.0.0.2:%d/v1/info", port)); code != http.StatusOK {
+		t.Errorf("API on the listen host: %d", code)
+	}
+	for _, p := range []int{port, healthPort} {
+		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p), time.Second); err == nil {
+			_ = c.Close()
+			t.Errorf("port %d answers on 127.0.0.1 too", p)
+		}
+	}
+}
+
+func TestOnHost(t *testing.T) {
+	for _, tt := range []struct{ addr, host, want string }{
+		{":8080", "", ":8080"},
+		{":8080", "10.0.0.7", "10.0.0.7:8080"},
+		{":8080", "fd00::7", "[fd00::7]:8080"},
+		{":8080", "[fd00::7]", "[fd00::7]:8080"},
+		{"0.0.0.0:8081", "127.16.0.2", "127.16.0.2:8081"},
+	} {
+		if got := onHost(tt.addr, tt.host); got != tt.want {
+			t.Errorf("onHost(%q, %q) = %q, want %q", tt.addr, tt.host, got, tt.want)
+		}
+	}
+}
