@@ -12,6 +12,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/siteops/site-operator/controllers"
+	"github.com/siteops/site-operator/internal/locator"
 )
 
 func main() {
@@ -19,6 +20,7 @@ func main() {
 		metricsAddr, probeAddr string
 		leaderElect            bool
 		opts                   = controllers.DefaultOptions()
+		locatorOpts            = locator.HTTPOptions{Addr: ":9443"}
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
@@ -35,6 +37,10 @@ func main() {
 		"Image holding the task-service and package-service binaries (the operator's own image).")
 	flag.StringVar((*string)(&opts.Workloads.ImagePullPolicy), "service-image-pull-policy", string(opts.Workloads.ImagePullPolicy),
 		"Pull policy of the site services' containers: Always, IfNotPresent or Never.")
+	flag.StringVar(&locatorOpts.Addr, "locator-bind-address", locatorOpts.Addr, "Address the agent locator (POST /v1/locate, HTTPS) binds to, on every replica.")
+	flag.StringVar(&locatorOpts.CertDir, "locator-cert-dir", "",
+		"Directory holding the locator's serving certificate as tls.crt and tls.key (a mounted kubernetes.io/tls Secret), reloaded when they change.")
+	flag.BoolVar(&locatorOpts.InsecureHTTP, "locator-insecure-http", false, "Serve the locator over plain HTTP: for development only.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -70,6 +76,26 @@ func main() {
 	}
 	if err := metrics.Registry.Register(controllers.TopologyCollector(resolver)); err != nil {
 		setupLog.Error(err, "Registering the topology metrics")
+		os.Exit(1)
+	}
+	// The locator answers agents from every replica, from the resolver and
+	// the SiteServers its informers hold: no API request per locate.
+	servers := locator.NewServerSet()
+	if err := controllers.SetupServerSet(mgr, servers); err != nil {
+		setupLog.Error(err, "Feeding the locator")
+		os.Exit(1)
+	}
+	locatorMetrics, err := locator.NewMetrics(metrics.Registry)
+	if err != nil {
+		setupLog.Error(err, "Registering the locator metrics")
+		os.Exit(1)
+	}
+	locatorServer, err := locator.NewHTTPServer(locator.New(resolver, servers, locator.Options{Metrics: locatorMetrics}), locatorOpts)
+	if err == nil {
+		err = mgr.Add(locatorServer)
+	}
+	if err != nil {
+		setupLog.Error(err, "Setting up the locator")
 		os.Exit(1)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
