@@ -37,7 +37,7 @@ func main() {
 		"Image holding the task-service and package-service binaries (the operator's own image).")
 	flag.StringVar((*string)(&opts.Workloads.ImagePullPolicy), "service-image-pull-policy", string(opts.Workloads.ImagePullPolicy),
 		"Pull policy of the site services' containers: Always, IfNotPresent or Never.")
-	flag.StringVar(&locatorOpts.Addr, "locator-bind-address", locatorOpts.Addr, "Address the agent locator (POST /v1/locate, HTTPS) binds to, on every replica.")
+	flag.StringVar(&locatorOpts.Addr, "locator-bind-address", locatorOpts.Addr, "Address the agent locator (POST /v1/locate, HTTPS) binds to, on every replica; 0 disables it.")
 	flag.StringVar(&locatorOpts.CertDir, "locator-cert-dir", "",
 		"Directory holding the locator's serving certificate as tls.crt and tls.key (a mounted kubernetes.io/tls Secret), reloaded when they change.")
 	flag.BoolVar(&locatorOpts.InsecureHTTP, "locator-insecure-http", false, "Serve the locator over plain HTTP: for development only.")
@@ -90,13 +90,22 @@ func main() {
 		setupLog.Error(err, "Registering the locator metrics")
 		os.Exit(1)
 	}
-	locatorServer, err := locator.NewHTTPServer(locator.New(resolver, servers, locator.Options{Metrics: locatorMetrics}), locatorOpts)
-	if err == nil {
-		err = mgr.Add(locatorServer)
-	}
-	if err != nil {
-		setupLog.Error(err, "Setting up the locator")
-		os.Exit(1)
+	switch {
+	case locatorOpts.Addr == "0":
+		setupLog.Info("The locator is disabled (--locator-bind-address=0)")
+	case locatorOpts.CertDir == "" && !locatorOpts.InsecureHTTP:
+		// Agents get HTTPS or nothing: without a certificate the locator
+		// stays off rather than falling back to plain HTTP.
+		setupLog.Info("The locator is off: give it a certificate with --locator-cert-dir (or --locator-insecure-http for development)")
+	default:
+		locatorServer, err := locator.NewHTTPServer(locator.New(resolver, servers, locator.Options{Metrics: locatorMetrics}), locatorOpts)
+		if err == nil {
+			err = mgr.Add(locatorServer)
+		}
+		if err != nil {
+			setupLog.Error(err, "Setting up the locator")
+			os.Exit(1)
+		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		setupLog.Error(err, "Adding the health check")
