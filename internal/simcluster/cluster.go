@@ -9,9 +9,10 @@
 // One file per job: the cluster's processes (cluster.go, process.go,
 // pki.go), the nodes, volumes and StorageClass that kwok nodes need
 // (objects.go, nodepool.go), and the operator installed and run as its
-// ServiceAccount (operator.go). It links no controller code, so a
-// development tool may import it; what runs behind kwok's pods (a pod
-// runner) belongs here too, as a file of its own.
+// ServiceAccount (operator.go), and the pod runner (podrunner*.go), which
+// runs the project's own pods as real processes on their loopback pod
+// addresses when Options.PodBinDir names the binaries. It links no
+// controller code, so a development tool may import it.
 //
 // Every process runs in a process group of its own; Stop ends them all, and
 // on Linux the kernel kills them if the test process dies first.
@@ -75,8 +76,17 @@ type Options struct {
 	// ServiceCIDR is the Services' cluster IP range; default 10.96.0.0/16.
 	ServiceCIDR string
 	// PodCIDR is the range kwok gives pod addresses from; default
-	// 10.244.0.0/16.
+	// 10.244.0.0/16, or with a pod runner a free /22 of 198.18.0.0/15 made
+	// local to this machine (podnet.go), so that pods bind their address
+	// and EndpointSlices accept it (they refuse loopback addresses).
 	PodCIDR string
+	// PodBinDir holds the project's binaries (task-service,
+	// package-service, manager, a test's own): a pod bound to a kwok node
+	// whose container command is /usr/local/bin/<name>, for an executable
+	// <name> there, runs as a real process (podrunner.go). Empty turns the
+	// pod runner off: kwok then marks every pod Ready and no container
+	// runs.
+	PodBinDir string
 	// ControllerQPS and ControllerBurst are the client rate limits of
 	// kube-controller-manager and kube-scheduler (--kube-api-qps and
 	// --kube-api-burst); zero keeps their defaults (20/30 and 50/100).
@@ -103,6 +113,8 @@ type Cluster struct {
 
 	ca        *authority
 	server    string
+	pods      *podRunner // nil without a pod runner
+	podRoute  string     // the local route of the pods' addresses, removed by Stop
 	mu        sync.Mutex
 	processes []*Process // in start order
 	stopOnce  sync.Once
@@ -120,7 +132,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if opts.ServiceCIDR == "" {
 		opts.ServiceCIDR = "10.96.0.0/16"
 	}
-	if opts.PodCIDR == "" {
+	if opts.PodCIDR == "" && opts.PodBinDir == "" {
 		opts.PodCIDR = "10.244.0.0/16"
 	}
 	if opts.StartTimeout == 0 {
@@ -146,6 +158,11 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if c.Host, err = pickHost(); err != nil {
 		return nil, err
 	}
+	if opts.PodCIDR == "" {
+		if opts.PodCIDR, err = c.addPodRoute(); err != nil {
+			return nil, err
+		}
+	}
 	c.server = "https://" + net.JoinHostPort(c.Host, strconv.Itoa(portAPIServer))
 	if err := c.writePKI(); err != nil {
 		return nil, err
@@ -160,8 +177,27 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err := c.startAPIServer(ctx, opts); err != nil {
 		return nil, err
 	}
-	if err := c.startControllers(ctx, opts); err != nil {
+	stages := filepath.Join(opts.BinDir, kwokStages)
+	var binaries map[string]string
+	if opts.PodBinDir != "" {
+		if binaries, err = podBinaries(opts.PodBinDir); err != nil {
+			return nil, err
+		}
+		stages = c.path(kwokStages)
+		if err := writeKwokStages(filepath.Join(opts.BinDir, kwokStages), stages, commands(binaries)); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.startControllers(ctx, opts, stages); err != nil {
 		return nil, err
+	}
+	if binaries != nil {
+		if c.pods, err = newPodRunner(c.Config, binaries, c.Dir, c.Host, strconv.Itoa(portAPIServer)); err != nil {
+			return nil, err
+		}
+		if err := c.pods.start(ctx); err != nil {
+			return nil, err
+		}
 	}
 	return c, nil
 }
@@ -274,6 +310,9 @@ func (c *Cluster) Processes() []*Process {
 // Dir unless KeepDir is set. Calling it again returns the same.
 func (c *Cluster) Stop() error {
 	c.stopOnce.Do(func() {
+		if c.pods != nil {
+			c.pods.stop() // before the API server, to which it reports
+		}
 		processes := c.Processes()
 		var errs []error
 		for i := len(processes) - 1; i >= 0; i-- {
@@ -286,6 +325,9 @@ func (c *Cluster) Stop() error {
 				errs = append(errs, fmt.Errorf("removing %s: %w", c.Dir, err))
 			}
 		}
+		if err := c.deletePodRoute(); err != nil {
+			errs = append(errs, err)
+		}
 		c.stopErr = errors.Join(errs...)
 	})
 	return c.stopErr
@@ -297,6 +339,11 @@ func (c *Cluster) LogTails(n int) string {
 	var b strings.Builder
 	for _, p := range c.Processes() {
 		fmt.Fprintf(&b, "----- %s (%s), last %d lines -----\n%s\n", p.Name, p.LogPath, n, p.LogTail(n))
+	}
+	if c.pods != nil {
+		for _, path := range append([]string{c.path("logs", "pod-runner.log")}, c.pods.logPaths()...) {
+			fmt.Fprintf(&b, "----- %s, last %d lines -----\n%s\n", path, n, fileTail(path, n))
+		}
 	}
 	return b.String()
 }
@@ -374,10 +421,10 @@ func (c *Cluster) startAPIServer(ctx context.Context, opts Options) error {
 	})
 }
 
-// startControllers starts kube-controller-manager, kube-scheduler and kwok,
-// and waits until kube-controller-manager has created the default
+// startControllers starts kube-controller-manager, kube-scheduler and kwok
+// (with the stages file given), and waits until kube-controller-manager has created the default
 // ServiceAccount.
-func (c *Cluster) startControllers(ctx context.Context, opts Options) error {
+func (c *Cluster) startControllers(ctx context.Context, opts Options, stages string) error {
 	var rateLimits []string
 	if opts.ControllerQPS > 0 {
 		rateLimits = append(rateLimits, "--kube-api-qps="+strconv.FormatFloat(opts.ControllerQPS, 'f', -1, 64))
@@ -410,7 +457,7 @@ func (c *Cluster) startControllers(ctx context.Context, opts Options) error {
 	}
 	if _, err := c.StartProcess(binKwok, filepath.Join(opts.BinDir, binKwok),
 		"--kubeconfig="+c.KubeconfigPath,
-		"--config="+filepath.Join(opts.BinDir, kwokStages),
+		"--config="+stages,
 		"--manage-all-nodes=false",
 		"--manage-nodes-with-annotation-selector="+AnnotationKwokNode+"=fake",
 		"--cidr="+opts.PodCIDR,

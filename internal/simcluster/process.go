@@ -30,16 +30,21 @@ type Process struct {
 // StartProcess starts path with args, its stdout and stderr appended to
 // logPath.
 func StartProcess(name, path string, args []string, logPath string) (*Process, error) {
+	return startCommand(name, exec.Command(path, args...), logPath)
+}
+
+// startCommand starts cmd (its environment and directory already set) as
+// a Process.
+func startCommand(name string, cmd *exec.Cmd, logPath string) (*Process, error) {
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("opening the log of %s: %w", name, err)
 	}
 	defer logFile.Close() // the child holds its own descriptor
-	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s (%s): %w", name, path, err)
+		return nil, fmt.Errorf("starting %s (%s): %w", name, cmd.Path, err)
 	}
 	p := &Process{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
@@ -47,6 +52,21 @@ func StartProcess(name, path string, args []string, logPath string) (*Process, e
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// ExitCode is the exit status of an exited process, 128 plus the signal's
+// number when a signal ended it (as a container runtime reports it), and -1
+// while it runs.
+func (p *Process) ExitCode() int {
+	select {
+	case <-p.done:
+	default:
+		return -1
+	}
+	if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return p.cmd.ProcessState.ExitCode()
 }
 
 // Pid is the process id, which is also its process group id.
