@@ -4,8 +4,12 @@
 // from Go module sources by hack/controlplane.sh), installs the operator's
 // CRDs and RBAC, creates three site-server nodes with local volumes of the
 // "site-content" StorageClass, applies config/samples and runs the manager
-// against it as its ServiceAccount. It prints what the operator reported
-// and the kubeconfig to use from another shell. Ctrl-C stops all of it.
+// against it as its ServiceAccount. The site services' pods run as real
+// processes (simcluster's pod runner, the binaries of --pod-bin-dir, built
+// by `make run`) on addresses of their own; --pod-runner=false leaves them
+// to kwok, which marks them Ready and runs nothing. It prints what the
+// operator reported and the kubeconfig to use from another shell. Ctrl-C
+// stops all of it.
 package main
 
 import (
@@ -44,6 +48,8 @@ func main() {
 		managerPath = flag.String("manager", "bin/manager", "Manager binary to run.")
 		samplesDir  = flag.String("samples", "config/samples", "Directory of sample manifests to apply.")
 		stateDir    = flag.String("state-dir", ".run", "Directory for the cluster's data, logs and kubeconfig.")
+		podRunner   = flag.Bool("pod-runner", true, "Run the site services' pods as real processes (needs root, unshare and ip); false leaves them to kwok, which runs nothing.")
+		podBinDir   = flag.String("pod-bin-dir", "bin", "Directory of the binaries that the pods' commands name (/usr/local/bin/<name>).")
 	)
 	// The libraries this tool calls (envtest's CRD installer, the clients)
 	// log through controller-runtime's logger: errors only, unless
@@ -53,13 +59,16 @@ func main() {
 	logOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrllog.SetLogger(zap.New(zap.UseFlagOptions(&logOpts)))
-	if err := run(*managerPath, *samplesDir, *stateDir); err != nil {
+	if !*podRunner {
+		*podBinDir = ""
+	}
+	if err := run(*managerPath, *samplesDir, *stateDir, *podBinDir); err != nil {
 		fmt.Fprintln(os.Stderr, "localcluster:", err)
 		os.Exit(1)
 	}
 }
 
-func run(managerPath, samplesDir, stateDir string) error {
+func run(managerPath, samplesDir, stateDir, podBinDir string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -80,7 +89,7 @@ func run(managerPath, samplesDir, stateDir string) error {
 		return fmt.Errorf("removing the previous run's %s: %w", dir, err)
 	}
 	log("Starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok")
-	sim, err := simcluster.Start(ctx, simcluster.Options{BinDir: binDir, Dir: dir, KeepDir: true})
+	sim, err := simcluster.Start(ctx, simcluster.Options{BinDir: binDir, Dir: dir, KeepDir: true, PodBinDir: podBinDir})
 	if err != nil {
 		return fmt.Errorf("starting the cluster: %w", err)
 	}
@@ -121,6 +130,9 @@ func run(managerPath, samplesDir, stateDir string) error {
 		return fmt.Errorf("starting the manager: %w", err)
 	}
 	log("The manager runs (log: %s)", filepath.Join(dir, "logs", "manager.log"))
+	if podBinDir != "" {
+		log("The site services' pods run as processes (logs: %s)", filepath.Join(dir, "logs", "pods"))
+	}
 
 	if err := waitForSites(ctx, c, manager.Exited()); err != nil {
 		return err
