@@ -96,7 +96,7 @@ build: generate ## Build the manager binary into bin/.
 
 .PHONY: run
 run: build manifests ## Start a simulated cluster (kwok nodes) with the CRDs and samples, and run the manager against it.
-	go build -o bin/localcluster ./hack/localcluster
+	go build -o bin/ ./cmd/... ./hack/localcluster
 	bin/localcluster --manager bin/manager
 
 .PHONY: docker-build
