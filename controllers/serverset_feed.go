@@ -21,12 +21,12 @@ import (
 // check named "locator-servers" passes once servers holds the initial list.
 // Call it before the manager starts.
 func SetupServerSet(mgr ctrl.Manager, servers *locator.ServerSet) error {
-	reg, err := feedServerSet(context.Background(), mgr.GetCache(), servers)
+	synced, err := FeedServerSet(context.Background(), mgr.GetCache(), servers)
 	if err != nil {
 		return err
 	}
 	if err := mgr.AddReadyzCheck("locator-servers", func(_ *http.Request) error {
-		if !reg.HasSynced() {
+		if !synced() {
 			return errors.New("the locator has not received every SiteServer yet")
 		}
 		return nil
@@ -36,10 +36,12 @@ func SetupServerSet(mgr ctrl.Manager, servers *locator.ServerSet) error {
 	return nil
 }
 
-// feedServerSet registers the handler that copies each SiteServer's
-// locator view into servers. A status write that changes none of the
-// fields the locator reads publishes nothing (ServerSet.Set compares).
-func feedServerSet(ctx context.Context, c cache.Cache, servers *locator.ServerSet) (toolscache.ResourceEventHandlerRegistration, error) {
+// FeedServerSet registers on c the handler that copies each SiteServer's
+// locator view into servers, and returns whether servers holds the initial
+// list. A status write that changes none of the fields the locator reads
+// publishes nothing (ServerSet.Set compares). Registered on a cache that
+// already runs, it first receives every SiteServer the cache holds.
+func FeedServerSet(ctx context.Context, c cache.Cache, servers *locator.ServerSet) (synced func() bool, err error) {
 	informer, err := c.GetInformer(ctx, &siteopsv1.SiteServer{})
 	if err != nil {
 		return nil, fmt.Errorf("getting the SiteServer informer: %w", err)
@@ -52,7 +54,7 @@ func feedServerSet(ctx context.Context, c cache.Cache, servers *locator.ServerSe
 	if err != nil {
 		return nil, fmt.Errorf("adding the locator's SiteServer handler: %w", err)
 	}
-	return reg, nil
+	return reg.HasSynced, nil
 }
 
 // locatorServer is the locator's view of a SiteServer: its sites, whether
