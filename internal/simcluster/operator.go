@@ -86,6 +86,18 @@ func BuildManager(root, dir string) (string, error) {
 	return out, nil
 }
 
+// BuildCommands builds every command of the repository (./cmd/...: the
+// manager and the site services) into dir, for StartManager and the pod
+// runner (Options.PodBinDir).
+func BuildCommands(root, dir string) error {
+	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./cmd/...")
+	cmd.Dir = root
+	if output, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build ./cmd/...: %w\n%s", err, output)
+	}
+	return nil
+}
+
 // InstallOperator installs what the chart would before the manager starts:
 // the CRDs of config/crd/bases, the workload namespace (enforcing the
 // restricted Pod Security Standard), the manager's ServiceAccount and the

@@ -2,7 +2,8 @@
 
 // Package e2e runs the manager binary against a simulated cluster (etcd,
 // kube-apiserver, kube-controller-manager, kube-scheduler and kwok as real
-// processes, see internal/simcluster) and checks that SiteServers roll out
+// processes, see internal/simcluster; the site services run as processes
+// behind their pods) and checks that SiteServers roll out
 // where they should and that every status says so. Run it with
 //
 //	go test -tags e2e ./test/e2e/ -v -timeout 20m
@@ -13,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -103,14 +105,16 @@ func suiteTimeout() time.Duration {
 var _ = BeforeSuite(func(ctx SpecContext) {
 	root, err := simcluster.RepoRoot()
 	Expect(err).NotTo(HaveOccurred())
-	By("building the control plane (instant once built) and the manager")
+	By("building the control plane (instant once built), the manager and the site services")
 	bin, err := simcluster.BinDir(root)
 	Expect(err).NotTo(HaveOccurred())
-	managerBinary, err := simcluster.BuildManager(root, GinkgoT().TempDir())
-	Expect(err).NotTo(HaveOccurred())
+	commands := GinkgoT().TempDir()
+	Expect(simcluster.BuildCommands(root, commands)).To(Succeed())
+	managerBinary := filepath.Join(commands, "manager")
 
-	By("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok")
-	kc, err = simcluster.Start(ctx, simcluster.Options{BinDir: bin})
+	By("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, with a pod runner")
+	// The site services' pods run as processes of the binaries just built.
+	kc, err = simcluster.Start(ctx, simcluster.Options{BinDir: bin, PodBinDir: commands})
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(stopCluster)
 	fmt.Fprintf(GinkgoWriter, "Cluster on %s, files in %s\n", kc.Host, kc.Dir)
