@@ -134,8 +134,9 @@ func TestLocateHTTP(t *testing.T) {
 	}
 }
 
-// TestHTTPServerReloadsCertificate starts the runnable from a certificate
-// directory and replaces the certificate: new connections get the new one.
+// TestHTTPServerReloadsCertificate starts the runnable on an empty
+// certificate directory, which it waits on, then replaces the certificate:
+// new connections get the new one.
 func TestHTTPServerReloadsCertificate(t *testing.T) {
 	r, set := fixture(t)
 	dir := t.TempDir()
@@ -151,7 +152,6 @@ func TestHTTPServerReloadsCertificate(t *testing.T) {
 			}
 		}
 	}
-	writeCert(1)
 	hs, err := NewHTTPServer(New(r, set, Options{}), HTTPOptions{Addr: "127.0.0.1:0", CertDir: dir})
 	if err != nil {
 		t.Fatal(err)
@@ -165,6 +165,13 @@ func TestHTTPServerReloadsCertificate(t *testing.T) {
 			t.Error(err)
 		}
 	}()
+	// The certificate appears after the server started, as an optional
+	// Secret volume fills in.
+	time.Sleep(200 * time.Millisecond)
+	if hs.Addr() != nil {
+		t.Fatal("the server listens without a certificate")
+	}
+	writeCert(1)
 	serialOf := func() (int64, error) {
 		for hs.Addr() == nil {
 			time.Sleep(10 * time.Millisecond)

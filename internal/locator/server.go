@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -25,7 +27,8 @@ type HTTPOptions struct {
 	TLSConfig *tls.Config
 	// CertDir, used when TLSConfig is nil, holds tls.crt and tls.key (a
 	// mounted kubernetes.io/tls Secret); they are reloaded when they
-	// change, without dropping connections.
+	// change, without dropping connections. The server waits for them to
+	// appear (an optional Secret volume fills in once the Secret exists).
 	CertDir string
 	// InsecureHTTP serves plain HTTP: for development only.
 	InsecureHTTP bool
@@ -79,7 +82,11 @@ func (s *HTTPServer) Start(ctx context.Context) error {
 	if !s.opts.InsecureHTTP {
 		cfg := s.opts.TLSConfig
 		if cfg == nil {
-			watcher, err := certwatcher.New(filepath.Join(s.opts.CertDir, "tls.crt"), filepath.Join(s.opts.CertDir, "tls.key"))
+			certFile, keyFile := filepath.Join(s.opts.CertDir, "tls.crt"), filepath.Join(s.opts.CertDir, "tls.key")
+			if err := waitForFiles(ctx, log, certFile, keyFile); err != nil {
+				return nil
+			}
+			watcher, err := certwatcher.New(certFile, keyFile)
 			if err != nil {
 				return fmt.Errorf("loading the locator's certificate from %s: %w", s.opts.CertDir, err)
 			}
@@ -125,6 +132,35 @@ func (s *HTTPServer) Start(ctx context.Context) error {
 		return fmt.Errorf("shutting the locator down: %w", err)
 	}
 	return nil
+}
+
+// waitForFiles returns once every file exists, or ctx's error when it
+// ends first. A Secret volume marked optional is empty until the Secret
+// exists, and the kubelet fills it in later: the locator starts serving
+// then, without a restart of the manager.
+func waitForFiles(ctx context.Context, log logr.Logger, files ...string) error {
+	logged := false
+	for {
+		missing := ""
+		for _, f := range files {
+			if _, err := os.Stat(f); err != nil {
+				missing = f
+				break
+			}
+		}
+		if missing == "" {
+			return nil
+		}
+		if !logged {
+			log.Info("Waiting for the locator's certificate", "file", missing)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Second):
+		}
+	}
 }
 
 // newStdServer bounds what one client can hold: slow headers and bodies
