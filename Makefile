@@ -27,11 +27,14 @@ help: ## Show the targets.
 ##@ Development
 
 .PHONY: manifests
-manifests: ## Generate the CRDs and the manager's RBAC from the Go markers.
+manifests: ## Generate the CRDs, the manager's RBAC and the site services' RBAC from the Go markers.
 	$(CONTROLLER_GEN) rbac:roleName=site-operator-manager crd paths="./api/...;./controllers/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	$(CONTROLLER_GEN) rbac:roleName=site-operator-site-service paths="./internal/siteservice/..." \
+		output:rbac:artifacts:config=config/rbac/site-service
 	@mkdir -p charts/site-operator/crds && cp config/crd/bases/*.yaml charts/site-operator/crds/
 	@cp config/rbac/role.yaml charts/site-operator/files/manager-role.yaml
+	@cp config/rbac/site-service/role.yaml charts/site-operator/files/site-service-role.yaml
 
 .PHONY: generate
 generate: ## Generate the DeepCopy methods.

@@ -11,7 +11,8 @@ package controllers
 // namespace (--workload-namespace, by default its own), the one namespace its
 // cache watches (CacheOptions). `namespace=system` is a placeholder that
 // kustomize (config/default) and the chart (templates/role.yaml) replace
-// with that namespace. It never reads Secrets.
+// with that namespace. It reads and writes Secrets only there: the CA and
+// the serving certificates it keeps (controllers/siteserver_certificates.go).
 
 // Cluster-wide: the ClusterRole.
 // +kubebuilder:rbac:groups=siteops.io,resources=sites;siteservers;subnets,verbs=get;list;watch
@@ -24,3 +25,4 @@ package controllers
 // +kubebuilder:rbac:groups=apps,namespace=system,resources=deployments;statefulsets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=policy,namespace=system,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",namespace=system,resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,verbs=get;list;watch;create;update;patch;delete

@@ -107,5 +107,7 @@ func CacheOptions(workloadNamespace string) cache.Options {
 		&policyv1.PodDisruptionBudget{}: only,
 		// The site services' pods, for the addresses they advertise.
 		&corev1.Pod{}: only,
+		// The CA and the serving certificates.
+		&corev1.Secret{}: only,
 	}}
 }

@@ -57,6 +57,31 @@ type WorkloadConfig struct {
 	// PlainHTTP says that the site services serve plain HTTP instead of
 	// HTTPS (development only); advertised URLs then start with http://.
 	PlainHTTP bool
+	// ServiceAccount the site services run as; empty means
+	// DefaultSiteServiceAccount. The chart and config/rbac create it and
+	// its RBAC, never the manager.
+	ServiceAccount string
+}
+
+// DefaultSiteServiceAccount is the site services' ServiceAccount in the
+// workload namespace, as config/rbac/site-service and the chart name it.
+const DefaultSiteServiceAccount = "site-operator-site-service"
+
+// Where the site services' pods mount their credentials.
+const (
+	// serviceAccountTokenPath is where client-go's in-cluster
+	// configuration looks for the token, the cluster's CA and the namespace.
+	serviceAccountTokenPath = "/var/run/secrets/kubernetes.io/serviceaccount"
+	// tokenLifetime bounds the projected token; the kubelet renews it at
+	// 80% of it, and client-go rereads the file.
+	tokenLifetime = int64(3600)
+)
+
+func (wc WorkloadConfig) serviceAccount() string {
+	if wc.ServiceAccount == "" {
+		return DefaultSiteServiceAccount
+	}
+	return wc.ServiceAccount
 }
 
 // scheme is the URL scheme of the site services' API.
@@ -184,8 +209,10 @@ func containerResources(res siteopsv1.Resources) *corev1ac.ResourceRequirementsA
 }
 
 // serviceContainer is the container of a task-service or package-service
-// pod: the binary of that name from the image, its configuration mounted
-// read-only, probes on the health port.
+// pod: the binary of that name from the image, its configuration, serving
+// certificate and ServiceAccount token mounted read-only, bound to the
+// pod's own IP (on the simulated cluster every pod shares the host's
+// loopback), probes on the health port.
 func serviceContainer(component string, wc WorkloadConfig, res siteopsv1.Resources) *corev1ac.ContainerApplyConfiguration {
 	probe := func(path string) *corev1ac.ProbeApplyConfiguration {
 		return corev1ac.Probe().
@@ -193,11 +220,18 @@ func serviceContainer(component string, wc WorkloadConfig, res siteopsv1.Resourc
 				WithScheme(corev1.URISchemeHTTP)).
 			WithPeriodSeconds(10).WithTimeoutSeconds(2).WithFailureThreshold(3).WithSuccessThreshold(1)
 	}
+	args := []string{"--listen-host=$(POD_IP)"}
+	if wc.PlainHTTP {
+		args = append(args, "--insecure-http")
+	}
 	return corev1ac.Container().
 		WithName(component).
 		WithImage(wc.Image).
 		WithImagePullPolicy(wc.ImagePullPolicy).
 		WithCommand("/usr/local/bin/"+component, "--config="+configMountPath+"/"+config.FileName).
+		WithArgs(args...).
+		WithEnv(corev1ac.EnvVar().WithName("POD_IP").
+			WithValueFrom(corev1ac.EnvVarSource().WithFieldRef(corev1ac.ObjectFieldSelector().WithAPIVersion("v1").WithFieldPath("status.podIP")))).
 		WithPorts(
 			corev1ac.ContainerPort().WithName("http").WithContainerPort(config.DefaultPort).WithProtocol(corev1.ProtocolTCP),
 			corev1ac.ContainerPort().WithName("health").WithContainerPort(config.DefaultHealthPort).WithProtocol(corev1.ProtocolTCP),
@@ -206,17 +240,36 @@ func serviceContainer(component string, wc WorkloadConfig, res siteopsv1.Resourc
 		WithLivenessProbe(probe("/healthz")).
 		WithResources(containerResources(res)).
 		WithSecurityContext(restrictedContainerSecurity()).
-		WithVolumeMounts(corev1ac.VolumeMount().WithName("config").WithMountPath(configMountPath).WithReadOnly(true))
+		WithVolumeMounts(
+			corev1ac.VolumeMount().WithName("config").WithMountPath(configMountPath).WithReadOnly(true),
+			corev1ac.VolumeMount().WithName(tlsVolume).WithMountPath(config.DefaultTLSDir).WithReadOnly(true),
+			corev1ac.VolumeMount().WithName("token").WithMountPath(serviceAccountTokenPath).WithReadOnly(true))
 }
 
-func podSpec(ss *siteopsv1.SiteServer, container *corev1ac.ContainerApplyConfiguration) *corev1ac.PodSpecApplyConfiguration {
+// podSpec runs container as the site services' ServiceAccount. Its token
+// is not automounted (a pod of the operator gets none unless it is listed
+// here) but projected with a bounded lifetime at the standard path.
+func podSpec(ss *siteopsv1.SiteServer, wc WorkloadConfig, container *corev1ac.ContainerApplyConfiguration) *corev1ac.PodSpecApplyConfiguration {
 	spec := corev1ac.PodSpec().
 		WithContainers(container).
+		WithServiceAccountName(wc.serviceAccount()).
 		WithSecurityContext(restrictedPodSecurity()).
 		WithAutomountServiceAccountToken(false).
 		WithEnableServiceLinks(false).
-		WithVolumes(corev1ac.Volume().WithName("config").
-			WithConfigMap(corev1ac.ConfigMapVolumeSource().WithName(configName(ss))))
+		WithVolumes(
+			corev1ac.Volume().WithName("config").
+				WithConfigMap(corev1ac.ConfigMapVolumeSource().WithName(configName(ss))),
+			// Readable by the pod's group (fsGroup) only.
+			corev1ac.Volume().WithName(tlsVolume).
+				WithSecret(corev1ac.SecretVolumeSource().WithSecretName(tlsSecretName(ss)).WithDefaultMode(0o440)),
+			corev1ac.Volume().WithName("token").WithProjected(corev1ac.ProjectedVolumeSource().WithSources(
+				corev1ac.VolumeProjection().WithServiceAccountToken(corev1ac.ServiceAccountTokenProjection().
+					WithPath("token").WithExpirationSeconds(tokenLifetime)),
+				corev1ac.VolumeProjection().WithConfigMap(corev1ac.ConfigMapProjection().WithName("kube-root-ca.crt").
+					WithItems(corev1ac.KeyToPath().WithKey("ca.crt").WithPath("ca.crt"))),
+				corev1ac.VolumeProjection().WithDownwardAPI(corev1ac.DownwardAPIProjection().
+					WithItems(corev1ac.DownwardAPIVolumeFile().WithPath("namespace").
+						WithFieldRef(corev1ac.ObjectFieldSelector().WithAPIVersion("v1").WithFieldPath("metadata.namespace")))))))
 	if len(ss.Spec.NodeSelector) > 0 {
 		spec.WithNodeSelector(ss.Spec.NodeLabels())
 	}
@@ -262,7 +315,7 @@ func desiredTaskDeployment(ss *siteopsv1.SiteServer, wc WorkloadConfig, configHa
 			WithTemplate(corev1ac.PodTemplateSpec().
 				WithLabels(podLabels(ss, componentTask)).
 				WithAnnotations(map[string]string{AnnotationConfigHash: configHash}).
-				WithSpec(podSpec(ss, serviceContainer(componentTask, wc, ss.Spec.Services.Task.Resources)))))
+				WithSpec(podSpec(ss, wc, serviceContainer(componentTask, wc, ss.Spec.Services.Task.Resources)))))
 }
 
 // desiredPackageStatefulSet runs the SiteServer's package service with its
@@ -294,7 +347,7 @@ func desiredPackageStatefulSet(ss *siteopsv1.SiteServer, wc WorkloadConfig, conf
 			WithTemplate(corev1ac.PodTemplateSpec().
 				WithLabels(podLabels(ss, componentPackage)).
 				WithAnnotations(map[string]string{AnnotationConfigHash: configHash}).
-				WithSpec(podSpec(ss, container))).
+				WithSpec(podSpec(ss, wc, container))).
 			// Not corev1ac.PersistentVolumeClaim(): a template has no kind,
 			// apiVersion or namespace of its own.
 			WithVolumeClaimTemplates((&corev1ac.PersistentVolumeClaimApplyConfiguration{}).

@@ -78,7 +78,9 @@ func (r *SiteServerReconciler) SetupWithManager(mgr ctrl.Manager, concurrency in
 	all := handler.EnqueueRequestsFromMapFunc(r.allSiteServers)
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("siteserver").
-		For(&siteopsv1.SiteServer{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// A change of what it advertises re-issues its certificate.
+		For(&siteopsv1.SiteServer{}, builder.WithPredicates(
+			predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, advertisedChanged))).
 		// A workload's rollout status reaches the SiteServer's status ahead
 		// of SiteServers still waiting for their first reconcile.
 		Watches(&appsv1.Deployment{}, rolloutProgress).
@@ -88,6 +90,7 @@ func (r *SiteServerReconciler) SetupWithManager(mgr ctrl.Manager, concurrency in
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(siteServerOfPod),
 			builder.WithPredicates(podAddressChanged)).
 		Owns(&corev1.ConfigMap{}).
+		Owns(&corev1.Secret{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
 		// A Site appearing or going changes PrerequisitesMet of the
 		// SiteServers that list it.
@@ -180,6 +183,9 @@ type siteServerScope struct {
 	// "" when it is.
 	storageChange string
 
+	// The serving certificate (reconcileCertificate).
+	certificate certificateState
+
 	// applyErr is the first error of applying or deleting a child.
 	applyErr error
 }
@@ -214,10 +220,13 @@ func (r *SiteServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		return ctrl.Result{}, err
 	}
 	planWorkloads(s)
+	if s.applyErr = r.reconcileCertificate(ctx, s); s.applyErr != nil {
+		return resultOfApplyError(s.applyErr)
+	}
 	if s.applyErr = r.applyChildren(ctx, s); s.applyErr != nil {
 		return resultOfApplyError(s.applyErr)
 	}
-	return ctrl.Result{}, nil
+	return ctrl.Result{RequeueAfter: s.certificate.requeueAfter(time.Now())}, nil
 }
 
 // notOwnedRetry is how often a SiteServer whose child name is taken by a
@@ -403,6 +412,10 @@ func (r *SiteServerReconciler) children(s *siteServerScope) ([]child, error) {
 	return []child{
 		{&corev1.ConfigMap{}, key(configName(ss)), true, func(ctx context.Context) error {
 			return applyIfChanged(ctx, r.Client, &corev1.ConfigMap{}, cm, corev1ac.ExtractConfigMap)
+		}},
+		// The serving certificate, before the pods that mount it.
+		{&corev1.Secret{}, key(tlsSecretName(ss)), s.certificate.secret != nil, func(ctx context.Context) error {
+			return applyIfChanged(ctx, r.Client, &corev1.Secret{}, s.certificate.secret, corev1ac.ExtractSecret)
 		}},
 		{&appsv1.Deployment{}, key(taskName(ss)), s.runTask, func(ctx context.Context) error {
 			return applyIfChanged(ctx, r.Client, &appsv1.Deployment{}, desiredTaskDeployment(ss, wc, configHash), appsv1ac.ExtractDeployment)

@@ -4,7 +4,9 @@
 # +kubebuilder:rbac markers in controllers/rbac.go, `make manifests`): the
 # ClusterRole (cluster-wide rules) and the Role (the workload namespace), or
 # when the chart's Role and RoleBinding are not in the namespace of the
-# workloads (the release namespace).
+# workloads (the release namespace); likewise for the site services'
+# ClusterRole (config/rbac/site-service/role.yaml, from
+# internal/siteservice/rbac.go) and their ServiceAccount's namespace.
 #
 # The chart reads its rules from charts/site-operator/files/manager-role.yaml,
 # a copy of config/rbac/role.yaml; this check renders the chart and compares
@@ -60,6 +62,28 @@ for kind in ClusterRole Role; do
   fi
 done
 
+# The site services' ClusterRole: config/rbac/site-service/role.yaml, generated
+# from internal/siteservice/rbac.go, copied to files/site-service-role.yaml.
+# shellcheck disable=SC2086 # HELM is a command line
+site_service="$(${HELM} template site-operator charts/site-operator --namespace "${NAMESPACE}" \
+  --set rbac.create=true --show-only templates/site-service-rbac.yaml)"
+want="$(rules ClusterRole <config/rbac/site-service/role.yaml)"
+got="$(rules ClusterRole <<<"${site_service}")"
+if [[ -z "${want}" ]]; then
+  echo "check-chart-rbac: config/rbac/site-service/role.yaml has no ClusterRole with rules; run make manifests" >&2
+  failed=1
+elif [[ "${want}" != "${got}" ]]; then
+  echo "check-chart-rbac: the chart's site-service ClusterRole differs from config/rbac/site-service/role.yaml" >&2
+  echo "(copy it: cp config/rbac/site-service/role.yaml charts/site-operator/files/site-service-role.yaml)" >&2
+  diff -u --label "config/rbac/site-service/role.yaml" --label "helm template (site-service rules)" \
+    <(echo "${want}") <(echo "${got}") >&2 || true
+  failed=1
+fi
+if [[ "$(namespaces ServiceAccount <<<"${site_service}")" != "${NAMESPACE}" ]]; then
+  echo "check-chart-rbac: the chart's site-service ServiceAccount is not in the workload namespace ${NAMESPACE}" >&2
+  failed=1
+fi
+
 for kind in Role RoleBinding; do
   got="$(namespaces "${kind}" <<<"${rendered}")"
   if [[ "${got}" != "${NAMESPACE}" ]]; then
@@ -72,4 +96,5 @@ done
 if [[ "${failed}" != 0 ]]; then
   exit 1
 fi
-echo "check-chart-rbac: the chart's manager ClusterRole and Role match config/rbac/role.yaml"
+echo "check-chart-rbac: the chart's manager ClusterRole and Role match config/rbac/role.yaml," \
+  "its site-service ClusterRole matches config/rbac/site-service/role.yaml"

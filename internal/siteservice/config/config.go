@@ -29,7 +29,7 @@ const (
 	DefaultStoragePath = "/var/lib/site-operator/content"
 	// DefaultTLSDir is where the operator mounts the serving certificate's
 	// Secret (tls.crt, tls.key, ca.crt).
-	DefaultTLSDir = "/etc/site-operator/tls"
+	DefaultTLSDir = "/var/run/secrets/siteops.io/tls"
 )
 
 // Config is the configuration of one SiteServer's services.

@@ -3,8 +3,10 @@
 // the API server (SubjectAccessReview, and real requests impersonating the
 // manager's ServiceAccount) what the manager may do. Cluster-wide it may
 // read and write the status of the siteops.io kinds and read nodes and
-// storage classes; it writes the site services' workloads only in its own
-// namespace, and never reads Secrets.
+// storage classes; it writes the site services' workloads, and the Secrets
+// of its CA and serving certificates, only in its own namespace. The site
+// services' ServiceAccount (config/rbac/site-service) may read the
+// SiteServers and Sites, and nothing else.
 package rbac_test
 
 import (
@@ -38,6 +40,11 @@ const (
 	operatorNamespace = "system"
 	// serviceAccount is the manager's ServiceAccount in config/rbac.
 	serviceAccount = "controller-manager"
+	// siteServiceAccount is the site services' ServiceAccount in
+	// config/rbac/site-service.
+	siteServiceAccount = "site-service"
+	// siteServiceDir holds the site services' RBAC.
+	siteServiceDir = rbacDir + "/site-service"
 	// otherNamespace is a tenant's namespace, where the manager must not write.
 	otherNamespace = "tenant-a"
 )
@@ -45,7 +52,9 @@ const (
 // The manager's identity, as the API server authenticates a token of its
 // ServiceAccount.
 var (
-	managerUser   = fmt.Sprintf("system:serviceaccount:%s:%s", operatorNamespace, serviceAccount)
+	managerUser     = fmt.Sprintf("system:serviceaccount:%s:%s", operatorNamespace, serviceAccount)
+	siteServiceUser = fmt.Sprintf("system:serviceaccount:%s:%s", operatorNamespace, siteServiceAccount)
+	// Both accounts are in the same groups.
 	managerGroups = []string{"system:serviceaccounts", "system:serviceaccounts:" + operatorNamespace, "system:authenticated"}
 )
 
@@ -93,6 +102,8 @@ func needed() []access {
 	n = append(n, each(all, "apps", []string{"deployments", "statefulsets"}, "", operatorNamespace)...)
 	n = append(n, each(all, "", []string{"services", "configmaps"}, "", operatorNamespace)...)
 	n = append(n, each(all, "policy", []string{"poddisruptionbudgets"}, "", operatorNamespace)...)
+	// The CA and the serving certificates, in the workload namespace.
+	n = append(n, each(all, "", []string{"secrets"}, "", operatorNamespace)...)
 	// The site services' pods, read for the addresses a SiteServer advertises.
 	n = append(n, each(read, "", []string{"pods"}, "", operatorNamespace)...)
 	// SiteServer prerequisites.
@@ -121,8 +132,8 @@ func forbidden() []access {
 	f = append(f, each(read, "", []string{"configmaps"}, "", otherNamespace)...)
 	f = append(f, each(read, "", []string{"pods"}, "", otherNamespace)...)
 	f = append(f, each(read, "", []string{"pods"}, "", "")...)
-	// Secrets: nowhere, not even in its own namespace.
-	for _, ns := range []string{operatorNamespace, otherNamespace, ""} {
+	// Secrets: only in the workload namespace.
+	for _, ns := range []string{otherNamespace, "kube-system", ""} {
 		f = append(f, each(all, "", []string{"secrets"}, "", ns)...)
 	}
 	// Nodes and storage classes are read-only.
@@ -160,7 +171,9 @@ func run(m *testing.M) int {
 			`KUBEBUILDER_ASSETS="$(hack/controlplane.sh)" go test ./test/integration/rbac`)
 		return 1
 	}
-	env := &envtest.Environment{}
+	// The CRDs, so that a request for a SiteServer meets the authorizer
+	// and then a real object.
+	env := &envtest.Environment{CRDDirectoryPaths: []string{"../../../config/crd/bases"}, ErrorIfCRDPathMissing: true}
 	cfg, err := env.Start()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "starting the control plane: %v\n", err)
@@ -182,9 +195,16 @@ func run(m *testing.M) int {
 // allowed asks the API server whether the manager may make the request.
 func allowed(ctx context.Context, t *testing.T, a access) bool {
 	t.Helper()
+	return allowedTo(ctx, t, managerUser, a)
+}
+
+// allowedTo asks the API server whether user (a ServiceAccount of the
+// operator's namespace) may make the request.
+func allowedTo(ctx context.Context, t *testing.T, user string, a access) bool {
+	t.Helper()
 	review, err := clientset.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
 		Spec: authorizationv1.SubjectAccessReviewSpec{
-			User:   managerUser,
+			User:   user,
 			Groups: managerGroups,
 			ResourceAttributes: &authorizationv1.ResourceAttributes{
 				Namespace: a.namespace, Verb: a.verb, Group: a.group, Resource: a.resource, Subresource: a.subresource,
@@ -209,6 +229,11 @@ func TestManagerRBAC(t *testing.T) {
 			t.Fatalf("before config/rbac is installed the manager may already %s: the API server is not authorizing with RBAC, this test proves nothing", a)
 		}
 	}
+	for _, a := range siteServiceNeeded() {
+		if allowedTo(ctx, t, siteServiceUser, a) {
+			t.Fatalf("before config/rbac is installed the site services may already %s: this test proves nothing", a)
+		}
+	}
 
 	installRBAC(ctx, t)
 
@@ -224,6 +249,67 @@ func TestManagerRBAC(t *testing.T) {
 	}
 
 	t.Run("as the manager", func(t *testing.T) { asTheManager(t) })
+	t.Run("the site services", func(t *testing.T) { siteServiceRBAC(t) })
+}
+
+// siteServiceNeeded is what the site services do with the API.
+func siteServiceNeeded() []access {
+	return each([]string{"get"}, "siteops.io", []string{"siteservers", "sites"}, "", "")
+}
+
+// siteServiceForbidden is what the site services' account must not do: it
+// starts with reading its SiteServer and Sites, and later features add
+// their verbs here and in internal/siteservice/rbac.go.
+func siteServiceForbidden() []access {
+	var f []access
+	kinds := []string{"sites", "subnets", "siteservers"}
+	f = append(f, each([]string{"list", "watch", "create", "update", "patch", "delete"}, "siteops.io", kinds, "", "")...)
+	f = append(f, each([]string{"update", "patch"}, "siteops.io", kinds, "status", "")...)
+	f = append(f, each([]string{"get"}, "siteops.io", []string{"subnets"}, "", "")...)
+	for _, ns := range []string{operatorNamespace, otherNamespace, ""} {
+		f = append(f, each(all, "", []string{"secrets", "configmaps", "services", "pods"}, "", ns)...)
+		f = append(f, each(all, "apps", []string{"deployments", "statefulsets"}, "", ns)...)
+		f = append(f, each([]string{"create"}, "", []string{"serviceaccounts"}, "token", ns)...)
+		f = append(f, each([]string{"create", "update"}, "coordination.k8s.io", []string{"leases"}, "", ns)...)
+	}
+	f = append(f, each(all, "", []string{"nodes"}, "", "")...)
+	f = append(f, each([]string{"create", "bind", "escalate"}, "rbac.authorization.k8s.io", []string{"clusterroles", "clusterrolebindings"}, "", "")...)
+	return f
+}
+
+// siteServiceRBAC checks the site services' account after the install, and
+// reads a SiteServer as that account with a real request.
+func siteServiceRBAC(t *testing.T) {
+	ctx := t.Context()
+	for _, a := range siteServiceNeeded() {
+		if !allowedTo(ctx, t, siteServiceUser, a) {
+			t.Errorf("the site services may not %s, which they need (add a +kubebuilder:rbac marker in internal/siteservice/rbac.go)", a)
+		}
+	}
+	for _, a := range siteServiceForbidden() {
+		if allowedTo(ctx, t, siteServiceUser, a) {
+			t.Errorf("the site services may %s: least privilege withholds it", a)
+		}
+	}
+	cfg := rest.CopyConfig(restCfg)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: siteServiceUser, Groups: managerGroups}
+	service, err := client.New(cfg, client.Options{})
+	if err != nil {
+		t.Fatalf("creating the site services' client: %v", err)
+	}
+	siteServer := siteServerObject()
+	if err := admin.Create(ctx, siteServer); err != nil {
+		t.Fatalf("creating a SiteServer: %v", err)
+	}
+	if err := service.Get(ctx, client.ObjectKeyFromObject(siteServer), siteServerObject()); err != nil {
+		t.Errorf("reading SiteServer %s as the site services: %v", siteServer.GetName(), err)
+	}
+	if err := service.List(ctx, siteServerList()); !apierrors.IsForbidden(err) {
+		t.Errorf("listing SiteServers as the site services: got %v, want Forbidden", err)
+	}
+	if err := service.Get(ctx, client.ObjectKey{Namespace: operatorNamespace, Name: "agent-bootstrap"}, &corev1.Secret{}); !apierrors.IsForbidden(err) {
+		t.Errorf("reading a Secret as the site services: got %v, want Forbidden", err)
+	}
 }
 
 // installRBAC creates the namespaces and every object of config/rbac, as
@@ -235,15 +321,17 @@ func installRBAC(ctx context.Context, t *testing.T) {
 			t.Fatalf("creating namespace %s: %v", ns, err)
 		}
 	}
-	objs, err := manifests.ReadDir(rbacDir)
-	if err != nil {
-		t.Fatalf("reading %s: %v", rbacDir, err)
-	}
-	if len(objs) == 0 {
-		t.Fatalf("%s holds no objects", rbacDir)
-	}
-	if err := manifests.CreateAll(ctx, admin, objs); err != nil {
-		t.Fatalf("applying %s: %v", rbacDir, err)
+	for _, dir := range []string{rbacDir, siteServiceDir} {
+		objs, err := manifests.ReadDir(dir)
+		if err != nil {
+			t.Fatalf("reading %s: %v", dir, err)
+		}
+		if len(objs) == 0 {
+			t.Fatalf("%s holds no objects", dir)
+		}
+		if err := manifests.CreateAll(ctx, admin, objs); err != nil {
+			t.Fatalf("applying %s: %v", dir, err)
+		}
 	}
 }
 
@@ -271,8 +359,16 @@ func asTheManager(t *testing.T) {
 		manager.Apply(ctx, applyConfiguration(t, taskDeployment(otherNamespace)), client.FieldOwner("rbac-test"), client.ForceOwnership))
 	mustBeForbidden(t, "creating a Deployment in namespace "+otherNamespace,
 		manager.Create(ctx, taskDeployment(otherNamespace)))
-	mustBeForbidden(t, "reading Secret "+secret.Name+" in its own namespace",
-		manager.Get(ctx, client.ObjectKeyFromObject(secret), &corev1.Secret{}))
+	if err := manager.Get(ctx, client.ObjectKeyFromObject(secret), &corev1.Secret{}); err != nil {
+		t.Errorf("reading Secret %s in the workload namespace as the manager: %v", secret.Name, err)
+	}
+	other := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "tenant-secret", Namespace: otherNamespace},
+		StringData: map[string]string{"token": "not-for-the-manager"}}
+	if err := admin.Create(ctx, other); err != nil {
+		t.Fatalf("creating Secret %s: %v", other.Name, err)
+	}
+	mustBeForbidden(t, "reading Secret "+other.Name+" in namespace "+otherNamespace,
+		manager.Get(ctx, client.ObjectKeyFromObject(other), &corev1.Secret{}))
 	mustBeForbidden(t, "listing Secrets cluster-wide", manager.List(ctx, &corev1.SecretList{}))
 
 	var nodes corev1.NodeList
@@ -319,4 +415,21 @@ func taskDeployment(namespace string) *appsv1.Deployment {
 			},
 		},
 	}
+}
+
+// siteServerObject is a minimal SiteServer, unstructured so that the test
+// needs no scheme of the siteops.io kinds.
+func siteServerObject() *unstructured.Unstructured {
+	u := &unstructured.Unstructured{}
+	u.SetAPIVersion("siteops.io/v1alpha1")
+	u.SetKind("SiteServer")
+	u.SetName("rbac-test")
+	return u
+}
+
+func siteServerList() *unstructured.UnstructuredList {
+	u := &unstructured.UnstructuredList{}
+	u.SetAPIVersion("siteops.io/v1alpha1")
+	u.SetKind("SiteServerList")
+	return u
 }
