@@ -87,8 +87,9 @@ bench-siteservers: ## SiteServers on a simulated cluster of 50 kwok nodes (SITES
 SITES ?= 200
 
 .PHONY: bench
-bench: ## Resolver benchmarks and the controller load harness; see docs/benchmarks.md.
+bench: ## Resolver benchmarks, the locator load harness and the controller load harness; see docs/benchmarks.md.
 	go test ./internal/topology -run='^$$' -bench=. -benchmem -count=5
+	go run ./test/bench/locator
 	KUBEBUILDER_ASSETS="$$($(CONTROLPLANE))" go run ./test/bench/topology
 
 ##@ Build

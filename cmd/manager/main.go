@@ -98,7 +98,7 @@ func main() {
 		// stays off rather than falling back to plain HTTP.
 		setupLog.Info("The locator is off: give it a certificate with --locator-cert-dir (or --locator-insecure-http for development)")
 	default:
-		locatorServer, err := locator.NewHTTPServer(locator.New(resolver, servers, locator.Options{Metrics: locatorMetrics}), locatorOpts)
+		locatorServer, err := locator.NewHTTPServer(locator.New(resolver, servers, locator.Options{Metrics: locatorMetrics}).Handler(), locatorOpts)
 		if err == nil {
 			err = mgr.Add(locatorServer)
 		}

@@ -152,7 +152,7 @@ func TestHTTPServerReloadsCertificate(t *testing.T) {
 			}
 		}
 	}
-	hs, err := NewHTTPServer(New(r, set, Options{}), HTTPOptions{Addr: "127.0.0.1:0", CertDir: dir})
+	hs, err := NewHTTPServer(New(r, set, Options{}).Handler(), HTTPOptions{Addr: "127.0.0.1:0", CertDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,10 +202,10 @@ func TestHTTPServerReloadsCertificate(t *testing.T) {
 
 func TestNewHTTPServerNeedsACertificate(t *testing.T) {
 	r, set := fixture(t)
-	if _, err := NewHTTPServer(New(r, set, Options{}), HTTPOptions{Addr: ":0"}); err == nil {
+	if _, err := NewHTTPServer(New(r, set, Options{}).Handler(), HTTPOptions{Addr: ":0"}); err == nil {
 		t.Error("a locator without a certificate or the insecure option was accepted")
 	}
-	hs, err := NewHTTPServer(New(r, set, Options{}), HTTPOptions{Addr: ":0", InsecureHTTP: true})
+	hs, err := NewHTTPServer(New(r, set, Options{}).Handler(), HTTPOptions{Addr: ":0", InsecureHTTP: true})
 	if err != nil || hs.NeedLeaderElection() {
 		t.Errorf("insecure server: %v, needs leader election %v", err, hs.NeedLeaderElection())
 	}

@@ -53,16 +53,17 @@ var (
 	_ manager.LeaderElectionRunnable = (*HTTPServer)(nil)
 )
 
-// NewHTTPServer returns an HTTPServer for l. It checks the options now, so that a
-// manager refuses to start with a locator that cannot serve.
-func NewHTTPServer(l *Locator, opts HTTPOptions) (*HTTPServer, error) {
+// NewHTTPServer returns an HTTPServer for h, the Locator's Handler. It
+// checks the options now, so that a manager refuses to start with a locator
+// that cannot serve.
+func NewHTTPServer(h http.Handler, opts HTTPOptions) (*HTTPServer, error) {
 	if opts.TLSConfig == nil && opts.CertDir == "" && !opts.InsecureHTTP {
 		return nil, errors.New("the locator needs a certificate: a TLS configuration, a certificate directory, or plain HTTP for development")
 	}
 	if opts.MaxConnections <= 0 {
 		opts.MaxConnections = 10_000
 	}
-	return &HTTPServer{handler: l.Handler(), opts: opts}, nil
+	return &HTTPServer{handler: h, opts: opts}, nil
 }
 
 // NeedLeaderElection is false: every replica answers agents.
