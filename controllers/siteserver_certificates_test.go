@@ -154,3 +154,42 @@ var _ = Describe("SiteServer certificates", func() {
 		}, timeout, interval).Should(Succeed())
 	})
 })
+
+var _ = Describe("Locator certificate", func() {
+	ctx := context.Background()
+
+	It("issues the locator's Secret from the operator's CA, serves it from memory, and keeps it while it is current", func() {
+		hosts := append(controllers.ServiceDNSNames("site-operator-locator", workloadNamespace), "locate.example", "192.0.2.44")
+		lc, err := controllers.NewLocatorCertificate(k8sClient, controllers.LocatorCertificateOptions{
+			Namespace: workloadNamespace, SecretName: "test-locator-tls", Hosts: hosts})
+		Expect(err).NotTo(HaveOccurred())
+		_, err = lc.GetCertificate(nil)
+		Expect(err).To(MatchError(certs.ErrNoCertificate))
+
+		Eventually(func() error { return lc.Ensure(ctx) }, timeout, interval).Should(Succeed())
+		var secret corev1.Secret
+		Expect(k8sClient.Get(ctx, workload("test-locator-tls"), &secret)).To(Succeed())
+		Expect(secret.Type).To(Equal(corev1.SecretTypeTLS))
+		Expect(lc.Load(ctx)).To(Succeed())
+		pair, err := lc.GetCertificate(nil)
+		Expect(err).NotTo(HaveOccurred())
+		cert, err := x509.ParseCertificate(pair.Certificate[0])
+		Expect(err).NotTo(HaveOccurred())
+		roots := publishedRoots(ctx)
+		for _, host := range []string{"site-operator-locator." + workloadNamespace + ".svc", "locate.example", "192.0.2.44"} {
+			_, err := cert.Verify(x509.VerifyOptions{DNSName: host, Roots: roots})
+			Expect(err).NotTo(HaveOccurred(), "verifying the locator's certificate for %s against the published CA", host)
+		}
+
+		By("keeping a current certificate")
+		version := secret.ResourceVersion
+		Expect(lc.Ensure(ctx)).To(Succeed())
+		Expect(k8sClient.Get(ctx, workload("test-locator-tls"), &secret)).To(Succeed())
+		Expect(secret.ResourceVersion).To(Equal(version), "a current certificate was rewritten")
+
+		By("refusing a host that cannot be a certificate name, naming it")
+		_, err = controllers.NewLocatorCertificate(k8sClient, controllers.LocatorCertificateOptions{
+			Namespace: workloadNamespace, Hosts: []string{"locate.example:9443"}})
+		Expect(err).To(MatchError(ContainSubstring(`"locate.example:9443"`)))
+	})
+})
