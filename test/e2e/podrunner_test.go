@@ -22,6 +22,9 @@ var _ = Describe("Site services as processes", Ordered, func() {
 	)
 
 	BeforeAll(func(ctx SpecContext) {
+		if !podRunner() {
+			Skip("E2E_POD_RUNNER=false: no process runs behind the pods")
+		}
 		createSite(ctx, site)
 		ss := siteServer(server, []string{site}, siteServerSelector(), storageClass)
 		Expect(k8s.Create(ctx, ss)).To(Succeed())

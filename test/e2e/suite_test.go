@@ -7,6 +7,8 @@
 // where they should and that every status says so. Run it with
 //
 //	go test -tags e2e ./test/e2e/ -v -timeout 20m
+//
+// E2E_POD_RUNNER=false runs it without processes behind the pods.
 package e2e
 
 import (
@@ -113,8 +115,13 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	managerBinary := filepath.Join(commands, "manager")
 
 	By("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, with a pod runner")
-	// The site services' pods run as processes of the binaries just built.
-	kc, err = simcluster.Start(ctx, simcluster.Options{BinDir: bin, PodBinDir: commands})
+	// The site services' pods run as processes of the binaries just built;
+	// E2E_POD_RUNNER=false leaves them to kwok (Ready, nothing runs).
+	podBinDir := commands
+	if !podRunner() {
+		podBinDir = ""
+	}
+	kc, err = simcluster.Start(ctx, simcluster.Options{BinDir: bin, PodBinDir: podBinDir})
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(stopCluster)
 	fmt.Fprintf(GinkgoWriter, "Cluster on %s, files in %s\n", kc.Host, kc.Dir)
@@ -146,6 +153,12 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	fmt.Fprintf(GinkgoWriter, "Manager pid %d, log %s\n", manager.Pid(), manager.LogPath)
 	setUp = true
 }, NodeTimeout(10*time.Minute))
+
+// podRunner tells whether the site services run as processes: unless
+// E2E_POD_RUNNER is false.
+func podRunner() bool {
+	return os.Getenv("E2E_POD_RUNNER") != "false"
+}
 
 // stopCluster stops every process; when a spec failed it keeps the
 // cluster's directory and says where its logs are.
