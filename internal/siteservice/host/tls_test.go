@@ -250,3 +250,34 @@ func TestOnHost(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectionCapOverTLS: a client over the cap is told to come back
+// later over TLS, which it can read, not with plain text it takes for a
+// broken handshake.
+func TestConnectionCapOverTLS(t *testing.T) {
+	certFile, keyFile, roots := hosttest.WriteCertificate(t, "127.0.0.1")
+	files, err := certs.LoadFiles(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const maxConns = 2
+	r := startTLS(t, &Host{Handler: okHandler(), MaxConnections: maxConns}, files)
+	addr := strings.TrimPrefix(r.api, "https://")
+	for range maxConns {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	client := hosttest.HTTPSClient(roots)
+	client.Transport.(*http.Transport).DisableKeepAlives = true
+	eventually(t, "a client over the cap gets 503 with Retry-After over TLS", func() bool {
+		resp, err := client.Get(r.api + "/v1/info")
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != ""
+	})
+}
