@@ -103,7 +103,9 @@ func BuildCommands(root, dir string) error {
 // restricted Pod Security Standard), the manager's ServiceAccount and the
 // roles of config/rbac/role.yaml bound to it: the ClusterRole with a
 // ClusterRoleBinding, the Role (the workloads' kinds) with a RoleBinding in
-// the workload namespace, as config/default and the chart place it.
+// the workload namespace, as config/default and the chart place it; and the
+// site services' ServiceAccount with the roles of
+// config/rbac/site-service/role.yaml.
 func InstallOperator(ctx context.Context, c *Cluster, cl client.Client, root, namespace string) error {
 	if _, err := envtest.InstallCRDs(c.Config, envtest.CRDInstallOptions{
 		Paths:              []string{filepath.Join(root, "config", "crd", "bases")},
@@ -122,16 +124,43 @@ func InstallOperator(ctx context.Context, c *Cluster, cl client.Client, root, na
 	if err := cl.Create(ctx, sa); err != nil {
 		return fmt.Errorf("creating ServiceAccount %s: %w", ManagerServiceAccount, err)
 	}
-	rolePath := filepath.Join(root, "config", "rbac", "role.yaml")
+	installed, err := installRoles(ctx, cl, filepath.Join(root, "config", "rbac", "role.yaml"), namespace, ManagerServiceAccount)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(installed, "ClusterRole") || !slices.Contains(installed, "Role") {
+		return fmt.Errorf("config/rbac/role.yaml holds %v; want the manager's ClusterRole and Role (run make manifests)", installed)
+	}
+	// The site services' identity, as config/rbac/site-service installs it.
+	siteServiceRoles := filepath.Join(root, "config", "rbac", "site-service", "role.yaml")
+	if _, err := os.Stat(siteServiceRoles); err == nil {
+		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: SiteServiceAccount, Namespace: namespace}}
+		if err := cl.Create(ctx, sa); err != nil {
+			return fmt.Errorf("creating ServiceAccount %s: %w", SiteServiceAccount, err)
+		}
+		if _, err := installRoles(ctx, cl, siteServiceRoles, namespace, SiteServiceAccount); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SiteServiceAccount is the ServiceAccount the site services run as, in the
+// workload namespace (config/rbac/site-service).
+const SiteServiceAccount = "site-operator-site-service"
+
+// installRoles creates the ClusterRoles and Roles of rolePath, each bound
+// to the ServiceAccount, and returns the kinds it created.
+func installRoles(ctx context.Context, cl client.Client, rolePath, namespace, serviceAccount string) ([]string, error) {
 	data, err := os.ReadFile(rolePath)
 	if err != nil {
-		return fmt.Errorf("reading the manager's roles: %w", err)
+		return nil, fmt.Errorf("reading roles: %w", err)
 	}
 	docs, err := manifests.Decode(data)
 	if err != nil {
-		return fmt.Errorf("decoding %s: %w", rolePath, err)
+		return nil, fmt.Errorf("decoding %s: %w", rolePath, err)
 	}
-	subjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: ManagerServiceAccount, Namespace: namespace}}
+	subjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: serviceAccount, Namespace: namespace}}
 	var installed []string
 	for _, doc := range docs {
 		var role, binding client.Object
@@ -139,7 +168,7 @@ func InstallOperator(ctx context.Context, c *Cluster, cl client.Client, root, na
 		case "ClusterRole":
 			var cr rbacv1.ClusterRole
 			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(doc.Object, &cr); err != nil {
-				return fmt.Errorf("decoding ClusterRole %s of %s: %w", doc.GetName(), rolePath, err)
+				return nil, fmt.Errorf("decoding ClusterRole %s of %s: %w", doc.GetName(), rolePath, err)
 			}
 			role = &cr
 			binding = &rbacv1.ClusterRoleBinding{
@@ -150,7 +179,7 @@ func InstallOperator(ctx context.Context, c *Cluster, cl client.Client, root, na
 		case "Role":
 			var r rbacv1.Role
 			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(doc.Object, &r); err != nil {
-				return fmt.Errorf("decoding Role %s of %s: %w", doc.GetName(), rolePath, err)
+				return nil, fmt.Errorf("decoding Role %s of %s: %w", doc.GetName(), rolePath, err)
 			}
 			r.Namespace = namespace // a placeholder in the file, as kustomize and the chart replace it
 			role = &r
@@ -160,19 +189,16 @@ func InstallOperator(ctx context.Context, c *Cluster, cl client.Client, root, na
 				Subjects:   subjects,
 			}
 		default:
-			return fmt.Errorf("%s holds a %s; want the manager's ClusterRole and Role", rolePath, doc.GetKind())
+			return nil, fmt.Errorf("%s holds a %s; want ClusterRoles and Roles", rolePath, doc.GetKind())
 		}
 		for _, obj := range []client.Object{role, binding} {
 			if err := cl.Create(ctx, obj); err != nil {
-				return fmt.Errorf("creating %T %s: %w", obj, obj.GetName(), err)
+				return nil, fmt.Errorf("creating %T %s: %w", obj, obj.GetName(), err)
 			}
 		}
 		installed = append(installed, doc.GetKind())
 	}
-	if !slices.Contains(installed, "ClusterRole") || !slices.Contains(installed, "Role") {
-		return fmt.Errorf("%s holds %v; want the manager's ClusterRole and Role (run make manifests)", rolePath, installed)
-	}
-	return nil
+	return installed, nil
 }
 
 // ManagerOptions configure StartManager.
