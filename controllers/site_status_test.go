@@ -75,7 +75,7 @@ func TestDesiredSiteStatus(t *testing.T) {
 		servers: []siteopsv1.SiteServer{siteServer("a", true)}, err: foreign, storedEndpoints: []string{taskURL},
 		wantReady: "False/NotOwned", wantStalled: "True/NotOwned", wantObserved: true,
 		wantEndpoints: []string{"https://a.lyon.example:8080"},
-		wantMessage: "site-lyon-task exists with controller Deployment other",
+		wantMessage:   "site-lyon-task exists with controller Deployment other",
 	}, {
 		name:    "the API server refuses the Service: Stalled ApplyFailed",
 		servers: []siteopsv1.SiteServer{siteServer("a", true)}, err: refused, storedEndpoints: []string{taskURL},
