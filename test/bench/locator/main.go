@@ -11,7 +11,9 @@
 //
 //  1. trivial: POST a locate body to a handler that reads it and answers a
 //     fixed JSON object, as fast as each client can (closed loop);
-//  2. locate: the same for POST /v1/locate;
+//  2. locate: the same for POST /v1/locate; the two alternate in five
+//     rounds of -duration/5 each, so that both see the shared machine at
+//     the same moments;
 //  3. locate paced: each client sends at an even share of -paced (a
 //     fraction of the trivial phase's throughput), so the latency is the
 //     one at that offered load, not the queue that a closed loop builds.
@@ -47,6 +49,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/siteops/site-operator/internal/locator"
@@ -124,7 +127,9 @@ func run(nSubnets, nSites, nServers int, levels string, warmup, duration time.Du
 	fmt.Printf("%-8s %-14s %12s %10s %10s %10s %8s\n", "clients", "phase", "requests/s", "p50", "p99", "max", "errors")
 	var failures []string
 	for _, n := range clientLevels {
+		before := readCPU()
 		res, err := runLevel(target, roots, topo, loc, n, warmup, duration, paced)
+		cpu := readCPU().since(before)
 		if err != nil {
 			return fmt.Errorf("%d clients: %w", n, err)
 		}
@@ -136,6 +141,8 @@ func run(nSubnets, nSites, nServers int, levels string, warmup, duration time.Du
 		}
 		triv, loc := res[0], res[1]
 		fmt.Printf("%-8d %-14s %11.0f%% of the trivial handler's throughput; %s\n", n, "ratio", 100*loc.rate/triv.rate, loadavg())
+		fmt.Printf("%-8d %-14s this process used %.1f s of CPU, other processes %.1f s, in %.1f s\n", n, "cpu",
+			cpu.own.Seconds(), cpu.others.Seconds(), cpu.wall.Seconds())
 	}
 	if len(failures) > 0 {
 		return errors.New(strings.Join(failures, "; "))
@@ -193,20 +200,64 @@ func runLevel(target string, roots *x509.CertPool, topo *synthetic, loc *locator
 		return nil, err
 	default:
 	}
-	var out []result
-	triv := runPhase("trivial", clients, "/trivial", warmup, duration, 0)
-	out = append(out, triv, runPhase("locate", clients, protocol.LocatePath, warmup, duration, 0))
+	// The trivial handler and the locator alternate in rounds, so that
+	// both see the machine as it is at the same moments (it is shared).
+	triv, locate := &accumulated{name: "trivial"}, &accumulated{name: "locate"}
+	runPhase(clients, "/trivial", warmup, 0, 0, nil)
+	for round := range rounds {
+		first, second := triv, locate
+		if round%2 == 1 {
+			first, second = locate, triv
+		}
+		for _, a := range []*accumulated{first, second} {
+			path := "/trivial"
+			if a == locate {
+				path = protocol.LocatePath
+			}
+			runPhase(clients, path, settle, duration/rounds, 0, a)
+		}
+	}
+	out := []result{triv.result(), locate.result()}
 	if paced > 0 {
-		rate := paced * triv.rate
-		out = append(out, runPhase(fmt.Sprintf("locate@%.0f/s", rate), clients, protocol.LocatePath, warmup, duration, rate))
+		rate := paced * out[0].rate
+		p := &accumulated{name: fmt.Sprintf("locate@%.0f/s", rate)}
+		runPhase(clients, protocol.LocatePath, warmup, duration, rate, p)
+		out = append(out, p.result())
 	}
 	return out, nil
 }
 
+// rounds is how many times the trivial and the locate phases alternate;
+// settle is the unmeasured time after each switch.
+const (
+	rounds = 5
+	settle = 200 * time.Millisecond
+)
+
+// accumulated sums the measured segments of one phase.
+type accumulated struct {
+	name     string
+	hist     histogram
+	done     int64
+	elapsed  time.Duration
+	errors   int64
+	firstErr string
+}
+
+func (a *accumulated) result() result {
+	r := result{phase: a.name, errors: a.errors, firstErr: a.firstErr}
+	if a.elapsed > 0 {
+		r.rate = float64(a.done) / a.elapsed.Seconds()
+	}
+	r.p50, r.p99, r.max = a.hist.quantile(0.5), a.hist.quantile(0.99), a.hist.maxSeen
+	return r
+}
+
 // runPhase runs every client against path: as fast as each can when rate
 // is 0, otherwise each at rate/len(clients) requests per second from a
-// random phase. It measures after warmup, for duration.
-func runPhase(name string, clients []*client, path string, warmup, duration time.Duration, rate float64) result {
+// random phase. It measures after warmup, for duration, into acc (nil
+// measures nothing).
+func runPhase(clients []*client, path string, warmup, duration time.Duration, rate float64, acc *accumulated) {
 	var (
 		measuring atomic.Bool
 		stop      atomic.Bool
@@ -243,20 +294,18 @@ func runPhase(name string, clients []*client, path string, warmup, duration time
 	stop.Store(true)
 	wg.Wait()
 
-	var hist histogram
-	r := result{phase: name}
-	var done int64
+	if acc == nil {
+		return
+	}
+	acc.elapsed += elapsed
 	for _, c := range clients {
-		hist.merge(&c.hist)
-		done += c.done
-		r.errors += c.errors
-		if r.firstErr == "" {
-			r.firstErr = c.firstErr
+		acc.hist.merge(&c.hist)
+		acc.done += c.done
+		acc.errors += c.errors
+		if acc.firstErr == "" {
+			acc.firstErr = c.firstErr
 		}
 	}
-	r.rate = float64(done) / elapsed.Seconds()
-	r.p50, r.p99, r.max = hist.quantile(0.5), hist.quantile(0.99), hist.maxSeen
-	return r
 }
 
 // client is one agent: its own connection, from its own source address,
@@ -467,4 +516,37 @@ func selfSigned() ([]byte, tls.Certificate, error) {
 		return nil, tls.Certificate{}, err
 	}
 	return pemCert(der), tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
+// cpuSample is the machine's busy CPU time and this process's own.
+type cpuSample struct {
+	at        time.Time
+	busy, own time.Duration
+}
+
+type cpuUse struct{ own, others, wall time.Duration }
+
+// readCPU reads /proc/stat (user, nice, system, irq, softirq, steal of all
+// CPUs, in clock ticks of 10 ms) and this process's rusage.
+func readCPU() cpuSample {
+	s := cpuSample{at: time.Now()}
+	if b, err := os.ReadFile("/proc/stat"); err == nil {
+		f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0])
+		for _, i := range []int{1, 2, 3, 6, 7, 8} {
+			if i < len(f) {
+				v, _ := strconv.ParseInt(f[i], 10, 64)
+				s.busy += time.Duration(v) * 10 * time.Millisecond
+			}
+		}
+	}
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		s.own = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	return s
+}
+
+func (s cpuSample) since(b cpuSample) cpuUse {
+	own := s.own - b.own
+	return cpuUse{own: own, others: max(0, s.busy-b.busy-own), wall: s.at.Sub(b.at)}
 }
