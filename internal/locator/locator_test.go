@@ -16,7 +16,7 @@ var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // fixture: sites north (two servers, one ready), south (one server, not
 // ready), east (no server); an unassigned central server.
-func fixture(t *testing.T) (*topology.Resolver, *ServerSet) {
+func fixture(t testing.TB) (*topology.Resolver, *ServerSet) {
 	t.Helper()
 	r := topology.Build([]topology.Subnet{
 		{Name: "north", Prefix: netip.MustParsePrefix("10.1.0.0/16"), Site: "north", Created: epoch},
