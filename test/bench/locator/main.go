@@ -141,8 +141,9 @@ func run(nSubnets, nSites, nServers int, levels string, warmup, duration time.Du
 		}
 		triv, loc := res[0], res[1]
 		fmt.Printf("%-8d %-14s %11.0f%% of the trivial handler's throughput; %s\n", n, "ratio", 100*loc.rate/triv.rate, loadavg())
-		fmt.Printf("%-8d %-14s this process used %.1f s of CPU, other processes %.1f s, in %.1f s\n", n, "cpu",
-			cpu.own.Seconds(), cpu.others.Seconds(), cpu.wall.Seconds())
+		fmt.Printf("%-8d %-14s machine busy %.1f s of %.1f s (%d CPUs × %.1f s); this process %.1f s, others about %.1f s\n", n, "cpu",
+			cpu.busy.Seconds(), cpu.wall.Seconds()*float64(runtime.NumCPU()), runtime.NumCPU(), cpu.wall.Seconds(),
+			cpu.own.Seconds(), cpu.others.Seconds())
 	}
 	if len(failures) > 0 {
 		return errors.New(strings.Join(failures, "; "))
@@ -524,7 +525,7 @@ type cpuSample struct {
 	busy, own time.Duration
 }
 
-type cpuUse struct{ own, others, wall time.Duration }
+type cpuUse struct{ busy, own, others, wall time.Duration }
 
 // readCPU reads /proc/stat (user, nice, system, irq, softirq, steal of all
 // CPUs, in clock ticks of 10 ms) and this process's rusage.
@@ -548,5 +549,6 @@ func readCPU() cpuSample {
 
 func (s cpuSample) since(b cpuSample) cpuUse {
 	own := s.own - b.own
-	return cpuUse{own: own, others: max(0, s.busy-b.busy-own), wall: s.at.Sub(b.at)}
+	busy := s.busy - b.busy
+	return cpuUse{busy: busy, own: own, others: max(0, busy-own), wall: s.at.Sub(b.at)}
 }
