@@ -76,9 +76,9 @@ type Options struct {
 	// ServiceCIDR is the Services' cluster IP range; default 10.96.0.0/16.
 	ServiceCIDR string
 	// PodCIDR is the range kwok gives pod addresses from; default
-	// 10.244.0.0/16, or with a pod runner a free /22 of 198.18.0.0/15 made
-	// local to this machine (podnet.go), so that pods bind their address
-	// and EndpointSlices accept it (they refuse loopback addresses).
+	// 10.244.0.0/16 (never connected to), or with a pod runner a random /16
+	// of 127.0.0.0/8 (podnet.go), so that pods bind their address on this
+	// machine and every connection to them stays on loopback.
 	PodCIDR string
 	// PodBinDir holds the project's binaries (task-service,
 	// package-service, manager, a test's own): a pod bound to a kwok node
@@ -114,7 +114,6 @@ type Cluster struct {
 	ca        *authority
 	server    string
 	pods      *podRunner // nil without a pod runner
-	podRoute  string     // the local route of the pods' addresses, removed by Stop
 	mu        sync.Mutex
 	processes []*Process // in start order
 	stopOnce  sync.Once
@@ -159,9 +158,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	if opts.PodCIDR == "" {
-		if opts.PodCIDR, err = c.addPodRoute(); err != nil {
-			return nil, err
-		}
+		opts.PodCIDR = pickPodCIDR()
 	}
 	c.server = "https://" + net.JoinHostPort(c.Host, strconv.Itoa(portAPIServer))
 	if err := c.writePKI(); err != nil {
@@ -324,9 +321,6 @@ func (c *Cluster) Stop() error {
 			if err := os.RemoveAll(c.Dir); err != nil {
 				errs = append(errs, fmt.Errorf("removing %s: %w", c.Dir, err))
 			}
-		}
-		if err := c.deletePodRoute(); err != nil {
-			errs = append(errs, err)
 		}
 		c.stopErr = errors.Join(errs...)
 	})

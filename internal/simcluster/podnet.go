@@ -3,68 +3,30 @@ package simcluster
 import (
 	"fmt"
 	"math/rand/v2"
-	"net/netip"
-	"os/exec"
-	"strings"
 )
 
-// Pod addresses for the pod runner. A process of a pod must bind its pod
-// address, and kube-controller-manager must accept that address in an
-// EndpointSlice, which refuses loopback (127.0.0.0/8), link-local and
-// unspecified addresses. So the pods of a cluster with a pod runner get a
-// /22 of 198.18.0.0/15 (RFC 2544's benchmarking range, routed nowhere) that
-// a `local` route on lo makes this machine's own, as 127.0.0.0/8 is: every
-// address in it can be bound and reached here, none is announced anywhere.
-// The route needs root (as the pod runner's mount namespaces do) and
-// iproute2's ip; the kernel refuses a second identical route, so
-// concurrent clusters on one machine pick different blocks. Stop deletes
-// the route; a test binary killed outright leaves it behind, harmless
-// (`ip route show type local` lists it, `ip route del local <cidr> dev lo`
-// removes it).
+// Pod addresses for the pod runner. A process of a pod binds its pod
+// address, and the tests, the probes and (later) simulated agents connect
+// to it. This workplace allows such traffic only to loopback addresses (or
+// to hosts in network namespaces of its own), so the pods of a cluster with
+// a pod runner get a /16 of 127.0.0.0/8: on Linux every address of it is
+// already this machine's own, and nothing leaves the machine.
+//
+// The price: the API server refuses loopback addresses in EndpointSlices,
+// so kube-controller-manager cannot list these pods in their Services'
+// slices. The tests judge a Service by the ready pods its selector picks
+// instead (what the operator decides); a pod network in a network
+// namespace of its own would bring the slices back.
 
-// podNetwork is the range that pod blocks are taken from.
-var podNetwork = netip.MustParsePrefix("198.18.0.0/15")
+// podBlockFirst and podBlockLast bound the second octet of a cluster's pod
+// block, clear of the cluster's own hosts (pickHost: 127.100–199).
+const (
+	podBlockFirst = 200
+	podBlockLast  = 254
+)
 
-// podBlockBits is the size of one cluster's block: 1,022 pod addresses.
-const podBlockBits = 22
-
-// addPodRoute makes a free block of podNetwork local and returns the CIDR
-// kwok's --cidr takes (the block's first address reserved).
-func (c *Cluster) addPodRoute() (string, error) {
-	ip, err := exec.LookPath("ip")
-	if err != nil {
-		return "", fmt.Errorf("the pod runner's addresses need ip (iproute2): %w", err)
-	}
-	blocks := 1 << (podBlockBits - podNetwork.Bits())
-	var lastErr error
-	for range 20 {
-		base := podNetwork.Addr().As4()
-		n := rand.IntN(blocks) << (32 - podBlockBits)
-		base[1] += byte(n >> 16)
-		base[2] += byte(n >> 8)
-		block := netip.PrefixFrom(netip.AddrFrom4(base), podBlockBits)
-		out, err := exec.Command(ip, "route", "add", "local", block.String(), "dev", "lo").CombinedOutput()
-		if err == nil {
-			c.podRoute = block.String()
-			return block.Addr().Next().String() + "/" + fmt.Sprint(podBlockBits), nil
-		}
-		lastErr = fmt.Errorf("ip route add local %s dev lo: %w: %s", block, err, strings.TrimSpace(string(out)))
-		if !strings.Contains(string(out), "File exists") {
-			break
-		}
-	}
-	return "", fmt.Errorf("making the pods' addresses local: %w", lastErr)
-}
-
-// deletePodRoute removes the route that addPodRoute added.
-func (c *Cluster) deletePodRoute() error {
-	if c.podRoute == "" {
-		return nil
-	}
-	out, err := exec.Command("ip", "route", "del", "local", c.podRoute, "dev", "lo").CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("ip route del local %s dev lo: %w: %s", c.podRoute, err, strings.TrimSpace(string(out)))
-	}
-	c.podRoute = ""
-	return nil
+// pickPodCIDR returns a random /16 of 127.0.0.0/8 for kwok's --cidr (the
+// block's first address is kwok's gateway).
+func pickPodCIDR() string {
+	return fmt.Sprintf("127.%d.0.1/16", podBlockFirst+rand.IntN(podBlockLast-podBlockFirst+1))
 }

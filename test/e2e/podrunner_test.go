@@ -39,7 +39,7 @@ var _ = Describe("Site services as processes", Ordered, func() {
 		Eventually(func(g Gomega) {
 			list := expectPodsOn(ctx, g, server, taskComponent, 1, siteServerNodes)
 			pod = list[0]
-			g.Expect(endpointIPs(ctx, g, server+"-task")).To(ContainElement(pod.Status.PodIP))
+			g.Expect(selectedIPs(ctx, g, server+"-task")).To(ContainElement(pod.Status.PodIP))
 		}).WithContext(ctx).Should(Succeed())
 		pid := containerPid(pod)
 		Expect(syscall.Kill(pid, 0)).To(Succeed(), "the task-service process %d of pod %s runs", pid, pod.Name)
@@ -57,7 +57,7 @@ var _ = Describe("Site services as processes", Ordered, func() {
 			newPid := containerPid(now)
 			g.Expect(newPid).NotTo(Equal(pid))
 			g.Expect(syscall.Kill(newPid, 0)).To(Succeed(), "the new process %d runs", newPid)
-			g.Expect(endpointIPs(ctx, g, server+"-task")).To(ContainElement(now.Status.PodIP))
+			g.Expect(selectedIPs(ctx, g, server+"-task")).To(ContainElement(now.Status.PodIP))
 		}).WithContext(ctx).Should(Succeed())
 	})
 })
