@@ -4,6 +4,7 @@ package main
 import (
 	"flag"
 	"os"
+	"strings"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -12,6 +13,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/siteops/site-operator/controllers"
+	"github.com/siteops/site-operator/internal/certs"
 	"github.com/siteops/site-operator/internal/locator"
 )
 
@@ -21,6 +23,9 @@ func main() {
 		leaderElect            bool
 		opts                   = controllers.DefaultOptions()
 		locatorOpts            = locator.HTTPOptions{Addr: ":9443"}
+		locatorOperatorCA      bool
+		locatorService         string
+		locatorHosts           string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
@@ -41,6 +46,12 @@ func main() {
 	flag.StringVar(&locatorOpts.CertDir, "locator-cert-dir", "",
 		"Directory holding the locator's serving certificate as tls.crt and tls.key (a mounted kubernetes.io/tls Secret), reloaded when they change.")
 	flag.BoolVar(&locatorOpts.InsecureHTTP, "locator-insecure-http", false, "Serve the locator over plain HTTP: for development only.")
+	flag.BoolVar(&locatorOperatorCA, "locator-operator-ca", false,
+		"Serve the locator with the certificate the operator keeps, signed by its CA, in Secret "+controllers.DefaultLocatorSecret+" of the workload namespace (used when --locator-cert-dir is not set).")
+	flag.StringVar(&locatorService, "locator-service-name", "site-operator-locator",
+		"Name of the locator's Service in the workload namespace: its DNS names go into the operator-issued certificate.")
+	flag.StringVar(&locatorHosts, "locator-hosts", "",
+		"More names or addresses agents reach the locator by (comma-separated), for the operator-issued certificate.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -93,11 +104,25 @@ func main() {
 	switch {
 	case locatorOpts.Addr == "0":
 		setupLog.Info("The locator is disabled (--locator-bind-address=0)")
-	case locatorOpts.CertDir == "" && !locatorOpts.InsecureHTTP:
+	case locatorOpts.CertDir == "" && !locatorOpts.InsecureHTTP && !locatorOperatorCA:
 		// Agents get HTTPS or nothing: without a certificate the locator
 		// stays off rather than falling back to plain HTTP.
-		setupLog.Info("The locator is off: give it a certificate with --locator-cert-dir (or --locator-insecure-http for development)")
+		setupLog.Info("The locator is off: give it a certificate with --locator-operator-ca or --locator-cert-dir (or --locator-insecure-http for development)")
 	default:
+		if locatorOpts.CertDir == "" && !locatorOpts.InsecureHTTP {
+			hosts := controllers.ServiceDNSNames(locatorService, opts.Workloads.Namespace)
+			for _, h := range strings.Split(locatorHosts, ",") {
+				if h = strings.TrimSpace(h); h != "" {
+					hosts = append(hosts, h)
+				}
+			}
+			cert, err := controllers.AddLocatorCertificate(mgr, controllers.LocatorCertificateOptions{Namespace: opts.Workloads.Namespace, Hosts: hosts})
+			if err != nil {
+				setupLog.Error(err, "Setting up the locator's certificate")
+				os.Exit(1)
+			}
+			locatorOpts.TLSConfig = certs.ServerConfig(cert.GetCertificate)
+		}
 		locatorServer, err := locator.NewHTTPServer(locator.New(resolver, servers, locator.Options{Metrics: locatorMetrics}).Handler(), locatorOpts)
 		if err == nil {
 			err = mgr.Add(locatorServer)
