@@ -127,6 +127,9 @@ func main() {
 		if err == nil {
 			err = mgr.Add(locatorServer)
 		}
+		if err == nil {
+			err = mgr.AddReadyzCheck("locator", locatorServer.ReadyCheck)
+		}
 		if err != nil {
 			setupLog.Error(err, "Setting up the locator")
 			os.Exit(1)

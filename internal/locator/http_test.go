@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,6 +173,9 @@ func TestHTTPServerReloadsCertificate(t *testing.T) {
 	if hs.Addr() != nil {
 		t.Fatal("the server listens without a certificate")
 	}
+	if err := hs.ReadyCheck(nil); err == nil {
+		t.Error("ready without a certificate")
+	}
 	writeCert(1)
 	serialOf := func() (int64, error) {
 		for hs.Addr() == nil {
@@ -185,6 +190,9 @@ func TestHTTPServerReloadsCertificate(t *testing.T) {
 	}
 	if s, err := serialOf(); err != nil || s != 1 {
 		t.Fatalf("serial %d, %v; want 1", s, err)
+	}
+	if err := hs.ReadyCheck(nil); err != nil {
+		t.Errorf("not ready while serving: %v", err)
 	}
 	writeCert(2)
 	deadline := time.Now().Add(20 * time.Second)
@@ -218,4 +226,45 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// TestReadyCheckWaitsForACertificate: a server whose GetCertificate has
+// nothing yet (the operator's CA before its first load) is not ready.
+func TestReadyCheckWaitsForACertificate(t *testing.T) {
+	r, set := fixture(t)
+	var cert atomic.Pointer[tls.Certificate]
+	cfg := &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		if c := cert.Load(); c != nil {
+			return c, nil
+		}
+		return nil, errors.New("no certificate loaded yet")
+	}}
+	hs, err := NewHTTPServer(New(r, set, Options{}).Handler(), HTTPOptions{Addr: "127.0.0.1:0", TLSConfig: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- hs.Start(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	for hs.Addr() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := hs.ReadyCheck(nil); err == nil {
+		t.Error("ready without a certificate")
+	}
+	certPEM, keyPEM := selfSigned(t, 3)
+	c, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert.Store(&c)
+	if err := hs.ReadyCheck(nil); err != nil {
+		t.Errorf("not ready with a certificate: %v", err)
+	}
 }

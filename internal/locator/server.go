@@ -46,6 +46,7 @@ type HTTPServer struct {
 
 	mu   sync.Mutex
 	addr net.Addr
+	tls  *tls.Config // as served; nil for plain HTTP
 }
 
 var (
@@ -74,6 +75,32 @@ func (s *HTTPServer) Addr() net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.addr
+}
+
+// ReadyCheck is a readiness check (manager.AddReadyzCheck) that passes
+// once the server listens and, for HTTPS, has a certificate to present, so
+// that a Service sends agents only to replicas that can answer them.
+func (s *HTTPServer) ReadyCheck(_ *http.Request) error {
+	s.mu.Lock()
+	addr, cfg := s.addr, s.tls
+	s.mu.Unlock()
+	if addr == nil {
+		return errors.New("the locator is not listening yet")
+	}
+	if cfg == nil || len(cfg.Certificates) > 0 {
+		return nil
+	}
+	if cfg.GetCertificate == nil {
+		return errors.New("the locator has no certificate")
+	}
+	cert, err := cfg.GetCertificate(&tls.ClientHelloInfo{})
+	if err != nil {
+		return fmt.Errorf("the locator has no certificate yet: %w", err)
+	}
+	if cert == nil {
+		return errors.New("the locator has no certificate yet")
+	}
+	return nil
 }
 
 // Start listens and serves until ctx ends, then shuts down gracefully.
@@ -110,6 +137,7 @@ func (s *HTTPServer) Start(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	s.addr = ln.Addr()
+	s.tls = srv.TLSConfig
 	s.mu.Unlock()
 	ln = LimitListener(ln, s.opts.MaxConnections)
 	log.Info("Serving the locator", "address", ln.Addr().String(), "https", !s.opts.InsecureHTTP)
