@@ -4,12 +4,16 @@
 // from Go module sources by hack/controlplane.sh), installs the operator's
 // CRDs and RBAC, creates three site-server nodes with local volumes of the
 // "site-content" StorageClass, applies config/samples and runs the manager
-// against it as its ServiceAccount. The site services' pods run as real
+// against it as its ServiceAccount, with the locator on (HTTPS, a
+// certificate of the operator's CA, on port 9443 of the cluster's loopback
+// address). The site services' pods run as real
 // processes (simcluster's pod runner, the binaries of --pod-bin-dir, built
 // by `make run`) on addresses of their own; --pod-runner=false leaves them
 // to kwok, which marks them Ready and runs nothing. It prints what the
-// operator reported and the kubeconfig to use from another shell. Ctrl-C
-// stops all of it.
+// operator reported, writes the CA bundle agents trust to
+// <state-dir>/ca.crt, prints curl commands that locate a sample address and
+// reach the task service of the answer with it, and the kubeconfig to use
+// from another shell. Ctrl-C stops all of it.
 package main
 
 import (
@@ -124,12 +128,16 @@ func run(managerPath, samplesDir, stateDir, podBinDir string) error {
 	}
 	log("Applied %d sample objects from %s", len(samples), samplesDir)
 
+	locator, err := locatorAddress(sim.Host)
+	if err != nil {
+		return err
+	}
 	manager, err := simcluster.StartManager(ctx, sim, simcluster.ManagerOptions{
-		Binary: managerPath, Namespace: namespace, Image: "site-operator:0.1.0"})
+		Binary: managerPath, Namespace: namespace, Image: "site-operator:0.1.0", Args: locatorArgs(locator)})
 	if err != nil {
 		return fmt.Errorf("starting the manager: %w", err)
 	}
-	log("The manager runs (log: %s)", filepath.Join(dir, "logs", "manager.log"))
+	log("The manager runs, its locator on https://%s (log: %s)", locator, filepath.Join(dir, "logs", "manager.log"))
 	if podBinDir != "" {
 		log("The site services' pods run as processes (logs: %s)", filepath.Join(dir, "logs", "pods"))
 	}
@@ -138,6 +146,13 @@ func run(managerPath, samplesDir, stateDir, podBinDir string) error {
 		return err
 	}
 	printStatus(ctx, c)
+	caPath, err := filepath.Abs(filepath.Join(stateDir, "ca.crt"))
+	if err != nil {
+		return err
+	}
+	if err := showLocator(ctx, c, namespace, locator, caPath); err != nil {
+		log("The locator example did not work: %v", err)
+	}
 	log("The operator is running. From another shell:\n\n    export KUBECONFIG=%s\n    kubectl get siteops\n    kubectl -n %s get deployments,statefulsets,services,pods -o wide\n\nPress Ctrl-C to stop everything.",
 		sim.KubeconfigPath, namespace)
 
