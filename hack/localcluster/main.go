@@ -52,7 +52,7 @@ func main() {
 		managerPath = flag.String("manager", "bin/manager", "Manager binary to run.")
 		samplesDir  = flag.String("samples", "config/samples", "Directory of sample manifests to apply.")
 		stateDir    = flag.String("state-dir", ".run", "Directory for the cluster's data, logs and kubeconfig.")
-		podRunner   = flag.Bool("pod-runner", true, "Run the site services' pods as real processes (needs root, unshare and ip); false leaves them to kwok, which runs nothing.")
+		podRunner   = flag.Bool("pod-runner", true, "Run the site services' pods as real processes (needs root and unshare, from util-linux); false leaves them to kwok, which runs nothing.")
 		podBinDir   = flag.String("pod-bin-dir", "bin", "Directory of the binaries that the pods' commands name (/usr/local/bin/<name>).")
 	)
 	// The libraries this tool calls (envtest's CRD installer, the clients)
