@@ -131,6 +131,12 @@ func InstallOperator(ctx context.Context, c *Cluster, cl client.Client, root, na
 	if !slices.Contains(installed, "ClusterRole") || !slices.Contains(installed, "Role") {
 		return fmt.Errorf("config/rbac/role.yaml holds %v; want the manager's ClusterRole and Role (run make manifests)", installed)
 	}
+	// Leader election, so that a second manager replica can run beside
+	// the first (it serves the locator without leading).
+	if _, err := installRoles(ctx, cl, filepath.Join(root, "config", "rbac", "leader_election_role.yaml"), namespace,
+		ManagerServiceAccount); err != nil {
+		return err
+	}
 	// The site services' identity, as config/rbac/site-service installs it.
 	siteServiceRoles := filepath.Join(root, "config", "rbac", "site-service", "role.yaml")
 	if _, err := os.Stat(siteServiceRoles); err == nil {
@@ -214,6 +220,9 @@ type ManagerOptions struct {
 	MetricsAddress string
 	// Args are more flags.
 	Args []string
+	// Name names the process and its log (logs/<Name>.log); default
+	// "manager". Replicas need names of their own.
+	Name string
 }
 
 // StartManager runs the manager as a process of the cluster, authenticated
@@ -243,7 +252,11 @@ func StartManager(ctx context.Context, c *Cluster, opts ManagerOptions) (*Proces
 		"--service-image=" + opts.Image,
 		"--leader-elect=false",
 	}, opts.Args...)
-	p, err := c.StartProcess("manager", opts.Binary, args...)
+	name := opts.Name
+	if name == "" {
+		name = "manager"
+	}
+	p, err := c.StartProcess(name, opts.Binary, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -38,7 +38,28 @@ var (
 	k8s client.Client
 	// manager is the operator under test.
 	manager *simcluster.Process
+	// managerBin is the manager binary the suite built.
+	managerBin string
+	// locatorAddress is host:port of the manager's locator.
+	locatorAddress string
 )
+
+// startManager starts a manager replica as the suite runs it: leader
+// election on, the locator on a free port of the cluster's host with a
+// certificate from the operator's CA that names that host.
+func startManager(ctx context.Context, name string) (*simcluster.Process, string, error) {
+	locator, err := simcluster.FreeAddress(kc.Host)
+	if err != nil {
+		return nil, "", err
+	}
+	p, err := simcluster.StartManager(ctx, kc, simcluster.ManagerOptions{Binary: managerBin, Namespace: namespace, Name: name, Args: []string{
+		"--leader-elect=true",
+		"--locator-operator-ca",
+		"--locator-bind-address=" + locator,
+		"--locator-hosts=" + kc.Host,
+	}})
+	return p, locator, err
+}
 
 // What the suite's cluster holds before any SiteServer.
 const (
@@ -147,8 +168,12 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		Expect(pool.Create(ctx, k8s)).To(Succeed())
 	}
 
-	By("starting the manager")
-	manager, err = simcluster.StartManager(ctx, kc, simcluster.ManagerOptions{Binary: managerBinary, Namespace: namespace})
+	By("starting the manager, leader-elected, with the locator on HTTPS from the operator's CA")
+	// The manager takes its namespace (for the leader-election Lease) from
+	// POD_NAMESPACE, as in a pod.
+	Expect(os.Setenv("POD_NAMESPACE", namespace)).To(Succeed())
+	managerBin = managerBinary
+	manager, locatorAddress, err = startManager(ctx, "manager")
 	Expect(err).NotTo(HaveOccurred())
 	fmt.Fprintf(GinkgoWriter, "Manager pid %d, log %s\n", manager.Pid(), manager.LogPath)
 	setUp = true
