@@ -106,8 +106,8 @@ func siteServiceName(site, component string) string {
 }
 
 // serviceURL is the in-cluster URL of a Service.
-func serviceURL(name, namespace string, port int) string {
-	return fmt.Sprintf("http://%s.%s.svc:%d", name, namespace, port)
+func serviceURL(scheme, name, namespace string, port int) string {
+	return fmt.Sprintf("%s://%s.%s.svc:%d", scheme, name, namespace, port)
 }
 
 func commonLabels(ss *siteopsv1.SiteServer, component string) map[string]string {

@@ -206,7 +206,8 @@ func (r *SiteServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	s := &siteServerScope{ss: &ss}
 	defer func() {
 		if err := r.patchStatus(ctx, s); err != nil {
-			retErr = errors.Join(retErr, err)
+			// Retried with back-off; a RequeueAfter would be ignored.
+			result, retErr = ctrl.Result{}, errors.Join(retErr, err)
 		}
 	}()
 

@@ -47,8 +47,8 @@ var _ = Describe("SiteServer hardening", func() {
 		Eventually(exists(ctx, &appsv1.Deployment{}, workload("h1-srv-task")), timeout, interval).Should(BeTrue())
 		Eventually(exists(ctx, &appsv1.StatefulSet{}, workload("h1-srv-package")), timeout, interval).Should(BeTrue())
 		By("reading InProgress while the workloads roll out")
-		Eventually(kstatusOf(ctx, ss), timeout, interval).Should(Equal(kstatus.InProgressStatus))
-		Expect(condition(ctx, "h1-srv", siteopsv1.ConditionReconciling)(Default)).To(Equal("True/Progressing"))
+		Eventually(condition(ctx, "h1-srv", siteopsv1.ConditionReconciling), timeout, interval).Should(Equal("True/Progressing"))
+		Expect(kstatusOf(ctx, ss)(Default)).To(Equal(kstatus.InProgressStatus))
 
 		markDeploymentAvailable(ctx, "h1-srv-task")
 		markStatefulSetAvailable(ctx, "h1-srv-package")

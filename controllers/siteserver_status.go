@@ -26,9 +26,8 @@ import (
 func siteServerStatus(s *siteServerScope, wc WorkloadConfig) *siteopsv1.SiteServerStatus {
 	status := s.ss.Status.DeepCopy()
 	gen := s.ss.Generation
-	namespace := wc.Namespace
-	status.Task = taskServiceStatus(s, namespace)
-	status.Package = packageServiceStatus(s, namespace)
+	status.Task = taskServiceStatus(s, wc)
+	status.Package = packageServiceStatus(s, wc)
 	if s.deployment != nil && enabled(s.ss.Spec.Services.Task.Enabled) {
 		status.Task.Advertised = advertisedURLs(s.exposureOf(wc, s.taskService, s.taskPods))
 	}
@@ -58,7 +57,7 @@ func applyErrorStalls(err error) bool {
 }
 
 // taskServiceStatus reports the task-service Deployment.
-func taskServiceStatus(s *siteServerScope, namespace string) siteopsv1.ServiceStatus {
+func taskServiceStatus(s *siteServerScope, wc WorkloadConfig) siteopsv1.ServiceStatus {
 	if !enabled(s.ss.Spec.Services.Task.Enabled) {
 		return siteopsv1.ServiceStatus{Ready: true}
 	}
@@ -72,12 +71,12 @@ func taskServiceStatus(s *siteServerScope, namespace string) siteopsv1.ServiceSt
 		Ready:         current && dep.Status.AvailableReplicas >= want,
 		Replicas:      want,
 		ReadyReplicas: dep.Status.AvailableReplicas,
-		Endpoint:      serviceURL(taskName(s.ss), namespace, config.DefaultPort),
+		Endpoint:      serviceURL(wc.scheme(), taskName(s.ss), wc.Namespace, config.DefaultPort),
 	}
 }
 
 // packageServiceStatus reports the package-service StatefulSet.
-func packageServiceStatus(s *siteServerScope, namespace string) siteopsv1.ServiceStatus {
+func packageServiceStatus(s *siteServerScope, wc WorkloadConfig) siteopsv1.ServiceStatus {
 	if !enabled(s.ss.Spec.Services.Package.Enabled) {
 		return siteopsv1.ServiceStatus{Ready: true}
 	}
@@ -91,7 +90,7 @@ func packageServiceStatus(s *siteServerScope, namespace string) siteopsv1.Servic
 		Ready:         current && sts.Status.AvailableReplicas >= 1,
 		Replicas:      1,
 		ReadyReplicas: sts.Status.AvailableReplicas,
-		Endpoint:      serviceURL(packageName(s.ss), namespace, config.DefaultPort),
+		Endpoint:      serviceURL(wc.scheme(), packageName(s.ss), wc.Namespace, config.DefaultPort),
 	}
 }
 

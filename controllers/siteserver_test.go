@@ -173,7 +173,7 @@ var _ = Describe("SiteServer", func() {
 		var ss siteopsv1.SiteServer
 		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: "s1-lyon-srv"}, &ss)).To(Succeed())
 		Expect(ss.Status.Task).To(Equal(siteopsv1.ServiceStatus{Ready: true, Replicas: 1, ReadyReplicas: 1,
-			Endpoint: "http://s1-lyon-srv-task." + workloadNamespace + ".svc:8080"}))
+			Endpoint: "https://s1-lyon-srv-task." + workloadNamespace + ".svc:8080"}))
 		// The package service is not available (no StatefulSet controller here).
 		Expect(condition(ctx, "s1-lyon-srv", siteopsv1.ConditionReady)(Default)).To(Equal("False/Progressing"))
 	})

@@ -4,8 +4,8 @@ package protocol
 // LocateResponse.
 const LocatePath = "/v1/locate"
 
-// Locate limits: a request beyond them is refused with 400 (413 for the
-// body) and changes nothing.
+// Locate limits: a request beyond them, an oversized body included, is
+// refused with 400 and changes nothing.
 const (
 	// MaxLocateAddresses is the most addresses one request may carry.
 	MaxLocateAddresses = 16

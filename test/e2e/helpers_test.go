@@ -58,7 +58,7 @@ func createSite(ctx context.Context, name string) {
 // serviceURL is the endpoint the operator reports for a Service of the
 // workload namespace.
 func serviceURL(service string) string {
-	return fmt.Sprintf("http://%s.%s.svc:%d", service, namespace, config.DefaultPort)
+	return fmt.Sprintf("https://%s.%s.svc:%d", service, namespace, config.DefaultPort)
 }
 
 // condition is the condition of type t, or an Unknown one when absent so
