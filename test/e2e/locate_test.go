@@ -172,9 +172,9 @@ var _ = Describe("Locating servers", Ordered, func() {
 			}).WithContext(ctx).Should(Succeed())
 		}
 		// The first replica leads (its log says so); the second does not.
-		Expect(manager.LogTail(1 << 20)).To(ContainSubstring("Successfully acquired lease"), "the first replica leads")
-		Expect(second.LogTail(1 << 20)).To(ContainSubstring("Attempting to acquire leader lease"), "the second replica competes")
-		Expect(second.LogTail(1 << 20)).NotTo(ContainSubstring("Successfully acquired lease"), "the second replica does not lead")
+		Expect(manager.LogTail(1<<20)).To(ContainSubstring("Successfully acquired lease"), "the first replica leads")
+		Expect(second.LogTail(1<<20)).To(ContainSubstring("Attempting to acquire leader lease"), "the second replica competes")
+		Expect(second.LogTail(1<<20)).NotTo(ContainSubstring("Successfully acquired lease"), "the second replica does not lead")
 	})
 
 	It("follows a killed task-service process: restarted, advertised again, located again", func(ctx SpecContext) {
@@ -288,4 +288,3 @@ func locate(ctx context.Context, g Gomega, agent *http.Client, locator, address 
 	g.Expect(json.Unmarshal(data, &answer)).To(Succeed(), "%s", data)
 	return answer
 }
-
