@@ -193,14 +193,16 @@ func waitForFiles(ctx context.Context, log logr.Logger, files ...string) error {
 }
 
 // newStdServer bounds what one client can hold: slow headers and bodies
-// time out, idle keep-alive connections close after two minutes.
+// time out, and idle keep-alive connections close after 15 seconds, since
+// an agent locates once and then rarely, and the connection cap must not
+// fill with idle connections.
 func newStdServer(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       15 * time.Second,
 		MaxHeaderBytes:    8 << 10,
 	}
 }

@@ -104,7 +104,10 @@ func (l *capListener) admit() bool {
 		delete(l.idle, c)
 		l.open++ // c leaves when it is closed
 		l.mu.Unlock()
-		_ = c.Close() // its client opens a new connection for its next request
+		// Its client opens a new connection for its next request. Closed
+		// aside: a TLS close sends an alert and may wait on a client that
+		// does not read, and Accept must not.
+		go func() { _ = c.Close() }()
 		return true
 	}
 	l.mu.Unlock()

@@ -158,7 +158,9 @@ func (ex *exchange) begin(d *window, set func(time.Time) error) (int64, error) {
 		return 0, errExpired
 	}
 	_ = set(time.Now().Add(ex.limits.RateWindow - d.waited))
-	return ex.limits.budget() - d.moved, nil
+	// At least one byte: limits lowered by WithLimits mid-window may leave
+	// less budget than already moved.
+	return max(ex.limits.budget()-d.moved, 1), nil
 }
 
 // end accounts for a transfer in direction d that moved n bytes in elapsed.
@@ -205,6 +207,14 @@ func (ex *exchange) finish() {
 	ex.idle.Stop()
 	if !ex.expired {
 		_ = ex.rc.SetWriteDeadline(time.Now().Add(ex.limits.RateWindow))
+		// A body the handler left unread is drained by the server before
+		// it reuses the connection, with no deadline of its own: bound it
+		// too, or a client that announces a body and never sends it holds
+		// the connection forever. (The server sets a fresh deadline before
+		// it waits for the next request.)
+		if !ex.bodyDone {
+			_ = ex.rc.SetReadDeadline(time.Now().Add(ex.limits.RateWindow))
+		}
 	}
 }
 

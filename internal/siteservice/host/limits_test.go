@@ -427,3 +427,26 @@ func TestDefaultMaxConnections(t *testing.T) {
 		t.Errorf("DefaultMaxConnections() = %d with a file limit of %d", got, rl.Cur)
 	}
 }
+
+// A client that announces a body and never sends it, to a handler that
+// does not read it, is cut once the handler is done: the server's drain of
+// the unread body has a deadline too.
+func TestUnreadBodyDoesNotHoldTheConnection(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /hello", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "hello") })
+	r := start(t, &Host{Handler: mux, Limits: Limits{RateWindow: 500 * time.Millisecond, IdleTimeout: time.Second}})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(r.api, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	began := time.Now()
+	_, err = io.ReadAll(conn) // the answer (if any), then EOF when the server cuts the connection
+	if err != nil {
+		t.Fatalf("the connection was still open after %v: %v", time.Since(began).Round(time.Millisecond), err)
+	}
+}
