@@ -17,6 +17,7 @@ package controllers
 // Cluster-wide: the ClusterRole.
 // +kubebuilder:rbac:groups=siteops.io,resources=sites;siteservers;subnets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=siteops.io,resources=sites/status;siteservers/status;subnets/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=siteops.io,resources=sites/finalizers;siteservers/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=get;list;watch
 

@@ -64,8 +64,12 @@ func newResolverFeed(ctx context.Context, c cache.Cache, resolver *topology.Reso
 		AddFunc: func(obj any) { f.setSubnet(obj.(*siteopsv1.Subnet)) },
 		UpdateFunc: func(oldObj, newObj any) {
 			// The spec, the only input, changes only with the generation:
-			// status writes and resyncs are not fed again.
-			if oldObj.(*siteopsv1.Subnet).Generation != newObj.(*siteopsv1.Subnet).Generation {
+			// status writes and resyncs are not fed again. A relist after
+			// a watch gap reports a Subnet deleted and created again under
+			// the same name as an update, maybe with the same generation:
+			// its UID tells.
+			before, after := oldObj.(*siteopsv1.Subnet), newObj.(*siteopsv1.Subnet)
+			if before.Generation != after.Generation || before.UID != after.UID {
 				f.setSubnet(newObj.(*siteopsv1.Subnet))
 			}
 		},

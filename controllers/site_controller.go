@@ -128,6 +128,11 @@ func (r *SiteReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctr
 	if err := r.Get(ctx, req.NamespacedName, &site); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	if !site.DeletionTimestamp.IsZero() {
+		// Its Services go with it (garbage collection); recreating them
+		// would hold up a foreground deletion.
+		return ctrl.Result{}, nil
+	}
 	// observe reads the cache only; it fails only on a programming error (a
 	// missing index), with nothing new to report.
 	scope, err := r.observe(ctx, &site)
@@ -293,12 +298,19 @@ func setSiteProgress(conds *[]metav1.Condition, scope *siteScope) {
 		setStalled(conds, generation, failureReason(err), boundedMessage(err.Error()))
 	case err != nil:
 		setReconciling(conds, generation, siteopsv1.ReasonApplyFailed, boundedMessage("Retrying: "+err.Error()))
-	case len(scope.servers) > 0 && len(readyServers(scope.site.Name, scope.servers)) == 0:
+	case len(readyServers(scope.site.Name, scope.servers)) == 0 && slices.ContainsFunc(scope.servers, runsTasks):
+		// Only a server whose task service is enabled can become ready:
+		// one with it disabled leaves nothing to wait for.
 		setReconciling(conds, generation, siteopsv1.ReasonServicesNotReady,
 			"Waiting for a task service of SiteServer "+nameList(serverNames(scope.servers))+" to become available")
 	default:
 		setConverged(conds)
 	}
+}
+
+// runsTasks tells whether a SiteServer's task service is enabled.
+func runsTasks(ss siteopsv1.SiteServer) bool {
+	return ss.Spec.Services.Task.Enabled == nil || *ss.Spec.Services.Task.Enabled
 }
 
 // failureReason is the condition reason for an error of the Services phase.

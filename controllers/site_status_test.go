@@ -62,6 +62,14 @@ func TestDesiredSiteStatus(t *testing.T) {
 		wantReady: "False/NoSiteServer", wantObserved: true,
 		storedEndpoints: []string{taskURL},
 	}, {
+		name: "only servers with the task service disabled: nothing to wait for, converged",
+		servers: func() []siteopsv1.SiteServer {
+			ss := siteServer("a", false)
+			ss.Spec.Services.Task.Enabled = new(bool)
+			return []siteopsv1.SiteServer{ss}
+		}(),
+		wantReady: "False/ServicesNotReady", wantObserved: true,
+	}, {
 		name:      "servers rolling out: Reconciling, nothing advertised yet",
 		servers:   []siteopsv1.SiteServer{siteServer("a", false), siteServer("b", false)},
 		wantReady: "False/ServicesNotReady", wantReconciling: "True/ServicesNotReady", wantObserved: true,

@@ -101,6 +101,31 @@ func certificateNames(hosts []string) (certs.Names, []string) {
 	return names, bad
 }
 
+// upcomingHosts are the hosts the status written by this reconcile will
+// advertise, and the address of every pod of the server that has one, ready
+// or not: a restarted pod's new address is in the certificate before the
+// pod turns ready and is advertised, and a pod that flaps does not change
+// the certificate.
+func (s *siteServerScope) upcomingHosts(wc WorkloadConfig) []string {
+	var hosts []string
+	for _, svc := range []struct {
+		service *corev1.Service
+		pods    []corev1.Pod
+	}{{s.taskService, s.taskPods}, {s.packageService, s.packagePods}} {
+		for _, url := range advertisedURLs(s.exposureOf(wc, svc.service, svc.pods)) {
+			if h := hostOf(url); h != "" {
+				hosts = append(hosts, h)
+			}
+		}
+		for _, pod := range svc.pods {
+			if pod.Status.PodIP != "" && pod.DeletionTimestamp == nil {
+				hosts = append(hosts, pod.Status.PodIP)
+			}
+		}
+	}
+	return hosts
+}
+
 // advertisedChanged passes SiteServer updates that change what it
 // advertises (its status): the certificate follows. Other status changes
 // are filtered, as GenerationChangedPredicate does.
@@ -142,7 +167,7 @@ func (r *SiteServerReconciler) reconcileCertificate(ctx context.Context, s *site
 	if err != nil {
 		return err
 	}
-	names, bad := certificateNames(certificateHosts(s.ss, r.Workloads.Namespace))
+	names, bad := certificateNames(append(certificateHosts(s.ss, r.Workloads.Namespace), s.upcomingHosts(r.Workloads)...))
 	if len(bad) > 0 {
 		log.FromContext(ctx).Info("Leaving out of the serving certificate hosts that cannot be names of one",
 			"siteServer", klog.KObj(s.ss), "hosts", bad)

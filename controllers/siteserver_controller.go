@@ -91,6 +91,11 @@ func (r *SiteServerReconciler) SetupWithManager(mgr ctrl.Manager, concurrency in
 			builder.WithPredicates(podAddressChanged)).
 		Owns(&corev1.ConfigMap{}).
 		Owns(&corev1.Secret{}).
+		// A replaced CA (its Secret deleted to rotate it, or edited) or a
+		// CA bundle that went missing re-issues every server's certificate
+		// now, not at its renewal time.
+		Watches(&corev1.Secret{}, all, builder.WithPredicates(isCAObject)).
+		Watches(&corev1.ConfigMap{}, all, builder.WithPredicates(isCAObject)).
 		Owns(&policyv1.PodDisruptionBudget{}).
 		// A Site appearing or going changes PrerequisitesMet of the
 		// SiteServers that list it.
@@ -103,6 +108,9 @@ func (r *SiteServerReconciler) SetupWithManager(mgr ctrl.Manager, concurrency in
 		WithOptions(controller.Options{MaxConcurrentReconciles: concurrency}).
 		Complete(r)
 }
+
+// isCAObject passes events of the CA's Secret and bundle ConfigMap.
+var isCAObject = predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetName() == CAName })
 
 // siteServerOfPod maps a site-service pod to its SiteServer by label.
 func siteServerOfPod(_ context.Context, pod client.Object) []reconcile.Request {
@@ -203,14 +211,15 @@ func (r *SiteServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err := r.Get(ctx, req.NamespacedName, &ss); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	if !ss.DeletionTimestamp.IsZero() {
+		// Its children go with it (garbage collection); recreating them
+		// would hold up a foreground deletion.
+		return ctrl.Result{}, nil
+	}
 	s := &siteServerScope{ss: &ss}
-	defer func() {
-		if err := r.patchStatus(ctx, s); err != nil {
-			// Retried with back-off; a RequeueAfter would be ignored.
-			result, retErr = ctrl.Result{}, errors.Join(retErr, err)
-		}
-	}()
-
+	// The read phases fill the scope from the cache; a failure there (with
+	// nothing new to report) is retried before any status is written from
+	// a half-filled scope.
 	if err := r.checkPrerequisites(ctx, s); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -220,6 +229,12 @@ func (r *SiteServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err := r.readExposure(ctx, s); err != nil {
 		return ctrl.Result{}, err
 	}
+	defer func() {
+		if err := r.patchStatus(ctx, s); err != nil {
+			// Retried with back-off; a RequeueAfter would be ignored.
+			result, retErr = ctrl.Result{}, errors.Join(retErr, err)
+		}
+	}()
 	planWorkloads(s)
 	if s.applyErr = r.reconcileCertificate(ctx, s); s.applyErr != nil {
 		return resultOfApplyError(s.applyErr)

@@ -185,7 +185,7 @@ func setSiteServerReady(status *siteopsv1.SiteServerStatus, s *siteServerScope, 
 		if errors.Is(s.applyErr, ErrNotOwned) {
 			ready.Reason = siteopsv1.ReasonNotOwned
 		}
-		ready.Message = s.applyErr.Error()
+		ready.Message = boundedMessage(s.applyErr.Error())
 		if applyErrorStalls(s.applyErr) {
 			setStalled(&status.Conditions, gen, ready.Reason, ready.Message)
 		} else {

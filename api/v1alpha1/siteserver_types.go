@@ -343,7 +343,7 @@ type SiteServerStatus struct {
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 40 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name of a SiteServer must be at most 40 lower-case letters, digits and '-', starting with a letter and ending with a letter or digit (it names the server's Deployment, StatefulSet and Services)"
-// +kubebuilder:validation:XValidation:rule="!self.metadata.name.startsWith('site-')",message="metadata.name of a SiteServer must not start with 'site-': the Services of Sites are named site-<site>-task and site-<site>-package, and a SiteServer's own Services <name>-task and <name>-package must never share their names"
+// +kubebuilder:validation:XValidation:rule="!self.metadata.name.startsWith('site-')",message="metadata.name of a SiteServer must not start with 'site-' (which covers the operator's own site-operator-* objects): the Services of Sites are named site-<site>-task and site-<site>-package, and a SiteServer's own Services <name>-task and <name>-package must never share their names"
 type SiteServer struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

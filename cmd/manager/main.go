@@ -110,7 +110,13 @@ func main() {
 		setupLog.Info("The locator is off: give it a certificate with --locator-operator-ca or --locator-cert-dir (or --locator-insecure-http for development)")
 	default:
 		if locatorOpts.CertDir == "" && !locatorOpts.InsecureHTTP {
-			hosts := controllers.ServiceDNSNames(locatorService, opts.Workloads.Namespace)
+			// The locator's Service lives beside the manager (the chart's
+			// release namespace), which may differ from the workload one.
+			serviceNamespace := opts.Workloads.Namespace
+			if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+				serviceNamespace = ns
+			}
+			hosts := controllers.ServiceDNSNames(locatorService, serviceNamespace)
 			for _, h := range strings.Split(locatorHosts, ",") {
 				if h = strings.TrimSpace(h); h != "" {
 					hosts = append(hosts, h)
