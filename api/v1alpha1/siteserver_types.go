@@ -252,9 +252,10 @@ type Toleration struct {
 	// +kubebuilder:validation:Enum=Equal;Exists
 	Operator corev1.TolerationOperator `json:"operator,omitempty"`
 
-	// value is the taint value to match with operator Equal.
+	// value is the taint value to match with operator Equal: a label value.
 	// +optional
 	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`
 	Value string `json:"value,omitempty"`
 
 	// effect is the taint effect to match: NoSchedule, PreferNoSchedule or
@@ -372,7 +373,7 @@ func init() {
 }
 
 // ServesTasks reports whether the SiteServer's task service runs and is
-// available for the generation observed: its TaskServiceReady condition is
+// available, as its status last said: its TaskServiceReady condition is
 // True with reason Available (a disabled service is True with reason
 // Disabled, and serves nothing). The Site controller and the locator use it
 // to judge a site's readiness.
