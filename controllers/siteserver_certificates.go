@@ -106,21 +106,16 @@ func certificateNames(hosts []string) (certs.Names, []string) {
 // or not: a restarted pod's new address is in the certificate before the
 // pod turns ready and is advertised, and a pod that flaps does not change
 // the certificate.
-func (s *siteServerScope) upcomingHosts(wc WorkloadConfig) []string {
+func (s *siteServerScope) upcomingHosts() []string {
 	var hosts []string
-	for _, svc := range []struct {
-		service *corev1.Service
-		pods    []corev1.Pod
-	}{{s.taskService, s.taskPods}, {s.packageService, s.packagePods}} {
-		for _, url := range advertisedURLs(s.exposureOf(wc, svc.service, svc.pods)) {
-			if h := hostOf(url); h != "" {
-				hosts = append(hosts, h)
-			}
+	for _, url := range slices.Concat(s.taskAdvertised, s.packageAdvertised) {
+		if h := hostOf(url); h != "" {
+			hosts = append(hosts, h)
 		}
-		for _, pod := range svc.pods {
-			if pod.Status.PodIP != "" && pod.DeletionTimestamp == nil {
-				hosts = append(hosts, pod.Status.PodIP)
-			}
+	}
+	for _, pod := range slices.Concat(s.taskPods, s.packagePods) {
+		if pod.Status.PodIP != "" && pod.DeletionTimestamp == nil {
+			hosts = append(hosts, pod.Status.PodIP)
 		}
 	}
 	return hosts
@@ -167,7 +162,7 @@ func (r *SiteServerReconciler) reconcileCertificate(ctx context.Context, s *site
 	if err != nil {
 		return err
 	}
-	names, bad := certificateNames(append(certificateHosts(s.ss, r.Workloads.Namespace), s.upcomingHosts(r.Workloads)...))
+	names, bad := certificateNames(append(certificateHosts(s.ss, r.Workloads.Namespace), s.upcomingHosts()...))
 	if len(bad) > 0 {
 		log.FromContext(ctx).Info("Leaving out of the serving certificate hosts that cannot be names of one",
 			"siteServer", klog.KObj(s.ss), "hosts", bad)

@@ -181,6 +181,9 @@ type siteServerScope struct {
 	taskService, packageService *corev1.Service
 	taskPods, packagePods       []corev1.Pod
 	nodes                       map[string]*corev1.Node
+	// The URLs each service advertises (advertise), computed once for the
+	// certificate and the status.
+	taskAdvertised, packageAdvertised []string
 
 	// The plan (plan).
 	runTask, runPackage bool
@@ -229,6 +232,7 @@ func (r *SiteServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err := r.readExposure(ctx, s); err != nil {
 		return ctrl.Result{}, err
 	}
+	s.advertise(r.Workloads)
 	defer func() {
 		if err := r.patchStatus(ctx, s); err != nil {
 			// Retried with back-off; a RequeueAfter would be ignored.

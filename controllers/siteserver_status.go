@@ -29,10 +29,10 @@ func siteServerStatus(s *siteServerScope, wc WorkloadConfig) *siteopsv1.SiteServ
 	status.Task = taskServiceStatus(s, wc)
 	status.Package = packageServiceStatus(s, wc)
 	if s.deployment != nil && enabled(s.ss.Spec.Services.Task.Enabled) {
-		status.Task.Advertised = advertisedURLs(s.exposureOf(wc, s.taskService, s.taskPods))
+		status.Task.Advertised = s.taskAdvertised
 	}
 	if s.statefulSet != nil && enabled(s.ss.Spec.Services.Package.Enabled) {
-		status.Package.Advertised = advertisedURLs(s.exposureOf(wc, s.packageService, s.packagePods))
+		status.Package.Advertised = s.packageAdvertised
 	}
 	setPrerequisitesMet(status, s, gen)
 	setTaskServiceReady(status, s, gen)
@@ -42,6 +42,13 @@ func siteServerStatus(s *siteServerScope, wc WorkloadConfig) *siteopsv1.SiteServ
 		status.ObservedGeneration = gen
 	}
 	return status
+}
+
+// advertise computes the URLs each service advertises, from what
+// readExposure found.
+func (s *siteServerScope) advertise(wc WorkloadConfig) {
+	s.taskAdvertised = advertisedURLs(s.exposureOf(wc, s.taskService, s.taskPods))
+	s.packageAdvertised = advertisedURLs(s.exposureOf(wc, s.packageService, s.packagePods))
 }
 
 // exposureOf is what decides the advertised URLs of one service.
