@@ -55,12 +55,7 @@ import (
 )
 
 // Options are what a Server needs besides its configuration.
-type Options struct {
-	// Version is reported by /v1/info.
-	Version string
-	// Logger receives the service's logs; nil means slog.Default().
-	Logger *slog.Logger
-}
+type Options = host.ServiceOptions
 
 // Server is one package service.
 type Server struct {

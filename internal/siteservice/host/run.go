@@ -43,6 +43,14 @@ type Section struct {
 	Name string
 }
 
+// ServiceOptions are what a site service needs besides its configuration.
+type ServiceOptions struct {
+	// Version is reported by /v1/info.
+	Version string
+	// Logger receives the service's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
 // Service is what a Command runs.
 type Service interface {
 	// ListenAndServe serves until ctx is done, then shuts down gracefully.

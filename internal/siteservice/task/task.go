@@ -16,12 +16,7 @@ import (
 )
 
 // Options are what a Server needs besides its configuration.
-type Options struct {
-	// Version is reported by /v1/info.
-	Version string
-	// Logger receives the service's logs; nil means slog.Default().
-	Logger *slog.Logger
-}
+type Options = host.ServiceOptions
 
 // Server is one task service. It is ready once it serves: its
 // configuration was loaded and validated by New, and its listener is up.
