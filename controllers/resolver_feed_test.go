@@ -9,7 +9,6 @@ import (
 	. "github.com/onsi/gomega"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
 	"github.com/siteops/site-operator/internal/testing/managertest"
@@ -135,9 +134,7 @@ var _ = Describe("Resolver feed", func() {
 		}, 2*time.Second, interval).Should(Succeed())
 
 		By("moving the top subnet to another site: both resolvers follow, the leader writes the changed verdicts")
-		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(top), top)).To(Succeed())
-		top.Spec.Site = "rf-annex"
-		Expect(k8sClient.Update(ctx, top)).To(Succeed())
+		updateObject(ctx, top, func(top *siteopsv1.Subnet) { top.Spec.Site = "rf-annex" })
 		for _, r := range []*replica{leader, follower} {
 			Eventually(func() string { m, _ := r.Resolver.Lookup(netip.MustParseAddr("172.28.5.9")); return m.Site },
 				timeout, interval).Should(Equal("rf-annex"))

@@ -360,12 +360,20 @@ var _ = Describe("SiteServer admission", func() {
 // updateSiteServer changes a SiteServer as a user would, retrying on a
 // conflict with the operator's status writes.
 func updateSiteServer(ctx context.Context, ss *siteopsv1.SiteServer, change func(*siteopsv1.SiteServer)) {
-	EventuallyWithOffset(1, func() error {
-		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(ss), ss); err != nil {
+	GinkgoHelper()
+	updateObject(ctx, ss, change)
+}
+
+// updateObject reads obj, changes it and updates it, again after a
+// conflict: the operator writes status between a test's read and its write.
+func updateObject[T client.Object](ctx context.Context, obj T, change func(T)) {
+	GinkgoHelper()
+	Eventually(func() error {
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
 			return err
 		}
-		change(ss)
-		return k8sClient.Update(ctx, ss)
+		change(obj)
+		return k8sClient.Update(ctx, obj)
 	}, timeout, interval).Should(Succeed())
 }
 

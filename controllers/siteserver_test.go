@@ -228,9 +228,9 @@ var _ = Describe("SiteServer", func() {
 		Eventually(exists(ctx, &corev1.Service{}, workload("site-s3-a-task")), timeout, interval).Should(BeTrue())
 		Expect(exists(ctx, &corev1.Service{}, workload("site-s3-b-task"))()).To(BeFalse())
 
-		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(ss), ss)).To(Succeed())
-		ss.Spec.Sites = []string{"s3-b"}
-		Expect(k8sClient.Update(ctx, ss)).To(Succeed())
+		updateSiteServer(ctx, ss, func(ss *siteopsv1.SiteServer) {
+			ss.Spec.Sites = []string{"s3-b"}
+		})
 
 		Eventually(func(g Gomega) map[string]string {
 			var dep appsv1.Deployment
@@ -258,9 +258,9 @@ var _ = Describe("SiteServer", func() {
 		Eventually(exists(ctx, &appsv1.Deployment{}, workload("s4-srv-task")), timeout, interval).Should(BeTrue())
 		Expect(exists(ctx, &policyv1.PodDisruptionBudget{}, workload("s4-srv-task"))()).To(BeFalse())
 
-		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(ss), ss)).To(Succeed())
-		ss.Spec.Services.Task.Replicas = ptr.To(int32(3))
-		Expect(k8sClient.Update(ctx, ss)).To(Succeed())
+		updateSiteServer(ctx, ss, func(ss *siteopsv1.SiteServer) {
+			ss.Spec.Services.Task.Replicas = ptr.To(int32(3))
+		})
 		var pdb policyv1.PodDisruptionBudget
 		Eventually(exists(ctx, &pdb, workload("s4-srv-task")), timeout, interval).Should(BeTrue())
 		expectControlledBy(&pdb, "SiteServer", "s4-srv")
@@ -283,9 +283,9 @@ var _ = Describe("SiteServer", func() {
 		})
 
 		By("going back to one replica")
-		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(ss), ss)).To(Succeed())
-		ss.Spec.Services.Task.Replicas = ptr.To(int32(1))
-		Expect(k8sClient.Update(ctx, ss)).To(Succeed())
+		updateSiteServer(ctx, ss, func(ss *siteopsv1.SiteServer) {
+			ss.Spec.Services.Task.Replicas = ptr.To(int32(1))
+		})
 		Eventually(exists(ctx, &policyv1.PodDisruptionBudget{}, workload("s4-srv-task")), timeout, interval).Should(BeFalse())
 	})
 })
@@ -303,10 +303,10 @@ var _ = Describe("SiteServer storage", func() {
 		Eventually(condition(ctx, "s5-srv", siteopsv1.ConditionPackageServiceReady), timeout, interval).
 			Should(Equal("False/Progressing"))
 
-		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(ss), ss)).To(Succeed())
-		ss.Spec.Services.Package.Storage.Size = ptr.To(resource.MustParse("5Gi"))
-		ss.Spec.Sites = []string{"s5-b"}
-		Expect(k8sClient.Update(ctx, ss)).To(Succeed())
+		updateSiteServer(ctx, ss, func(ss *siteopsv1.SiteServer) {
+			ss.Spec.Services.Package.Storage.Size = ptr.To(resource.MustParse("5Gi"))
+			ss.Spec.Sites = []string{"s5-b"}
+		})
 
 		Eventually(condition(ctx, "s5-srv", siteopsv1.ConditionPackageServiceReady), timeout, interval).
 			Should(Equal("False/StorageChangePending"))

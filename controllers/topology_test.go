@@ -209,18 +209,15 @@ var _ = Describe("Topology", func() {
 		Eventually(siteSubnets(ctx, "t4-campus"), timeout, interval).Should(Equal(int32(3)))
 
 		By("moving the top subnet to another site")
-		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(top), top)).To(Succeed())
-		top.Spec.Site = "t4-annex"
-		Expect(k8sClient.Update(ctx, top)).To(Succeed())
+		updateObject(ctx, top, func(top *siteopsv1.Subnet) { top.Spec.Site = "t4-annex" })
 		Eventually(getSubnetState(ctx, "t4-leaf"), timeout, interval).Should(Equal(effective("t4-annex", "t4-top")))
 		Eventually(siteSubnets(ctx, "t4-annex"), timeout, interval).Should(Equal(int32(3)))
 		Eventually(siteSubnets(ctx, "t4-campus"), timeout, interval).Should(Equal(int32(0)))
 
 		By("giving the middle subnet a site of its own")
 		mid := &siteopsv1.Subnet{}
-		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: "t4-mid"}, mid)).To(Succeed())
-		mid.Spec.Site = "t4-campus"
-		Expect(k8sClient.Update(ctx, mid)).To(Succeed())
+		mid.Name = "t4-mid"
+		updateObject(ctx, mid, func(mid *siteopsv1.Subnet) { mid.Spec.Site = "t4-campus" })
 		Eventually(getSubnetState(ctx, "t4-leaf"), timeout, interval).Should(Equal(effective("t4-campus", "t4-mid")))
 		Eventually(siteSubnets(ctx, "t4-campus"), timeout, interval).Should(Equal(int32(2)))
 
