@@ -124,3 +124,18 @@ const (
 	// never torn down for that; PrerequisitesMet says what is missing.
 	ReasonDegraded = "Degraded"
 )
+
+// Reasons of a Computer's Ready condition.
+const (
+	// ReasonAgentOnline: the agent checks in.
+	ReasonAgentOnline = "AgentOnline"
+	// ReasonAgentOffline: the agent has not checked in for longer than the
+	// operator's offline timeout (--computer-offline-after).
+	ReasonAgentOffline = "AgentOffline"
+	// ReasonNotRegistered: no agent has registered as this computer yet
+	// (an administrator created it ahead of time).
+	ReasonNotRegistered = "NotRegistered"
+	// ReasonCredentialRevoked: spec.credentialsNotBefore revoked the
+	// agent's credential; the agent must register again.
+	ReasonCredentialRevoked = "CredentialRevoked"
+)

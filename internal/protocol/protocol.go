@@ -11,7 +11,8 @@
 // Every path is versioned (/v1/...). A field is added, never renamed; an
 // incompatible change is a new version beside the old one.
 //
-// Today it holds locate; register, work and status follow.
+// It holds locate (locate.go) and the task service's agent API, register
+// and check-in (agent.go); work status follows with DeploymentTasks.
 package protocol
 
 // ContentType is the media type of every request and response body.
