@@ -5,6 +5,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -30,6 +31,11 @@ type Options struct {
 	SiteServerConcurrency int
 	// Workloads says where and with which image the site services run.
 	Workloads WorkloadConfig
+	// ComputerOfflineAfter is how long a Computer's agent may go without a
+	// check-in written to its status before the Computer turns
+	// Ready=False (AgentOffline). It must exceed the task services' status
+	// interval (5 minutes by default) and the agents' check-in interval.
+	ComputerOfflineAfter time.Duration
 }
 
 // DefaultOptions are the options the manager binary starts with.
@@ -40,6 +46,7 @@ func DefaultOptions() Options {
 		SubnetConcurrency:     32,
 		SiteConcurrency:       8,
 		SiteServerConcurrency: 4,
+		ComputerOfflineAfter:  15 * time.Minute,
 		Workloads: WorkloadConfig{
 			Namespace:       "site-operator-system",
 			Image:           "site-operator:0.1.0",

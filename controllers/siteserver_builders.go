@@ -61,6 +61,9 @@ type WorkloadConfig struct {
 	// DefaultSiteServiceAccount. The chart and config/rbac create it and
 	// its RBAC, never the manager.
 	ServiceAccount string
+	// Agents configures the task services' agent API; zero fields take the
+	// task service's defaults.
+	Agents config.AgentsConfig
 }
 
 // DefaultSiteServiceAccount is the site services' ServiceAccount in the
@@ -144,8 +147,9 @@ func ownerReference(ss *siteopsv1.SiteServer) *metav1ac.OwnerReferenceApplyConfi
 }
 
 // serviceConfig is the configuration the SiteServer's pods load.
-func serviceConfig(ss *siteopsv1.SiteServer) config.Config {
+func serviceConfig(ss *siteopsv1.SiteServer, wc WorkloadConfig) config.Config {
 	cfg := config.Defaults(ss.Name, slices.Sorted(slices.Values(ss.Spec.Sites)))
+	cfg.Task.Agents = wc.Agents
 	if limit := ss.Spec.Services.Package.BandwidthLimit; limit != nil {
 		cfg.Package.BandwidthLimit = limit.Value()
 	}
@@ -154,7 +158,7 @@ func serviceConfig(ss *siteopsv1.SiteServer) config.Config {
 
 // desiredConfigMap holds the configuration of the SiteServer's services.
 func desiredConfigMap(ss *siteopsv1.SiteServer, wc WorkloadConfig) (*corev1ac.ConfigMapApplyConfiguration, string, error) {
-	data, err := serviceConfig(ss).Marshal()
+	data, err := serviceConfig(ss, wc).Marshal()
 	if err != nil {
 		return nil, "", err
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/siteops/site-operator/controllers"
 	"github.com/siteops/site-operator/internal/certs"
 	"github.com/siteops/site-operator/internal/locator"
+	"github.com/siteops/site-operator/internal/siteservice/config"
 )
 
 func main() {
@@ -42,6 +43,14 @@ func main() {
 		"Image holding the task-service and package-service binaries (the operator's own image).")
 	flag.StringVar((*string)(&opts.Workloads.ImagePullPolicy), "service-image-pull-policy", string(opts.Workloads.ImagePullPolicy),
 		"Pull policy of the site services' containers: Always, IfNotPresent or Never.")
+	flag.StringVar(&opts.Workloads.Agents.TokenNamespace, "bootstrap-token-namespace", config.DefaultTokenNamespace,
+		"Namespace of the bootstrap token Secrets with which agents register; the site services read Secrets there only.")
+	flag.Float64Var(&opts.Workloads.Agents.MaxCheckInRate, "agent-check-in-rate", config.DefaultMaxCheckInRate,
+		"Check-ins per second that each task-service process allows all its agents together.")
+	flag.IntVar(&opts.Workloads.Agents.StatusIntervalSeconds, "computer-status-interval", config.DefaultStatusIntervalSeconds,
+		"Least seconds between two status writes of one Computer by the task services (check-ins are not API writes).")
+	flag.DurationVar(&opts.ComputerOfflineAfter, "computer-offline-after", opts.ComputerOfflineAfter,
+		"How long a Computer may go without a recorded check-in before it turns Ready=False (AgentOffline).")
 	flag.StringVar(&locatorOpts.Addr, "locator-bind-address", locatorOpts.Addr, "Address the agent locator (POST /v1/locate, HTTPS) binds to, on every replica; 0 disables it.")
 	flag.StringVar(&locatorOpts.CertDir, "locator-cert-dir", "",
 		"Directory holding the locator's serving certificate as tls.crt and tls.key (a mounted kubernetes.io/tls Secret), reloaded when they change.")

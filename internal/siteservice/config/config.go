@@ -87,7 +87,44 @@ type TaskConfig struct {
 	// MinTransferRate is the slowest a request body or a response may move,
 	// in bytes per second, before it is cut; 0 means the default (1 KiB/s).
 	MinTransferRate int64 `json:"minTransferRate,omitempty"`
+	// Agents configures the agent API: registration and check-ins.
+	Agents AgentsConfig `json:"agents,omitzero"`
 }
+
+// AgentsConfig configures how a task service registers agents and paces
+// their check-ins.
+type AgentsConfig struct {
+	// TokenNamespace holds the bootstrap token Secrets; empty means
+	// DefaultTokenNamespace.
+	TokenNamespace string `json:"tokenNamespace,omitempty"`
+	// MaxCheckInRate bounds the check-ins per second of all the agents of
+	// one task-service process: it sets each agent's interval from how many
+	// agents it serves. 0 means DefaultMaxCheckInRate.
+	MaxCheckInRate float64 `json:"maxCheckInRate,omitempty"`
+	// MaxLongPolls caps the check-ins held at once; beyond it an agent is
+	// answered at once with the time to come back. 0 means a default under
+	// the connection cap.
+	MaxLongPolls int `json:"maxLongPolls,omitempty"`
+	// MaxWaitSeconds is the longest a check-in is held; 0 means
+	// DefaultMaxWaitSeconds.
+	MaxWaitSeconds int `json:"maxWaitSeconds,omitempty"`
+	// MinIntervalSeconds is the shortest time between two check-ins of one
+	// agent, however few agents there are; 0 means DefaultMinIntervalSeconds.
+	MinIntervalSeconds int `json:"minIntervalSeconds,omitempty"`
+	// StatusIntervalSeconds is the least time between two status writes of
+	// one Computer; 0 means DefaultStatusIntervalSeconds (5 minutes).
+	// Lower values are for tests.
+	StatusIntervalSeconds int `json:"statusIntervalSeconds,omitempty"`
+}
+
+// Defaults of AgentsConfig.
+const (
+	DefaultTokenNamespace        = "site-operator-tokens"
+	DefaultMaxCheckInRate        = 200
+	DefaultMaxWaitSeconds        = 60
+	DefaultMinIntervalSeconds    = 60
+	DefaultStatusIntervalSeconds = 300
+)
 
 // PackageConfig configures the package service.
 type PackageConfig struct {
@@ -185,6 +222,17 @@ func (c Config) Validate() error {
 	}
 	if c.TLS.Disabled && (c.TLS.CertFile != "" || c.TLS.KeyFile != "") {
 		errs = append(errs, errors.New("tls.certFile and tls.keyFile must not be set with tls.disabled: true"))
+	}
+	a := c.Task.Agents
+	for _, f := range []struct {
+		field string
+		value float64
+	}{{"task.agents.maxCheckInRate", a.MaxCheckInRate}, {"task.agents.maxLongPolls", float64(a.MaxLongPolls)},
+		{"task.agents.maxWaitSeconds", float64(a.MaxWaitSeconds)}, {"task.agents.minIntervalSeconds", float64(a.MinIntervalSeconds)},
+		{"task.agents.statusIntervalSeconds", float64(a.StatusIntervalSeconds)}} {
+		if f.value < 0 {
+			errs = append(errs, fmt.Errorf("%s must be 0 (the default) or positive, not %v", f.field, f.value))
+		}
 	}
 	if c.Package.BandwidthLimit < 0 {
 		errs = append(errs, fmt.Errorf("package.bandwidthLimit must be 0 (no cap) or positive, not %d", c.Package.BandwidthLimit))
