@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 
@@ -19,6 +18,7 @@ import (
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
 	"github.com/siteops/site-operator/internal/topology"
+	"github.com/siteops/site-operator/internal/topologyfeed"
 )
 
 // resolverFeed keeps a topology.Resolver in step with the Subnets and Sites
@@ -73,7 +73,7 @@ func newResolverFeed(ctx context.Context, c cache.Cache, resolver *topology.Reso
 				f.setSubnet(newObj.(*siteopsv1.Subnet))
 			}
 		},
-		DeleteFunc: func(obj any) { f.deleteSubnet(deletedName(obj)) },
+		DeleteFunc: func(obj any) { f.deleteSubnet(topologyfeed.DeletedName(obj)) },
 	}); err != nil {
 		return nil, fmt.Errorf("adding the resolver's Subnet handler: %w", err)
 	}
@@ -84,28 +84,18 @@ func newResolverFeed(ctx context.Context, c cache.Cache, resolver *topology.Reso
 	if f.sitesFed, err = sites.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
 		// Only a Site's existence matters to resolution.
 		AddFunc:    func(obj any) { f.enqueue(f.resolver.SetSite(obj.(*siteopsv1.Site).Name)) },
-		DeleteFunc: func(obj any) { f.enqueue(f.resolver.DeleteSite(deletedName(obj))) },
+		DeleteFunc: func(obj any) { f.enqueue(f.resolver.DeleteSite(topologyfeed.DeletedName(obj))) },
 	}); err != nil {
 		return nil, fmt.Errorf("adding the resolver's Site handler: %w", err)
 	}
 	return f, nil
 }
 
-// deletedName is the name of a deleted cluster-scoped object, which an
-// informer hands over as the object or, when it missed the delete, as a
-// tombstone keyed by the name.
-func deletedName(obj any) string {
-	if tombstone, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
-		return tombstone.Key
-	}
-	return obj.(interface{ GetName() string }).GetName()
-}
-
 // setSubnet gives the resolver the Subnet's current spec and enqueues the
 // Subnet itself (a reconcile may have skipped it while the resolver was
 // behind) and every Subnet whose verdict changed.
 func (f *resolverFeed) setSubnet(sn *siteopsv1.Subnet) {
-	changed := f.resolver.SetSubnet(resolverSubnet(sn))
+	changed := f.resolver.SetSubnet(topologyfeed.Subnet(sn))
 	f.mu.Lock()
 	f.fedGeneration[sn.Name] = sn.Generation
 	f.mu.Unlock()
@@ -185,24 +175,6 @@ func (s feedSource) WaitForSync(ctx context.Context) error {
 }
 
 func (s feedSource) String() string { return "topology resolver feed" }
-
-// resolverSubnet is the resolver's view of a Subnet. A CIDR that does not
-// parse (admission rejects those, so only objects stored before the rule
-// existed) is passed as the zero Prefix, which the resolver ignores.
-func resolverSubnet(sn *siteopsv1.Subnet) topology.Subnet {
-	prefix, _ := netip.ParsePrefix(sn.Spec.CIDR)
-	source := topology.SourceManual
-	if sn.Spec.Source == siteopsv1.SourceActiveDirectory {
-		source = topology.SourceActiveDirectory
-	}
-	return topology.Subnet{
-		Name:    sn.Name,
-		Prefix:  prefix,
-		Site:    sn.Spec.Site,
-		Source:  source,
-		Created: sn.CreationTimestamp.Time,
-	}
-}
 
 // TopologyCollector exports the size of this replica's address → site
 // table, by the reason each Subnet reports, as

@@ -7,9 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	toolscache "k8s.io/client-go/tools/cache"
 
-	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
 	"github.com/siteops/site-operator/internal/topology"
 )
 
@@ -43,18 +41,5 @@ func TestTopologyCollector(t *testing.T) {
 	want := map[string]float64{"Effective": 2, "NoSite": 1, "SiteNotFound": 1}
 	if !maps.Equal(got, want) {
 		t.Errorf("siteops_topology_subnets = %v, want %v", got, want)
-	}
-}
-
-// An informer that missed a delete hands over a tombstone keyed by the
-// name of the cluster-scoped object.
-func TestDeletedName(t *testing.T) {
-	sn := &siteopsv1.Subnet{}
-	sn.Name = "lab"
-	if got := deletedName(sn); got != "lab" {
-		t.Errorf("deletedName(object) = %q", got)
-	}
-	if got := deletedName(toolscache.DeletedFinalStateUnknown{Key: "lab", Obj: sn}); got != "lab" {
-		t.Errorf("deletedName(tombstone) = %q", got)
 	}
 }

@@ -259,3 +259,24 @@ func writeJSON(w http.ResponseWriter, status int, v any, buf *bytes.Buffer) {
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
 }
+
+// Serves applies the serving rules to an agent with the given addresses,
+// as Locate does, and reports the agent's site and whether the named
+// server is one of those that serve it (whatever the cap on servers one
+// answer lists). The task service asks it before it answers an agent.
+func (l *Locator) Serves(addrs []netip.Addr, server string) (site string, ok bool) {
+	var match topology.Match
+	for _, a := range addrs {
+		if m, found := l.resolver.Lookup(a); found {
+			match = m
+			break
+		}
+	}
+	_, candidates := l.servers.Snapshot().serve(match.Site, l.resolver.SiteCount() > 0)
+	for _, c := range candidates {
+		if c.Name == server {
+			return match.Site, true
+		}
+	}
+	return match.Site, false
+}

@@ -283,3 +283,37 @@ func sameSet(a, b []string) bool {
 	slices.Sort(b)
 	return slices.Equal(a, b)
 }
+
+// The task service answers only the agents the serving rules give it.
+func TestServes(t *testing.T) {
+	created := time.Unix(0, 0)
+	r := topology.Build([]topology.Subnet{
+		{Name: "a", Prefix: netip.MustParsePrefix("10.1.0.0/16"), Site: "paris", Created: created},
+		{Name: "b", Prefix: netip.MustParsePrefix("10.2.0.0/16"), Site: "lyon", Created: created},
+	}, []string{"paris", "lyon"})
+	servers := NewServerSet()
+	servers.Replace([]Server{
+		{Name: "paris-srv", Sites: []string{"paris"}, TaskReady: true},
+		{Name: "lyon-srv", Sites: []string{"lyon"}, TaskReady: false},
+		{Name: "central"},
+	})
+	l := New(r, servers, Options{})
+	for _, tc := range []struct {
+		addr, server, site string
+		ok                 bool
+	}{
+		{"10.1.0.5", "paris-srv", "paris", true},
+		{"10.1.0.5", "central", "paris", false},
+		{"10.1.0.5", "lyon-srv", "paris", false},
+		// lyon has no ready server of its own: the unassigned one serves it.
+		{"10.2.0.5", "central", "lyon", true},
+		{"10.2.0.5", "lyon-srv", "lyon", false},
+		{"192.0.2.1", "central", "", true},
+		{"192.0.2.1", "paris-srv", "", false},
+	} {
+		site, ok := l.Serves([]netip.Addr{netip.MustParseAddr(tc.addr)}, tc.server)
+		if site != tc.site || ok != tc.ok {
+			t.Errorf("Serves(%s, %s) = %q, %v; want %q, %v", tc.addr, tc.server, site, ok, tc.site, tc.ok)
+		}
+	}
+}
