@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -41,7 +42,7 @@ func TestBinary(t *testing.T) {
 		port, healthPort := hosttest.FreePort(t), hosttest.FreePort(t)
 		certFile, keyFile, roots := hosttest.WriteCertificate(t, "127.0.0.3")
 		var stderr bytes.Buffer
-		cmd := exec.Command(bin, "--config", config, "--listen-host", "127.0.0.3",
+		cmd := exec.Command(bin, "--config", config, "--listen-host", "127.0.0.3", "--no-agent-api",
 			"--tls-cert-file", certFile, "--tls-key-file", keyFile,
 			"--port", fmt.Sprint(port), "--health-port", fmt.Sprint(healthPort))
 		cmd.Stderr = &stderr
@@ -102,6 +103,10 @@ func TestBinary(t *testing.T) {
 				"task.minTransferRate must be 0 (the default) or positive, not -5"},
 			{"no serving certificate", valid, []string{"--tls-cert-file", "/nowhere/tls.crt"},
 				"/nowhere/tls.crt"},
+			{"no API configuration outside a pod", valid, []string{"--kubeconfig="},
+				"pass --kubeconfig, or --no-agent-api"},
+			{"unreadable kubeconfig", valid, []string{"--kubeconfig", "/nowhere/kubeconfig"},
+				"loading the kubeconfig /nowhere/kubeconfig"},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
 				config := filepath.Join(t.TempDir(), "absent.yaml")
@@ -110,7 +115,13 @@ func TestBinary(t *testing.T) {
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 				defer cancel()
-				out, err := exec.CommandContext(ctx, bin, append([]string{"--config", config}, tt.flags...)...).CombinedOutput()
+				flags := tt.flags
+				if !strings.Contains(tt.name, "API") && !strings.Contains(tt.name, "kubeconfig") {
+					flags = append([]string{"--no-agent-api"}, flags...)
+				}
+				cmd := exec.CommandContext(ctx, bin, append([]string{"--config", config}, flags...)...)
+				cmd.Env = append(os.Environ(), "KUBECONFIG=")
+				out, err := cmd.CombinedOutput()
 				var exitErr *exec.ExitError
 				if !errors.As(err, &exitErr) || exitErr.ExitCode() != 1 {
 					t.Fatalf("task-service exited with %v, want status 1; output:\n%s", err, out)

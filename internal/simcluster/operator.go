@@ -147,6 +147,58 @@ func InstallOperator(ctx context.Context, c *Cluster, cl client.Client, root, na
 		if _, err := installRoles(ctx, cl, siteServiceRoles, namespace, SiteServiceAccount); err != nil {
 			return err
 		}
+		if err := installTokenAccess(ctx, cl, root, namespace); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TokenNamespace is the namespace of the bootstrap token Secrets, as
+// config/tokens creates it (the manager's and the task services' default).
+const TokenNamespace = "site-operator-tokens"
+
+// installTokenAccess creates the token namespace and grants the site
+// services the ClusterRole of config/tokens/role.yaml there only, as
+// config/tokens does.
+func installTokenAccess(ctx context.Context, cl client.Client, root, namespace string) error {
+	path := filepath.Join(root, "config", "tokens", "role.yaml")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading the token role: %w", err)
+	}
+	docs, err := manifests.Decode(data)
+	if err != nil || len(docs) != 1 || docs[0].GetKind() != "ClusterRole" {
+		return fmt.Errorf("%s must hold one ClusterRole (%v)", path, err)
+	}
+	var cr rbacv1.ClusterRole
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(docs[0].Object, &cr); err != nil {
+		return fmt.Errorf("decoding %s: %w", path, err)
+	}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: cr.Name, Namespace: TokenNamespace},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: cr.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: SiteServiceAccount, Namespace: namespace}},
+	}
+	for _, obj := range []client.Object{&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: TokenNamespace}}, &cr, binding} {
+		if err := cl.Create(ctx, obj); err != nil {
+			return fmt.Errorf("creating %T %s: %w", obj, obj.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// CreateBootstrapToken creates the bootstrap token Secret "<id>.<secret>"
+// in the token namespace, registering Computers into namespace, with no
+// expiry and no usage limit.
+func CreateBootstrapToken(ctx context.Context, cl client.Client, id, secret, namespace string) error {
+	s := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "bootstrap-token-" + id, Namespace: TokenNamespace},
+		Type:       "siteops.io/bootstrap-token",
+		StringData: map[string]string{"token-id": id, "token-secret": secret, "namespace": namespace},
+	}
+	if err := cl.Create(ctx, s); err != nil {
+		return fmt.Errorf("creating the bootstrap token %s: %w", id, err)
 	}
 	return nil
 }

@@ -12,4 +12,14 @@ package siteservice
 // to and the Sites it serves; each feature that needs more adds its marker
 // here, and test/integration/rbac proves it.
 
-// +kubebuilder:rbac:groups=siteops.io,resources=siteservers;sites,verbs=get
+//
+// The task service reads the topology (to answer only the agents the
+// serving rules give it) and keeps the Computers: it creates them when
+// agents register, updates their identity, and writes the status of their
+// check-ins. The bootstrap token Secrets are granted apart, in the token
+// namespace only (config/rbac/site-service/tokens): never the Secrets of
+// the workload namespace, which hold the CA's key.
+//
+// +kubebuilder:rbac:groups=siteops.io,resources=siteservers;sites;subnets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=siteops.io,resources=computers,verbs=get;list;watch;create;patch
+// +kubebuilder:rbac:groups=siteops.io,resources=computers/status,verbs=get;patch

@@ -49,6 +49,9 @@ type Config struct {
 	// TLS is how the API serves HTTPS. Absent means HTTPS with the
 	// certificate and key in DefaultTLSDir.
 	TLS TLSConfig `json:"tls,omitzero"`
+	// Kubeconfig is the path of a kubeconfig file to reach the API server
+	// with; empty means the pod's own ServiceAccount (in-cluster).
+	Kubeconfig string `json:"kubeconfig,omitempty"`
 }
 
 // TLSConfig is the serving certificate of a service's API. The probes on
@@ -94,6 +97,9 @@ type TaskConfig struct {
 // AgentsConfig configures how a task service registers agents and paces
 // their check-ins.
 type AgentsConfig struct {
+	// Disabled serves no agent API and reaches no API server: for tests of
+	// the binary only (--no-agent-api).
+	Disabled bool `json:"disabled,omitempty"`
 	// TokenNamespace holds the bootstrap token Secrets; empty means
 	// DefaultTokenNamespace.
 	TokenNamespace string `json:"tokenNamespace,omitempty"`

@@ -95,6 +95,9 @@ type Host struct {
 	// MaxConnections caps the open API connections; 0 means
 	// DefaultMaxConnections().
 	MaxConnections int
+	// Metrics, when set, serves GET /metrics on the health port, beside the
+	// probes (Prometheus scrapes it there).
+	Metrics http.Handler
 	// TLS serves the API over HTTPS with this configuration (see
 	// certs.ServerConfig); nil takes the one of the context's Serving, and
 	// without one the API is plain HTTP. The probes are plain HTTP always.
@@ -191,7 +194,14 @@ func (h *Host) Serve(ctx context.Context, api, health net.Listener) error {
 	}
 	apiServer := newAPIServer(guard(h.Limits.or(defaultLimits), h.Handler), log)
 	apiServer.ConnState = capped.connState
-	healthServer := newHealthServer(HealthHandler(h.ready), log)
+	var healthHandler http.Handler = HealthHandler(h.ready)
+	if h.Metrics != nil {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", h.Metrics)
+		mux.Handle("/", healthHandler)
+		healthHandler = mux
+	}
+	healthServer := newHealthServer(healthHandler, log)
 
 	errs := make(chan error, 2)
 	go func() { errs <- serve(apiServer, api, "API") }()

@@ -38,7 +38,7 @@ func TestNewRejects(t *testing.T) {
 
 func TestServe(t *testing.T) {
 	cfg := config.Defaults("paris-1", []string{"paris", "lyon"})
-	s, err := New(cfg, Options{Version: "v0.1.0", Logger: slog.New(slog.NewTextHandler(t.Output(), nil))})
+	s, err := New(cfg, Options{ServiceOptions: host.ServiceOptions{Version: "v0.1.0", Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}})
 	if err != nil {
 		t.Fatal(err)
 	}

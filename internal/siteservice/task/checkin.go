@@ -1,0 +1,239 @@
+package task
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+
+	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
+	"github.com/siteops/site-operator/internal/protocol"
+)
+
+// issuedCredentials remembers the credentials this process issued for a
+// short while, for the check-ins that come before the cache shows them.
+type issuedCredentials struct {
+	mu sync.Mutex
+	m  map[types.NamespacedName]issuedCredential
+}
+
+type issuedCredential struct {
+	hash     string
+	issuedAt time.Time
+	until    time.Time
+}
+
+const issuedMemory = 2 * time.Minute
+
+func (c *issuedCredentials) add(key types.NamespacedName, hash string, issuedAt, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[types.NamespacedName]issuedCredential{}
+	}
+	for k, v := range c.m {
+		if now.After(v.until) {
+			delete(c.m, k)
+		}
+	}
+	c.m[key] = issuedCredential{hash: hash, issuedAt: issuedAt, until: now.Add(issuedMemory)}
+}
+
+func (c *issuedCredentials) get(key types.NamespacedName, now time.Time) (issuedCredential, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.m[key]
+	return v, ok && now.Before(v.until)
+}
+
+// errCredentialRefused is what an agent is told whatever the reason its
+// credential is refused: the reason goes to the log.
+var errCredentialRefused = errors.New("the credential is not valid: register again")
+
+// authenticate returns the Computer whose credential the request carries.
+func (s *Server) authenticate(ctx context.Context, r *http.Request) (*siteopsv1.Computer, error) {
+	raw, ok := bearer(r.Header.Get("Authorization"))
+	if !ok {
+		return nil, errors.New("no Authorization: Bearer credential")
+	}
+	key, secret, err := parseCredential(raw)
+	if err != nil {
+		return nil, err
+	}
+	comp := &siteopsv1.Computer{}
+	if err := s.kube.client.Get(ctx, key, comp); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("reading Computer %s: %w", key, err)
+		}
+		comp = nil
+	}
+	if err := credentialValid(comp, secret, s.now()); err == nil {
+		return comp, nil
+	}
+	// The cache may lag a registration: this process's own, or another
+	// replica's (read live, at a bounded rate).
+	if issued, ok := s.issued.get(key, s.now()); ok && secretMatches(secret, issued.hash) {
+		if comp == nil || comp.Status.Credential == nil || comp.Status.Credential.IssuedAt.Time.Before(issued.issuedAt) {
+			if comp == nil {
+				comp = &siteopsv1.Computer{}
+				comp.Namespace, comp.Name = key.Namespace, key.Name
+			}
+			return comp, credentialNotRevoked(comp, issued.issuedAt)
+		}
+	}
+	if s.liveReads.Allow() {
+		live := &siteopsv1.Computer{}
+		if err := s.kube.live.Get(ctx, key, live); err == nil {
+			if err := credentialValid(live, secret, s.now()); err == nil {
+				return live, nil
+			} else {
+				return nil, fmt.Errorf("Computer %s: %w", key, err)
+			}
+		}
+	}
+	if comp == nil {
+		return nil, fmt.Errorf("no Computer %s", key)
+	}
+	return nil, fmt.Errorf("Computer %s: %w", key, credentialValid(comp, secret, s.now()))
+}
+
+// credentialValid checks secret against the Computer's credential.
+func credentialValid(comp *siteopsv1.Computer, secret string, _ time.Time) error {
+	if comp == nil {
+		return errors.New("no such Computer")
+	}
+	cred := comp.Status.Credential
+	if cred == nil {
+		return errors.New("it has no credential")
+	}
+	if !secretMatches(secret, cred.Hash) {
+		return errors.New("the secret does not match its credential")
+	}
+	return credentialNotRevoked(comp, cred.IssuedAt.Time)
+}
+
+func credentialNotRevoked(comp *siteopsv1.Computer, issuedAt time.Time) error {
+	if nb := comp.Spec.CredentialsNotBefore; nb != nil && issuedAt.Before(nb.Time) {
+		return fmt.Errorf("its credential, issued at %s, is revoked by spec.credentialsNotBefore", issuedAt.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// work serves GET /v1/work: the check-in, a long poll.
+func (s *Server) work(w http.ResponseWriter, r *http.Request) {
+	if s.kube == nil {
+		comeBack(w, time.Minute, "this task service serves no agent API")
+		return
+	}
+	if s.kube.ready(r.Context()) != nil {
+		comeBack(w, 5*time.Second, "the task service is starting")
+		return
+	}
+	q := r.URL.Query()
+	wait, err := waitParam(q.Get(protocol.QueryWait))
+	if err != nil {
+		fail(w, http.StatusBadRequest, protocol.QueryWait, "%v", err)
+		return
+	}
+	addrs, canon, err := parseAddresses(protocol.QueryAddress, q[protocol.QueryAddress])
+	if err != nil {
+		fail(w, http.StatusBadRequest, protocol.QueryAddress, "%v", err)
+		return
+	}
+	version := q.Get(protocol.QueryVersion)
+	if version != "" && !versionPattern.MatchString(version) {
+		fail(w, http.StatusBadRequest, protocol.QueryVersion, "version must be at most %d characters [A-Za-z0-9-._+~]", protocol.MaxVersionLength)
+		return
+	}
+	comp, err := s.authenticate(r.Context(), r)
+	if err != nil {
+		s.log.Info("Refusing a check-in", "reason", err)
+		s.metrics.refused.Add(1)
+		fail(w, http.StatusUnauthorized, "", "%v", errCredentialRefused)
+		return
+	}
+	key := types.NamespacedName{Namespace: comp.Namespace, Name: comp.Name}
+	site, served := s.kube.locator.Serves(addrs, s.cfg.SiteServer)
+	if !served {
+		s.metrics.relocated.Add(1)
+		fail(w, protocol.StatusRelocate, protocol.QueryAddress, "this task service (SiteServer %s) does not serve the site of these addresses (%q); locate again", s.cfg.SiteServer, site)
+		return
+	}
+	agent := s.agents.get(key, comp)
+	s.agents.checkedIn(key, agent, canon, site, version)
+	s.metrics.checkIns.Add(1)
+
+	resp := protocol.WorkResponse{Work: []protocol.WorkItem{}, Computer: key.String(), Site: site, SiteServer: s.cfg.SiteServer}
+	plan := s.pacer.Plan(s.activeAgents(), wait)
+	if plan.Hold <= 0 {
+		resp.NextCheckInMillis = s.pacer.Next(plan, 0, nil).Milliseconds()
+		writeJSON(w, http.StatusOK, resp)
+		return
+	}
+	if !s.takeHold() {
+		s.metrics.turnedAway.Add(1)
+		resp.NextCheckInMillis = s.pacer.Busy(plan, nil).Milliseconds()
+		writeJSON(w, http.StatusOK, resp)
+		return
+	}
+	held := s.hold(r.Context(), plan.Hold)
+	s.releaseHold()
+	resp.HeldMillis = held.Milliseconds()
+	if s.stoppingNow() {
+		// Spread the agents of a stopping service over the time it takes
+		// a replacement to come up, rather than have them all come back
+		// at the same instant.
+		resp.NextCheckInMillis = s.pacer.Busy(plan, nil).Milliseconds()
+	} else {
+		resp.NextCheckInMillis = s.pacer.Next(plan, held, nil).Milliseconds()
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// hold waits up to d, until the request ends or the service stops, and
+// returns how long it waited.
+func (s *Server) hold(ctx context.Context, d time.Duration) time.Duration {
+	start := s.now()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	case <-s.stopping:
+	}
+	return s.now().Sub(start)
+}
+
+func (s *Server) takeHold() bool {
+	for {
+		n := s.held.Load()
+		if n >= int64(s.maxHeld) {
+			return false
+		}
+		if s.held.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+func (s *Server) releaseHold() { s.held.Add(-1) }
+
+func (s *Server) stoppingNow() bool {
+	select {
+	case <-s.stopping:
+		return true
+	default:
+		return false
+	}
+}
+
+// activeAgents is how many agents pace the others: those seen recently,
+// or, after a restart, the Computers that last checked in here.
+func (s *Server) activeAgents() int {
+	return int(max(s.agents.active.Load(), s.assigned.Load()))
+}

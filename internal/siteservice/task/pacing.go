@@ -1,0 +1,85 @@
+package task
+
+import (
+	"math/rand/v2"
+	"time"
+)
+
+// Pacer sets how long a check-in is held and when the agent comes back, so
+// that the check-ins of all the agents of one task-service process stay
+// under MaxRate however many there are, and the held check-ins under
+// MaxHeld. It is pure.
+//
+// With N active agents, each agent's cycle (one check-in to the next) is
+//
+//	T = max(N / MaxRate, MinInterval)
+//
+// so the process receives N/T ≤ MaxRate check-ins per second. Of each
+// cycle the check-in is held for at most
+//
+//	w = min(requested wait, MaxWait, T, MaxHeld·T/N)
+//
+// (held on average N·w/T ≤ MaxHeld at once), and the agent waits T − w
+// after the answer, spread by ±Jitter of T so that agents that started
+// together drift apart. With 10,000 agents at 200/s and a 60 s minimum,
+// T = 60 s: every agent is held all the time. With 50,000, T = 250 s: each
+// is held 60 s and sleeps about 190 s.
+type Pacer struct {
+	// MaxRate is the bound on check-ins per second.
+	MaxRate float64
+	// MaxHeld is the most check-ins held at once.
+	MaxHeld int
+	// MaxWait is the longest hold.
+	MaxWait time.Duration
+	// MinInterval is the shortest cycle, however few agents there are.
+	MinInterval time.Duration
+	// Jitter is the spread of the wait after an answer, as a share of the
+	// cycle (0.1 = ±10%).
+	Jitter float64
+}
+
+// Plan is what a check-in gets: how long it may be held, and how long the
+// agent waits after the answer.
+type Plan struct {
+	// Hold is the longest the check-in is held when there is no work.
+	Hold time.Duration
+	// Cycle is T, the time from one check-in to the next.
+	Cycle time.Duration
+}
+
+// Plan returns the plan of a check-in among active agents, where the agent
+// asked to be held for wait.
+func (p Pacer) Plan(active int, wait time.Duration) Plan {
+	active = max(active, 1)
+	cycle := max(time.Duration(float64(active)/p.MaxRate*float64(time.Second)), p.MinInterval)
+	hold := min(wait, p.MaxWait, cycle)
+	if share := time.Duration(float64(cycle) * float64(p.MaxHeld) / float64(active)); share < hold {
+		hold = share
+	}
+	return Plan{Hold: max(hold, 0), Cycle: cycle}
+}
+
+// Next returns how long the agent waits after an answer that came after
+// held (the whole hold, or less when work or a shutdown cut it short):
+// the rest of the cycle, spread by ±Jitter of the cycle. r draws the
+// spread; nil means the global source.
+func (p Pacer) Next(plan Plan, held time.Duration, r *rand.Rand) time.Duration {
+	rest := plan.Cycle - held
+	spread := time.Duration(p.Jitter * float64(plan.Cycle))
+	if spread > 0 {
+		var f float64
+		if r != nil {
+			f = r.Float64()
+		} else {
+			f = rand.Float64()
+		}
+		rest += time.Duration((2*f - 1) * float64(spread))
+	}
+	return max(rest, 0)
+}
+
+// Busy returns how long an agent turned away at once (every long poll
+// taken) waits: its whole cycle, spread by ±Jitter, and at least a second.
+func (p Pacer) Busy(plan Plan, r *rand.Rand) time.Duration {
+	return max(p.Next(plan, 0, r), time.Second)
+}
