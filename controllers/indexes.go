@@ -20,6 +20,10 @@ const (
 	// a Site finds the servers that serve it, and a SiteServer finds the
 	// Sites it waits for.
 	IndexSiteServerSites = "spec.sites"
+	// IndexComputerSite indexes Computers by status.site, the Site the task
+	// service located the agent in: the Site controller counts a site's
+	// computers with it.
+	IndexComputerSite = "status.site"
 )
 
 func setupIndexes(mgr ctrl.Manager) error {
@@ -37,6 +41,16 @@ func setupIndexes(mgr ctrl.Manager) error {
 	if err := indexer.IndexField(context.Background(), &siteopsv1.SiteServer{}, IndexSiteServerSites,
 		func(o client.Object) []string { return o.(*siteopsv1.SiteServer).Spec.Sites }); err != nil {
 		return fmt.Errorf("indexing SiteServers by %s: %w", IndexSiteServerSites, err)
+	}
+	if err := indexer.IndexField(context.Background(), &siteopsv1.Computer{}, IndexComputerSite,
+		func(o client.Object) []string {
+			site := o.(*siteopsv1.Computer).Status.Site
+			if site == "" {
+				return nil
+			}
+			return []string{site}
+		}); err != nil {
+		return fmt.Errorf("indexing Computers by %s: %w", IndexComputerSite, err)
 	}
 	return nil
 }

@@ -6,7 +6,8 @@ package controllers
 // carries a copy that hack/check-chart-rbac.sh keeps equal.
 //
 // Least privilege: cluster-wide, the manager only reconciles the siteops.io
-// kinds and reads nodes and storage classes (SiteServer prerequisites). What
+// kinds (of Computers, only the status: never their spec, never creating or
+// deleting one) and reads nodes and storage classes (SiteServer prerequisites). What
 // it writes, the site services' workloads, it writes only in its workload
 // namespace (--workload-namespace, by default its own), the one namespace its
 // cache watches (CacheOptions). `namespace=system` is a placeholder that
@@ -18,6 +19,10 @@ package controllers
 // +kubebuilder:rbac:groups=siteops.io,resources=sites;siteservers;subnets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=siteops.io,resources=sites/status;siteservers/status;subnets/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=siteops.io,resources=sites/finalizers;siteservers/finalizers,verbs=update
+// Computers in every namespace: their Ready condition, and the Sites' counts.
+// The task services create them and write the rest of their status.
+// +kubebuilder:rbac:groups=siteops.io,resources=computers,verbs=get;list;watch
+// +kubebuilder:rbac:groups=siteops.io,resources=computers/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=get;list;watch
 

@@ -85,6 +85,10 @@ func Setup(mgr ctrl.Manager, opts Options) (*topology.Resolver, error) {
 	if err := siteServers.SetupWithManager(mgr, opts.SiteServerConcurrency); err != nil {
 		return nil, fmt.Errorf("setting up the SiteServer controller: %w", err)
 	}
+	computers := &ComputerReconciler{Client: mgr.GetClient(), OfflineAfter: opts.ComputerOfflineAfter}
+	if err := computers.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the Computer controller: %w", err)
+	}
 	return feed.resolver, nil
 }
 
@@ -104,6 +108,9 @@ func NewScheme() (*runtime.Scheme, error) {
 // CacheOptions limits the manager's cache of the workload kinds to the
 // namespace that holds the site services, so that the operator neither
 // watches nor holds every Deployment, Service and ConfigMap of the cluster.
+// It holds Computers, which may number tens of thousands, without their
+// managedFields (nothing in the manager reads them; the workload kinds keep
+// theirs, which applyIfChanged reads).
 func CacheOptions(workloadNamespace string) cache.Options {
 	only := cache.ByObject{Namespaces: map[string]cache.Config{workloadNamespace: {}}}
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
@@ -115,6 +122,7 @@ func CacheOptions(workloadNamespace string) cache.Options {
 		// The site services' pods, for the addresses they advertise.
 		&corev1.Pod{}: only,
 		// The CA and the serving certificates.
-		&corev1.Secret{}: only,
+		&corev1.Secret{}:      only,
+		&siteopsv1.Computer{}: {Transform: cache.TransformStripManagedFields()},
 	}}
 }

@@ -34,8 +34,8 @@ import (
 
 // SiteReconciler keeps each Site's task and package Services, which select
 // the pods of every SiteServer serving the site, and its status: how many
-// Subnets map to it, which SiteServers serve it and whether one of their
-// task services is ready.
+// Subnets map to it, how many Computers are located in it, which SiteServers
+// serve it and whether one of their task services is ready.
 type SiteReconciler struct {
 	client.Client
 	Workloads WorkloadConfig
@@ -64,6 +64,25 @@ func (r *SiteReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) err
 				enqueueSiteCoalesced(q, e.Object.(*siteopsv1.Subnet).Status.EffectiveSite)
 			},
 		}).
+		// A Computer located in another site (by the task service, in
+		// status.site), created or deleted changes the counts of both. Other
+		// Computer updates, such as check-ins, change no count.
+		Watches(&siteopsv1.Computer{}, handler.Funcs{
+			CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				enqueueSiteCoalesced(q, e.Object.(*siteopsv1.Computer).Status.Site)
+			},
+			UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				oldSite := e.ObjectOld.(*siteopsv1.Computer).Status.Site
+				newSite := e.ObjectNew.(*siteopsv1.Computer).Status.Site
+				if oldSite != newSite {
+					enqueueSiteCoalesced(q, oldSite)
+					enqueueSiteCoalesced(q, newSite)
+				}
+			},
+			DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+				enqueueSiteCoalesced(q, e.Object.(*siteopsv1.Computer).Status.Site)
+			},
+		}).
 		// A SiteServer joining, leaving or changing readiness changes the
 		// sites it serves before and after.
 		Watches(&siteopsv1.SiteServer{}, handler.Funcs{
@@ -89,10 +108,11 @@ func enqueueSites(q workqueue.TypedRateLimitingInterface[reconcile.Request], sit
 	}
 }
 
-// subnetCountDelay lets the Subnet changes of a burst (an import, a
-// GitOps sync) land before a Site recounts them, so that the Site's status
-// is written once per burst rather than once per Subnet. A queue holds a
-// delayed item once, whatever the number of adds.
+// subnetCountDelay lets the Subnet and Computer changes of a burst (an
+// import, a GitOps sync, agents registering or relocating together) land
+// before a Site recounts them, so that the Site's status is written once per
+// burst rather than once per Subnet or Computer. A queue holds a delayed
+// item once, whatever the number of adds.
 const subnetCountDelay = 500 * time.Millisecond
 
 func enqueueSiteCoalesced(q workqueue.TypedRateLimitingInterface[reconcile.Request], site string) {
@@ -114,6 +134,8 @@ type siteScope struct {
 	site *siteopsv1.Site
 	// subnets is the number of Subnets effectively mapped to the site.
 	subnets int
+	// computers is the number of Computers located in the site.
+	computers int
 	// servers are the SiteServers that serve the site.
 	servers []siteopsv1.SiteServer
 	// servicesErr is why the site's Services could not be applied or
@@ -161,7 +183,14 @@ func (r *SiteReconciler) observe(ctx context.Context, site *siteopsv1.Site) (*si
 		return nil, fmt.Errorf("listing SiteServers of Site %s: %w", site.Name, err)
 	}
 	slices.SortFunc(servers.Items, func(a, b siteopsv1.SiteServer) int { return strings.Compare(a.Name, b.Name) })
-	return &siteScope{site: site, subnets: len(subnets.Items), servers: servers.Items}, nil
+	// Every namespace's: a site's computers belong to many tenants.
+	var computers siteopsv1.ComputerList
+	if err := r.List(ctx, &computers, client.MatchingFields{IndexComputerSite: site.Name},
+		client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing Computers of Site %s: %w", site.Name, err)
+	}
+	return &siteScope{site: site, subnets: len(subnets.Items), computers: len(computers.Items),
+		servers: servers.Items}, nil
 }
 
 // reconcileServices keeps the site's task and package Services while
@@ -192,7 +221,7 @@ func (r *SiteReconciler) patchStatus(ctx context.Context, scope *siteScope) erro
 		return nil
 	}
 	log.FromContext(ctx).V(1).Info("Updating Site status", "site", klog.KObj(site), "subnets", status.Subnets,
-		"siteServers", status.SiteServerCount)
+		"computers", status.Computers, "siteServers", status.SiteServerCount)
 	patch := client.MergeFrom(site.DeepCopy())
 	site.Status = *status
 	if err := r.Status().Patch(ctx, site, patch); err != nil {
@@ -208,6 +237,7 @@ func (r *SiteReconciler) patchStatus(ctx context.Context, scope *siteScope) erro
 func desiredSiteStatus(scope *siteScope) *siteopsv1.SiteStatus {
 	status := scope.site.Status.DeepCopy()
 	status.Subnets = int32(scope.subnets)
+	status.Computers = int32(scope.computers)
 	setSiteServers(status, scope.servers)
 	setSiteEndpoints(status, scope)
 	meta.SetStatusCondition(&status.Conditions, siteReadyCondition(scope))
