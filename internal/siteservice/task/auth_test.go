@@ -162,9 +162,9 @@ func TestValidateRegistration(t *testing.T) {
 
 func TestComputerNames(t *testing.T) {
 	for in, want := range map[string]string{
-		"PC-01.corp.example": "pc-01",
-		"Lab_PC_7":           "lab-pc-7",
-		"---":                "computer",
+		"PC-01.corp.example":    "pc-01",
+		"Lab_PC_7":              "lab-pc-7",
+		"---":                   "computer",
 		strings.Repeat("a", 70): strings.Repeat("a", 63),
 	} {
 		if got := computerName(in); got != want {
