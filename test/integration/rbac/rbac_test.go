@@ -47,6 +47,11 @@ const (
 	siteServiceDir = rbacDir + "/site-service"
 	// otherNamespace is a tenant's namespace, where the manager must not write.
 	otherNamespace = "tenant-a"
+	// tokensDir holds the bootstrap token namespace and the site services'
+	// access to it, with final names (config/default does not rename them).
+	tokensDir = "../../../config/tokens"
+	// tokenNamespace is the namespace config/tokens creates.
+	tokenNamespace = "site-operator-tokens"
 )
 
 // The manager's identity, as the API server authenticates a token of its
@@ -252,20 +257,31 @@ func TestManagerRBAC(t *testing.T) {
 	t.Run("the site services", func(t *testing.T) { siteServiceRBAC(t) })
 }
 
-// siteServiceNeeded is what the site services do with the API.
+// siteServiceNeeded is what the site services do with the API: read their
+// SiteServer and the topology (the task service answers only the agents
+// the serving rules give it), keep the Computers of every namespace
+// (created at registration, status of check-ins), and read and count the
+// bootstrap tokens of the token namespace.
 func siteServiceNeeded() []access {
-	return each([]string{"get"}, "siteops.io", []string{"siteservers", "sites"}, "", "")
+	var n []access
+	n = append(n, each([]string{"get", "list", "watch"}, "siteops.io", []string{"siteservers", "sites", "subnets"}, "", "")...)
+	for _, ns := range []string{otherNamespace, ""} {
+		n = append(n, each([]string{"get", "list", "watch", "create", "patch"}, "siteops.io", []string{"computers"}, "", ns)...)
+		n = append(n, each([]string{"patch"}, "siteops.io", []string{"computers"}, "status", ns)...)
+	}
+	n = append(n, each([]string{"get", "list", "watch", "update"}, "", []string{"secrets"}, "", tokenNamespace)...)
+	return n
 }
 
-// siteServiceForbidden is what the site services' account must not do: it
-// starts with reading its SiteServer and Sites, and later features add
-// their verbs here and in internal/siteservice/rbac.go.
+// siteServiceForbidden is what the site services' account must not do;
+// later features add their verbs here and in internal/siteservice/rbac.go.
 func siteServiceForbidden() []access {
 	var f []access
 	kinds := []string{"sites", "subnets", "siteservers"}
-	f = append(f, each([]string{"list", "watch", "create", "update", "patch", "delete"}, "siteops.io", kinds, "", "")...)
+	f = append(f, each([]string{"create", "update", "patch", "delete"}, "siteops.io", kinds, "", "")...)
 	f = append(f, each([]string{"update", "patch"}, "siteops.io", kinds, "status", "")...)
-	f = append(f, each([]string{"get"}, "siteops.io", []string{"subnets"}, "", "")...)
+	f = append(f, each([]string{"update", "delete", "deletecollection"}, "siteops.io", []string{"computers"}, "", otherNamespace)...)
+	f = append(f, each([]string{"create", "delete", "patch", "deletecollection"}, "", []string{"secrets"}, "", tokenNamespace)...)
 	for _, ns := range []string{operatorNamespace, otherNamespace, ""} {
 		f = append(f, each(all, "", []string{"secrets", "configmaps", "services", "pods"}, "", ns)...)
 		f = append(f, each(all, "apps", []string{"deployments", "statefulsets"}, "", ns)...)
@@ -304,11 +320,14 @@ func siteServiceRBAC(t *testing.T) {
 	if err := service.Get(ctx, client.ObjectKeyFromObject(siteServer), siteServerObject()); err != nil {
 		t.Errorf("reading SiteServer %s as the site services: %v", siteServer.GetName(), err)
 	}
-	if err := service.List(ctx, siteServerList()); !apierrors.IsForbidden(err) {
-		t.Errorf("listing SiteServers as the site services: got %v, want Forbidden", err)
+	if err := service.Delete(ctx, siteServerObject()); !apierrors.IsForbidden(err) {
+		t.Errorf("deleting a SiteServer as the site services: got %v, want Forbidden", err)
 	}
-	if err := service.Get(ctx, client.ObjectKey{Namespace: operatorNamespace, Name: "agent-bootstrap"}, &corev1.Secret{}); !apierrors.IsForbidden(err) {
-		t.Errorf("reading a Secret as the site services: got %v, want Forbidden", err)
+	if err := service.Get(ctx, client.ObjectKey{Namespace: operatorNamespace, Name: "site-operator-ca"}, &corev1.Secret{}); !apierrors.IsForbidden(err) {
+		t.Errorf("reading a Secret of the operator's namespace (its CA key) as the site services: got %v, want Forbidden", err)
+	}
+	if err := service.List(ctx, &corev1.SecretList{}, client.InNamespace(tokenNamespace)); err != nil {
+		t.Errorf("listing the bootstrap tokens as the site services: %v", err)
 	}
 }
 
@@ -321,13 +340,25 @@ func installRBAC(ctx context.Context, t *testing.T) {
 			t.Fatalf("creating namespace %s: %v", ns, err)
 		}
 	}
-	for _, dir := range []string{rbacDir, siteServiceDir} {
+	for _, dir := range []string{rbacDir, siteServiceDir, tokensDir} {
 		objs, err := manifests.ReadDir(dir)
 		if err != nil {
 			t.Fatalf("reading %s: %v", dir, err)
 		}
 		if len(objs) == 0 {
 			t.Fatalf("%s holds no objects", dir)
+		}
+		if dir == tokensDir {
+			// Its binding names the account as config/default renames it;
+			// config/rbac here keeps the account's unprefixed name.
+			for _, obj := range objs {
+				if obj.GetKind() == "RoleBinding" {
+					if err := unstructured.SetNestedSlice(obj.Object, []any{map[string]any{"kind": "ServiceAccount",
+						"name": siteServiceAccount, "namespace": operatorNamespace}}, "subjects"); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
 		}
 		if err := manifests.CreateAll(ctx, admin, objs); err != nil {
 			t.Fatalf("applying %s: %v", dir, err)
