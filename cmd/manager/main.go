@@ -47,6 +47,8 @@ func main() {
 		"Namespace of the bootstrap token Secrets with which agents register; the site services read Secrets there only.")
 	flag.Float64Var(&opts.Workloads.Agents.MaxCheckInRate, "agent-check-in-rate", config.DefaultMaxCheckInRate,
 		"Check-ins per second that each task-service process allows all its agents together.")
+	flag.IntVar(&opts.Workloads.Agents.MinIntervalSeconds, "agent-check-in-interval", config.DefaultMinIntervalSeconds,
+		"Least seconds between two check-ins of one agent, however few agents a task service has (more agents lengthen it to keep --agent-check-in-rate).")
 	flag.IntVar(&opts.Workloads.Agents.StatusIntervalSeconds, "computer-status-interval", config.DefaultStatusIntervalSeconds,
 		"Least seconds between two status writes of one Computer by the task services (check-ins are not API writes).")
 	flag.DurationVar(&opts.ComputerOfflineAfter, "computer-offline-after", opts.ComputerOfflineAfter,

@@ -57,6 +57,10 @@ func startManager(ctx context.Context, name string) (*simcluster.Process, string
 		"--locator-operator-ca",
 		"--locator-bind-address=" + locator,
 		"--locator-hosts=" + kc.Host,
+		// Agents check in every 5 s and their Computers are written every
+		// 2 s, so that the agent specs see moves within seconds.
+		"--agent-check-in-interval=5",
+		"--computer-status-interval=2",
 	}})
 	return p, locator, err
 }
