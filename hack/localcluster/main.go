@@ -12,8 +12,9 @@
 // to kwok, which marks them Ready and runs nothing. It prints what the
 // operator reported, writes the CA bundle agents trust to
 // <state-dir>/ca.crt, prints curl commands that locate a sample address and
-// reach the task service of the answer with it, and the kubeconfig to use
-// from another shell. Ctrl-C stops all of it.
+// reach the task service of the answer with it, then creates a bootstrap
+// token and runs one agent (bin/agent) that registers and checks in, and
+// prints the kubeconfig to use from another shell. Ctrl-C stops all of it.
 package main
 
 import (
@@ -50,6 +51,7 @@ const storageClass = "site-content"
 func main() {
 	var (
 		managerPath = flag.String("manager", "bin/manager", "Manager binary to run.")
+		agentPath   = flag.String("agent", "bin/agent", "Agent binary to run one agent with; empty runs none.")
 		samplesDir  = flag.String("samples", "config/samples", "Directory of sample manifests to apply.")
 		stateDir    = flag.String("state-dir", ".run", "Directory for the cluster's data, logs and kubeconfig.")
 		podRunner   = flag.Bool("pod-runner", true, "Run the site services' pods as real processes (needs root and unshare, from util-linux); false leaves them to kwok, which runs nothing.")
@@ -66,13 +68,13 @@ func main() {
 	if !*podRunner {
 		*podBinDir = ""
 	}
-	if err := run(*managerPath, *samplesDir, *stateDir, *podBinDir); err != nil {
+	if err := run(*managerPath, *agentPath, *samplesDir, *stateDir, *podBinDir); err != nil {
 		fmt.Fprintln(os.Stderr, "localcluster:", err)
 		os.Exit(1)
 	}
 }
 
-func run(managerPath, samplesDir, stateDir, podBinDir string) error {
+func run(managerPath, agentPath, samplesDir, stateDir, podBinDir string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -152,6 +154,13 @@ func run(managerPath, samplesDir, stateDir, podBinDir string) error {
 	}
 	if err := showLocator(ctx, c, namespace, locator, caPath); err != nil {
 		log("The locator example did not work: %v", err)
+	} else if agentPath != "" && podBinDir != "" {
+		agent, err := startAgent(ctx, c, agentPath, stateDir, filepath.Join(dir, "logs"), locator, caPath)
+		if err != nil {
+			log("The agent example did not work: %v", err)
+		} else {
+			defer func() { _ = agent.Stop(10 * time.Second) }()
+		}
 	}
 	log("The operator is running. From another shell:\n\n    export KUBECONFIG=%s\n    kubectl get siteops\n    kubectl -n %s get deployments,statefulsets,services,pods -o wide\n\nPress Ctrl-C to stop everything.",
 		sim.KubeconfigPath, namespace)
