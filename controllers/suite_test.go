@@ -64,6 +64,8 @@ var _ = BeforeSuite(func() {
 	Expect(k8sClient.Create(context.Background(), &corev1.Namespace{
 		ObjectMeta: metav1.ObjectMeta{Name: workloadNamespace}})).To(Succeed())
 
+	// Short, so that the Computer specs see an agent go offline.
+	options.ComputerOfflineAfter = computerOfflineAfter
 	manager = startManager()
 	DeferCleanup(func() { manager.stop() })
 })
