@@ -226,7 +226,7 @@ func newAgent(cfg Config, t timings, topts transportOptions) (*Agent, error) {
 		closeIdle:  tr.CloseIdleConnections,
 		needLocate: true,
 		relocate:   backoff{base: t.relocateBase, max: t.relocateMax},
-		refused:    backoff{base: t.refusedBase, max: t.refusedMax},
+		refused:    backoff{base: t.refusedBase, max: t.refusedMax, floor: 0.5},
 	}
 	if cfg.StateDir != "" {
 		var err error
@@ -536,8 +536,12 @@ func (a *Agent) saveState(force bool) {
 		return
 	}
 	if a.state.sameButCheckIn(a.written) {
-		if a.state.LastCheckIn.Equal(a.written.LastCheckIn) ||
-			(!force && time.Since(a.writtenAt) < a.t.stateWriteInterval) {
+		if a.state.LastCheckIn.Equal(a.written.LastCheckIn) {
+			return
+		}
+		// The first check-in is news; later ones are written at most once
+		// per stateWriteInterval.
+		if !force && !a.written.LastCheckIn.IsZero() && time.Since(a.writtenAt) < a.t.stateWriteInterval {
 			return
 		}
 	}

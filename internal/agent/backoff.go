@@ -6,11 +6,14 @@ import (
 )
 
 // backoff is an exponential back-off with full jitter: the n-th delay
-// (from 0) is drawn uniformly from [0, min(cap, base·2ⁿ)), so that many
+// (from 0) is drawn uniformly from [0, min(max, base·2ⁿ)), so that many
 // agents failing at the same instant spread their retries over the whole
-// window instead of coming back together.
+// window instead of coming back together. With floor f the delay is drawn
+// from [f·window, window) instead: for waits on a person (a refused token)
+// rather than on a crowd.
 type backoff struct {
 	base, max time.Duration
+	floor     float64
 	attempt   int
 	// random returns a number in [0, 1); nil means math/rand/v2.
 	random func() float64
@@ -29,7 +32,7 @@ func (b *backoff) ceiling() time.Duration {
 func (b *backoff) next() time.Duration {
 	c := b.ceiling()
 	b.attempt++
-	return time.Duration(randFloat(b.random) * float64(c))
+	return time.Duration((b.floor + (1-b.floor)*randFloat(b.random)) * float64(c))
 }
 
 // reset starts the back-off again from base, after a success.
