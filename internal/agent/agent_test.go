@@ -586,9 +586,11 @@ func TestAddressChangeMovesToNewSite(t *testing.T) {
 	if q := lyon.CheckIns()[0].Query; !slices.Equal(q[protocol.QueryAddress], []string{"10.2.0.5", "fd00::5"}) {
 		t.Errorf("checked in at lyon with addresses %v", q[protocol.QueryAddress])
 	}
-	if s, _ := ReadState(cfg.StateDir); s.Site != "lyon" || s.SiteServer != "lyon-1" || !slices.Equal(s.Addresses, []string{"10.2.0.5", "fd00::5"}) {
-		t.Errorf("the state says site %q, server %q, addresses %v", s.Site, s.SiteServer, s.Addresses)
-	}
+	var s State
+	agenttest.Eventually(t, 5*time.Second, func() bool {
+		s, _ = ReadState(cfg.StateDir)
+		return s.Site == "lyon" && s.SiteServer == "lyon-1" && slices.Equal(s.Addresses, []string{"10.2.0.5", "fd00::5"})
+	}, "the state says site %q, server %q, addresses %v", s.Site, s.SiteServer, s.Addresses)
 	// A broken file keeps the last addresses rather than stopping.
 	if err := os.WriteFile(file, []byte("garbage\n"), 0o644); err != nil {
 		t.Fatal(err)
