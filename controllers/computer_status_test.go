@@ -133,8 +133,10 @@ func TestComputerPredicatePassesOnlyWhatTheVerdictReads(t *testing.T) {
 	base.Status.LastSeen = &metav1.Time{Time: time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)}
 	base.Status.Credential = &siteopsv1.ComputerCredential{Hash: "sha256:00"}
 	changes := map[string]func(*siteopsv1.Computer){
-		"spec":           func(c *siteopsv1.Computer) { c.Generation++ },
-		"lastSeen":       func(c *siteopsv1.Computer) { c.Status.LastSeen = &metav1.Time{Time: c.Status.LastSeen.Add(time.Minute)} },
+		"spec": func(c *siteopsv1.Computer) { c.Generation++ },
+		"lastSeen": func(c *siteopsv1.Computer) {
+			c.Status.LastSeen = &metav1.Time{Time: c.Status.LastSeen.Add(time.Minute)}
+		},
 		"lastSeen unset": func(c *siteopsv1.Computer) { c.Status.LastSeen = nil },
 		"credential":     func(c *siteopsv1.Computer) { c.Status.Credential.Hash = "sha256:01" },
 		"labels":         func(c *siteopsv1.Computer) { c.Labels = map[string]string{"a": "c"} },
