@@ -135,7 +135,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Var(&addresses, "addresses", "the agent's IP addresses, most preferred first (default: its interfaces' global-unicast addresses)")
 	addressesFile := fs.String("addresses-file", "", "file of the agent's IP addresses, one a line, read before every check-in")
 	hostname := fs.String("hostname", "", "host name to register (default: the system's)")
-	hardwareID := fs.String("hardware-id", "", "hardware ID to register (default: "+"the SMBIOS system UUID when readable)")
+	hardwareID := fs.String("hardware-id", "", "hardware ID to register (default: the SMBIOS system UUID when readable)")
 	fs.Var(&macs, "mac-addresses", "MAC addresses to register (default: those of the non-loopback interfaces)")
 	wait := fs.Duration("wait", agent.DefaultWait, "long poll asked of the task service (whole seconds)")
 	sourceAddress := fs.String("source-address", "", "local IP address to bind outgoing connections to")
