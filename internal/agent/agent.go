@@ -199,10 +199,10 @@ func newAgent(cfg Config, t timings, topts transportOptions) (*Agent, error) {
 		}
 		cfg.Hostname = h
 	}
-	if cfg.HardwareID == "" && cfg.StateDir != "" {
+	if cfg.HardwareID == "" {
 		cfg.HardwareID = HardwareID()
 	}
-	if cfg.MACAddresses == nil && cfg.StateDir != "" {
+	if cfg.MACAddresses == nil {
 		macs, err := MACAddresses()
 		if err != nil {
 			return nil, err
