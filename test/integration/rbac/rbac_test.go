@@ -118,6 +118,11 @@ func needed() []access {
 	kinds := []string{"sites", "subnets", "siteservers"}
 	n = append(n, each(read, "siteops.io", kinds, "", "")...)
 	n = append(n, each([]string{"get", "update", "patch"}, "siteops.io", kinds, "status", "")...)
+	// Computers, in every namespace: read, and their Ready condition.
+	for _, ns := range []string{otherNamespace, ""} {
+		n = append(n, each(read, "siteops.io", []string{"computers"}, "", ns)...)
+		n = append(n, each([]string{"get", "update", "patch"}, "siteops.io", []string{"computers"}, "status", ns)...)
+	}
 	// Leader election, in the manager's own namespace.
 	n = append(n, each([]string{"get", "create", "update"}, "coordination.k8s.io", []string{"leases"}, "", operatorNamespace)...)
 	n = append(n, access{verb: "create", resource: "events", namespace: operatorNamespace})
@@ -147,6 +152,9 @@ func forbidden() []access {
 	f = append(f, each(write, "storage.k8s.io", []string{"storageclasses"}, "", "")...)
 	// The topology belongs to its users: the manager writes only status.
 	f = append(f, each([]string{"create", "update", "delete"}, "siteops.io", []string{"sites", "subnets", "siteservers"}, "", "")...)
+	// Computers belong to their namespaces and the task services: the
+	// manager writes only their status.
+	f = append(f, each([]string{"create", "update", "patch", "delete"}, "siteops.io", []string{"computers"}, "", otherNamespace)...)
 	// Nothing that runs code or grants more, anywhere.
 	for _, ns := range []string{operatorNamespace, otherNamespace} {
 		f = append(f, each([]string{"create"}, "", []string{"pods"}, "", ns)...)
