@@ -31,10 +31,11 @@ func startReplica() *replica {
 			o.LeaderElectionID = "resolver-feed-test.siteops.io"
 			o.LeaderElectionNamespace = workloadNamespace
 			o.LeaderElectionReleaseOnCancel = true
-			// Short, but with room for a busy machine: losing the lease by
-			// accident ends the manager.
-			o.LeaseDuration = ptr.To(4 * time.Second)
-			o.RenewDeadline = ptr.To(3 * time.Second)
+			// Room for a busy machine: losing the lease by accident ends
+			// the manager (it happened with 4 s). The hand-over stays quick
+			// because the leader releases its lease when it stops.
+			o.LeaseDuration = ptr.To(15 * time.Second)
+			o.RenewDeadline = ptr.To(10 * time.Second)
 			o.RetryPeriod = ptr.To(250 * time.Millisecond)
 		},
 	})
