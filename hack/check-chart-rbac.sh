@@ -84,6 +84,21 @@ if [[ "$(namespaces ServiceAccount <<<"${site_service}")" != "${NAMESPACE}" ]]; 
   failed=1
 fi
 
+# The site services' access to the bootstrap tokens: config/tokens/role.yaml,
+# copied to files/site-service-tokens-role.yaml, bound in the token namespace.
+# shellcheck disable=SC2086 # HELM is a command line
+tokens="$(${HELM} template site-operator charts/site-operator --namespace "${NAMESPACE}" \
+  --set rbac.create=true --show-only templates/tokens.yaml)"
+if [[ "$(rules ClusterRole <config/tokens/role.yaml)" != "$(rules ClusterRole <<<"${tokens}")" ]]; then
+  echo "check-chart-rbac: the chart's token ClusterRole differs from config/tokens/role.yaml" >&2
+  echo "(copy it: cp config/tokens/role.yaml charts/site-operator/files/site-service-tokens-role.yaml)" >&2
+  failed=1
+fi
+if [[ "$(namespaces RoleBinding <<<"${tokens}")" != "site-operator-tokens" ]]; then
+  echo "check-chart-rbac: the chart's token RoleBinding is not in the token namespace site-operator-tokens" >&2
+  failed=1
+fi
+
 for kind in Role RoleBinding; do
   got="$(namespaces "${kind}" <<<"${rendered}")"
   if [[ "${got}" != "${NAMESPACE}" ]]; then
