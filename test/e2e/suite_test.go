@@ -42,6 +42,8 @@ var (
 	managerBin string
 	// locatorAddress is host:port of the manager's locator.
 	locatorAddress string
+	// agentBin is the agent binary the suite built.
+	agentBin string
 )
 
 // startManager starts a manager replica as the suite runs it: leader
@@ -138,6 +140,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	commands := GinkgoT().TempDir()
 	Expect(simcluster.BuildCommands(root, commands)).To(Succeed())
 	managerBinary := filepath.Join(commands, "manager")
+	agentBin = filepath.Join(commands, "agent")
 
 	By("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok, with a pod runner")
 	// The site services' pods run as processes of the binaries just built;
