@@ -119,7 +119,7 @@ func statusOf(err error) int {
 // agent to come back later).
 func unreachable(err error) bool {
 	code := statusOf(err)
-	return code == 0 || (code >= 500 && !(code == http.StatusServiceUnavailable && retryAfterOf(err) > 0))
+	return code == 0 || (code >= 500 && (code != http.StatusServiceUnavailable || retryAfterOf(err) <= 0))
 }
 
 func retryAfterOf(err error) time.Duration {

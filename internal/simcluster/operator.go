@@ -168,8 +168,11 @@ func installTokenAccess(ctx context.Context, cl client.Client, root, namespace s
 		return fmt.Errorf("reading the token role: %w", err)
 	}
 	docs, err := manifests.Decode(data)
-	if err != nil || len(docs) != 1 || docs[0].GetKind() != "ClusterRole" {
-		return fmt.Errorf("%s must hold one ClusterRole (%v)", path, err)
+	if err != nil {
+		return fmt.Errorf("decoding %s: %w", path, err)
+	}
+	if len(docs) != 1 || docs[0].GetKind() != "ClusterRole" {
+		return fmt.Errorf("%s must hold one ClusterRole", path)
 	}
 	var cr rbacv1.ClusterRole
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(docs[0].Object, &cr); err != nil {

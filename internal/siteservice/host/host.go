@@ -194,7 +194,7 @@ func (h *Host) Serve(ctx context.Context, api, health net.Listener) error {
 	}
 	apiServer := newAPIServer(guard(h.Limits.or(defaultLimits), h.Handler), log)
 	apiServer.ConnState = capped.connState
-	var healthHandler http.Handler = HealthHandler(h.ready)
+	healthHandler := HealthHandler(h.ready)
 	if h.Metrics != nil {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", h.Metrics)

@@ -293,10 +293,3 @@ func (r *registry) sweep(now time.Time) {
 	}
 	r.active.Store(active)
 }
-
-// count returns how many agents this process knows.
-func (r *registry) count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.agents)
-}

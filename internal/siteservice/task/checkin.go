@@ -89,17 +89,16 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request) (*siteopsv1.
 	if s.liveReads.Allow() {
 		live := &siteopsv1.Computer{}
 		if err := s.kube.live.Get(ctx, key, live); err == nil {
-			if err := credentialValid(live, secret, s.now()); err == nil {
-				return live, nil
-			} else {
-				return nil, fmt.Errorf("Computer %s: %w", key, err)
+			if err := credentialValid(live, secret, s.now()); err != nil {
+				return nil, fmt.Errorf("computer %s: %w", key, err)
 			}
+			return live, nil
 		}
 	}
 	if comp == nil {
 		return nil, fmt.Errorf("no Computer %s", key)
 	}
-	return nil, fmt.Errorf("Computer %s: %w", key, credentialValid(comp, secret, s.now()))
+	return nil, fmt.Errorf("computer %s: %w", key, credentialValid(comp, secret, s.now()))
 }
 
 // credentialValid checks secret against the Computer's credential.

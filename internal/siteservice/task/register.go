@@ -277,7 +277,7 @@ func (s *Server) token(ctx context.Context, raw string) (bootstrapToken, error) 
 	}
 	t, err := readToken(&sec)
 	if err != nil {
-		return bootstrapToken{}, fmt.Errorf("Secret %s: %w", key, err)
+		return bootstrapToken{}, fmt.Errorf("token Secret %s: %w", key, err)
 	}
 	if err := t.check(secret, s.now()); err != nil {
 		return bootstrapToken{}, fmt.Errorf("token %s: %w", id, err)
@@ -302,7 +302,7 @@ func (s *Server) useToken(ctx context.Context, t bootstrapToken) error {
 		}
 		current, err := readToken(&sec)
 		if err != nil {
-			return fmt.Errorf("Secret %s: %w", key, err)
+			return fmt.Errorf("token Secret %s: %w", key, err)
 		}
 		if err := current.check(t.secret, s.now()); err != nil {
 			return fmt.Errorf("token %s: %w", t.id, err)

@@ -465,10 +465,3 @@ func siteServerObject() *unstructured.Unstructured {
 	u.SetName("rbac-test")
 	return u
 }
-
-func siteServerList() *unstructured.UnstructuredList {
-	u := &unstructured.UnstructuredList{}
-	u.SetAPIVersion("siteops.io/v1alpha1")
-	u.SetKind("SiteServerList")
-	return u
-}
