@@ -86,8 +86,14 @@ bench-siteservers: ## SiteServers on a simulated cluster of 50 kwok nodes (SITES
 
 SITES ?= 200
 
+.PHONY: bench-agents
+bench-agents: ## One task service with AGENTS registered agents checking in (about 25 minutes for all three levels); see docs/benchmarks.md.
+	KUBEBUILDER_ASSETS="$$($(CONTROLPLANE))" go run ./test/bench/agents -agents $(AGENTS)
+
+AGENTS ?= 1000,10000,50000
+
 .PHONY: bench
-bench: ## Resolver benchmarks, the locator load harness and the controller load harness; see docs/benchmarks.md.
+bench: ## Resolver benchmarks, the locator load harness and the controller load harness (not bench-agents); see docs/benchmarks.md.
 	go test ./internal/topology -run='^$$' -bench=. -benchmem -count=5
 	go run ./test/bench/locator
 	KUBEBUILDER_ASSETS="$$($(CONTROLPLANE))" go run ./test/bench/topology

@@ -1,0 +1,227 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
+	"github.com/siteops/site-operator/internal/siteservice/config"
+	"github.com/siteops/site-operator/internal/testing/managertest"
+)
+
+// The topology every level creates.
+const (
+	siteName       = "bench"
+	siteServerName = "bench-srv"
+	// tenantNamespace receives the agents' Computers.
+	tenantNamespace = "branch-bench"
+	// agentsCIDR covers every agent's claimed address: process p claims
+	// from 10.64+p.0.0/16.
+	agentsCIDR = "10.64.0.0/10"
+	tokenID    = "bench1"
+	// token is the bootstrap token "<id>.<secret>".
+	token = tokenID + "." + "benchsecret00001"
+)
+
+// controlPlane is a running envtest API server and etcd, with an admin
+// client.
+type controlPlane struct {
+	env    *envtest.Environment
+	cfg    *rest.Config
+	scheme *runtime.Scheme
+	client client.Client
+	// metrics reads the API server's own /metrics.
+	metrics *http.Client
+}
+
+func startControlPlane(crds string) (*controlPlane, error) {
+	scheme := runtime.NewScheme()
+	if err := corev1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	if err := siteopsv1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	env := &envtest.Environment{CRDDirectoryPaths: []string{crds}, ErrorIfCRDPathMissing: true, Scheme: scheme}
+	cfg, err := env.Start()
+	if err != nil {
+		// Start leaves etcd and kube-apiserver running when a later step,
+		// such as installing the CRDs, fails.
+		return nil, errors.Join(fmt.Errorf("starting the control plane (is KUBEBUILDER_ASSETS set?): %w", err), env.Stop())
+	}
+	cp := &controlPlane{env: env, cfg: cfg, scheme: scheme}
+	if cp.client, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+		return nil, errors.Join(err, env.Stop())
+	}
+	if cp.metrics, err = rest.HTTPClientFor(cfg); err != nil {
+		return nil, errors.Join(err, env.Stop())
+	}
+	return cp, nil
+}
+
+func (cp *controlPlane) stop() error { return cp.env.Stop() }
+
+// createTopology creates the namespaces, the Site and its Subnet, the
+// SiteServer (its status advertising taskURL, the task service ready) and
+// the bootstrap token.
+func (cp *controlPlane) createTopology(ctx context.Context, taskURL string) error {
+	c := cp.client
+	for _, ns := range []string{config.DefaultTokenNamespace, tenantNamespace} {
+		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			return fmt.Errorf("creating namespace %s: %w", ns, err)
+		}
+	}
+	if err := c.Create(ctx, &siteopsv1.Site{ObjectMeta: metav1.ObjectMeta{Name: siteName}}); err != nil {
+		return fmt.Errorf("creating Site %s: %w", siteName, err)
+	}
+	subnet := &siteopsv1.Subnet{ObjectMeta: metav1.ObjectMeta{Name: siteName + "-lan"},
+		Spec: siteopsv1.SubnetSpec{CIDR: agentsCIDR, Site: siteName}}
+	if err := c.Create(ctx, subnet); err != nil {
+		return fmt.Errorf("creating Subnet %s: %w", subnet.Name, err)
+	}
+	ss := &siteopsv1.SiteServer{ObjectMeta: metav1.ObjectMeta{Name: siteServerName},
+		Spec: siteopsv1.SiteServerSpec{Sites: []string{siteName}}}
+	if err := c.Create(ctx, ss); err != nil {
+		return fmt.Errorf("creating SiteServer %s: %w", siteServerName, err)
+	}
+	// No manager runs: the harness writes the status the SiteServer
+	// controller would once the task service is available.
+	ss.Status.Task = siteopsv1.ServiceStatus{Ready: true, Replicas: 1, ReadyReplicas: 1, Advertised: []string{taskURL}}
+	ss.Status.Conditions = []metav1.Condition{{Type: siteopsv1.ConditionTaskServiceReady, Status: metav1.ConditionTrue,
+		Reason: siteopsv1.ReasonAvailable, Message: "the benchmark's task service", LastTransitionTime: metav1.Now()}}
+	if err := c.Status().Update(ctx, ss); err != nil {
+		return fmt.Errorf("writing the status of SiteServer %s: %w", siteServerName, err)
+	}
+	id, secret, _ := strings.Cut(token, ".")
+	sec := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: siteopsv1.BootstrapTokenSecretPrefix + id, Namespace: config.DefaultTokenNamespace},
+		Type:       siteopsv1.BootstrapTokenSecretType,
+		StringData: map[string]string{siteopsv1.BootstrapTokenIDKey: id, siteopsv1.BootstrapTokenSecretKey: secret,
+			siteopsv1.BootstrapTokenNamespaceKey: tenantNamespace},
+	}
+	if err := c.Create(ctx, sec); err != nil {
+		return fmt.Errorf("creating the bootstrap token Secret: %w", err)
+	}
+	return nil
+}
+
+// writeKubeconfig writes a kubeconfig of a new envtest user for the task
+// service into dir and returns its path. The user is in system:masters,
+// as the harness is: API Priority and Fairness exempts it (see
+// docs/benchmarks.md).
+func (cp *controlPlane) writeKubeconfig(dir string) (string, error) {
+	user, err := cp.env.AddUser(envtest.User{Name: "task-service", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return "", fmt.Errorf("adding the task service's API user: %w", err)
+	}
+	data, err := user.KubeConfig()
+	if err != nil {
+		return "", fmt.Errorf("writing the task service's kubeconfig: %w", err)
+	}
+	path := filepath.Join(dir, "task-service.kubeconfig")
+	return path, os.WriteFile(path, data, 0o600)
+}
+
+// computerWriteVerbs are the verbs of apiserver_request_total that write.
+var computerWriteVerbs = []string{"POST", "PUT", "PATCH", "APPLY", "DELETE"}
+
+// apiWrites are the API server's write requests to Computers, by verb and
+// subresource ("PATCH status", "POST").
+type apiWrites map[string]float64
+
+func (w apiWrites) total() float64 {
+	var t float64
+	for _, v := range w {
+		t += v
+	}
+	return t
+}
+
+func (w apiWrites) sub(before apiWrites) apiWrites {
+	out := apiWrites{}
+	for k, v := range w {
+		if d := v - before[k]; d != 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
+
+func (w apiWrites) String() string {
+	if len(w) == 0 {
+		return "none"
+	}
+	var parts []string
+	for _, verb := range computerWriteVerbs {
+		for _, sub := range []string{"", "status"} {
+			if v := w[strings.TrimSpace(verb+" "+sub)]; v != 0 {
+				parts = append(parts, fmt.Sprintf("%s %.0f", strings.TrimSpace(verb+" "+sub), v))
+			}
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// computerWrites reads apiserver_request_total from the API server's
+// /metrics and returns its writes to Computers.
+func (cp *controlPlane) computerWrites(ctx context.Context) (apiWrites, error) {
+	families, err := cp.scrape(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := apiWrites{}
+	for key, v := range managertest.SumCounter(families, "apiserver_request_total", "resource", "verb", "subresource") {
+		fields := strings.SplitN(key, " ", 3)
+		if len(fields) != 3 || fields[0] != "computers" {
+			continue
+		}
+		for _, verb := range computerWriteVerbs {
+			if fields[1] == verb {
+				out[strings.TrimSpace(verb+" "+fields[2])] += v
+			}
+		}
+	}
+	return out, nil
+}
+
+func (cp *controlPlane) scrape(ctx context.Context) ([]*dto.MetricFamily, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(cp.cfg.Host, "/")+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := cp.metrics.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("reading the API server's metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, fmt.Errorf("reading the API server's metrics: %s: %s", resp.Status, body)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	byName, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("parsing the API server's metrics: %w", err)
+	}
+	families := make([]*dto.MetricFamily, 0, len(byName))
+	for _, f := range byName {
+		families = append(families, f)
+	}
+	return families, nil
+}
