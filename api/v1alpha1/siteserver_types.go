@@ -372,15 +372,21 @@ func init() {
 	SchemeBuilder.Register(&SiteServer{}, &SiteServerList{})
 }
 
-// ServesTasks reports whether the SiteServer's task service runs and is
-// available, as its status last said: its TaskServiceReady condition is
-// True with reason Available (a disabled service is True with reason
-// Disabled, and serves nothing). The Site controller and the locator use it
-// to judge a site's readiness.
+// ServesTasks reports whether the SiteServer's task service answers
+// agents, as its status last said: at least one of its pods is available.
+// That is its TaskServiceReady condition True with reason Available, or
+// False with reason Progressing while status.task.readyReplicas is above 0
+// (a pod being replaced, a rolling update: the others still serve). A
+// disabled service (True, reason Disabled) serves nothing. The Site
+// controller, the locator and the task services use it to judge whether a
+// site has a server of its own.
 func (ss *SiteServer) ServesTasks() bool {
 	for _, c := range ss.Status.Conditions {
 		if c.Type == ConditionTaskServiceReady {
-			return c.Status == metav1.ConditionTrue && c.Reason == ReasonAvailable
+			if c.Status == metav1.ConditionTrue {
+				return c.Reason == ReasonAvailable
+			}
+			return c.Reason == ReasonProgressing && ss.Status.Task.ReadyReplicas > 0
 		}
 	}
 	return false
