@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -99,11 +100,28 @@ func (r *registry) get(key types.NamespacedName, comp *siteopsv1.Computer) *agen
 }
 
 // registered records that a registration wrote the Computer's status now.
+// A state already held is updated in place, so that its place in the queue
+// of writes stays the only one.
 func (r *registry) registered(key types.NamespacedName, o observed) {
 	r.mu.Lock()
+	a := r.agents[key]
+	if a == nil {
+		a = &agentState{}
+		r.agents[key] = a
+	}
+	r.mu.Unlock()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.lastSeen, a.addresses, a.site, a.version = o.lastSeen, o.addresses, o.site, o.version
+	a.written, a.writtenAt = o, o.lastSeen
+}
+
+// forget drops what the service knows of an agent that another server
+// serves now, so that no write of this one lands after the other's.
+func (r *registry) forget(key types.NamespacedName) {
+	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.agents[key] = &agentState{lastSeen: o.lastSeen, addresses: o.addresses, site: o.site, version: o.version,
-		written: o, writtenAt: o.lastSeen}
+	delete(r.agents, key)
 }
 
 // checkedIn records a check-in and queues a write when one is owed.
@@ -169,10 +187,11 @@ func (r *registry) flush(ctx context.Context) {
 	now := r.now()
 	r.mu.Lock()
 	var batch []types.NamespacedName
+	inBatch := map[types.NamespacedName]bool{}
 	keep := r.due[:0]
 	for _, key := range r.due {
 		a := r.agents[key]
-		if a == nil {
+		if a == nil || inBatch[key] {
 			continue
 		}
 		a.mu.Lock()
@@ -180,6 +199,7 @@ func (r *registry) flush(ctx context.Context) {
 		a.mu.Unlock()
 		if ready {
 			batch = append(batch, key)
+			inBatch[key] = true
 		} else {
 			keep = append(keep, key)
 		}
@@ -219,7 +239,24 @@ func (r *registry) write(ctx context.Context, key types.NamespacedName, a *agent
 	a.queued = false
 	a.mu.Unlock()
 
+	// Another server may have answered the agent since (it moved): a write
+	// of this one's older news would undo the other's.
+	var cached siteopsv1.Computer
+	if err := r.client.Get(ctx, key, &cached); err == nil && cached.Status.SiteServer != r.siteServer &&
+		cached.Status.LastSeen != nil && !cached.Status.LastSeen.Time.Before(metav1.NewTime(o.lastSeen).Rfc3339Copy().Time) {
+		r.forget(key)
+		return
+	}
 	err := patchObserved(ctx, r.client, key, o)
+	if apierrors.IsNotFound(err) {
+		// The Computer was deleted: its agent's credential goes with it.
+		r.mu.Lock()
+		if r.agents[key] == a {
+			delete(r.agents, key)
+		}
+		r.mu.Unlock()
+		return
+	}
 	a.mu.Lock()
 	if err == nil {
 		a.written = o

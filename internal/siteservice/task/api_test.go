@@ -325,6 +325,33 @@ func TestAgentAPI(t *testing.T) {
 		first = second
 	})
 
+	t.Run("registrations of one computer that race make one Computer", func(t *testing.T) {
+		var wg sync.WaitGroup
+		for range 5 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, code, perr := e.register(t, token("abc123"), newRequest("racer", "uuid-racer", "10.1.0.30")); code != http.StatusOK {
+					t.Errorf("register = %d %+v", code, perr)
+				}
+			}()
+		}
+		wg.Wait()
+		var list siteopsv1.ComputerList
+		if err := e.cl.List(ctx, &list, client.InNamespace("branch-a")); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, c := range list.Items {
+			if c.Spec.HardwareID == "uuid-racer" {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%d Computers for one computer that registered 5 times at once, want 1", n)
+		}
+	})
+
 	t.Run("a host name taken by another computer gets a suffix", func(t *testing.T) {
 		other, code, perr := e.register(t, token("abc123"), newRequest("pc-01", "uuid-9", "10.1.0.9"))
 		if code != http.StatusOK || !strings.HasPrefix(other.Computer, "pc-01-") {

@@ -55,7 +55,15 @@ func (c *issuedCredentials) get(key types.NamespacedName, now time.Time) (issued
 // credential is refused: the reason goes to the log.
 var errCredentialRefused = errors.New("the credential is not valid: register again")
 
-// authenticate returns the Computer whose credential the request carries.
+// errCannotCheck wraps what keeps the service from judging a credential
+// now (the API unreachable, the cache behind and live reads used up): the
+// agent is asked to come back, never told its credential is bad, since an
+// agent told 401 forgets its credential.
+var errCannotCheck = errors.New("the credential cannot be checked now")
+
+// authenticate returns the Computer whose credential the request carries,
+// or an error: errCannotCheck wrapped when the verdict must wait, else the
+// reason the credential is refused.
 func (s *Server) authenticate(ctx context.Context, r *http.Request) (*siteopsv1.Computer, error) {
 	raw, ok := bearer(r.Header.Get("Authorization"))
 	if !ok {
@@ -68,11 +76,11 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request) (*siteopsv1.
 	comp := &siteopsv1.Computer{}
 	if err := s.kube.client.Get(ctx, key, comp); err != nil {
 		if !apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("reading Computer %s: %w", key, err)
+			return nil, fmt.Errorf("%w: reading Computer %s: %w", errCannotCheck, key, err)
 		}
 		comp = nil
 	}
-	if err := credentialValid(comp, secret, s.now()); err == nil {
+	if err := credentialValid(comp, secret); err == nil {
 		return comp, nil
 	}
 	// The cache may lag a registration: this process's own, or another
@@ -86,23 +94,24 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request) (*siteopsv1.
 			return comp, credentialNotRevoked(comp, issued.issuedAt)
 		}
 	}
-	if s.liveReads.Allow() {
-		live := &siteopsv1.Computer{}
-		if err := s.kube.live.Get(ctx, key, live); err == nil {
-			if err := credentialValid(live, secret, s.now()); err != nil {
-				return nil, fmt.Errorf("computer %s: %w", key, err)
-			}
-			return live, nil
+	if !s.liveReads.Allow() {
+		return nil, fmt.Errorf("%w: Computer %s does not match in the cache, and live reads are used up", errCannotCheck, key)
+	}
+	live := &siteopsv1.Computer{}
+	if err := s.kube.live.Get(ctx, key, live); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("no Computer %s", key)
 		}
+		return nil, fmt.Errorf("%w: reading Computer %s: %w", errCannotCheck, key, err)
 	}
-	if comp == nil {
-		return nil, fmt.Errorf("no Computer %s", key)
+	if err := credentialValid(live, secret); err != nil {
+		return nil, fmt.Errorf("computer %s: %w", key, err)
 	}
-	return nil, fmt.Errorf("computer %s: %w", key, credentialValid(comp, secret, s.now()))
+	return live, nil
 }
 
 // credentialValid checks secret against the Computer's credential.
-func credentialValid(comp *siteopsv1.Computer, secret string, _ time.Time) error {
+func credentialValid(comp *siteopsv1.Computer, secret string) error {
 	if comp == nil {
 		return errors.New("no such Computer")
 	}
@@ -130,7 +139,7 @@ func (s *Server) work(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.kube.ready(r.Context()) != nil {
-		comeBack(w, 5*time.Second, "the task service is starting")
+		comeBack(w, s.spread(), "the task service is starting")
 		return
 	}
 	q := r.URL.Query()
@@ -150,6 +159,11 @@ func (s *Server) work(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	comp, err := s.authenticate(r.Context(), r)
+	if errors.Is(err, errCannotCheck) {
+		s.log.Warn("Postponing a check-in", "reason", err)
+		comeBack(w, s.spread(), "the credential cannot be checked now")
+		return
+	}
 	if err != nil {
 		s.log.Info("Refusing a check-in", "reason", err)
 		s.metrics.refused.Add(1)
@@ -159,6 +173,7 @@ func (s *Server) work(w http.ResponseWriter, r *http.Request) {
 	key := types.NamespacedName{Namespace: comp.Namespace, Name: comp.Name}
 	site, served := s.kube.locator.Serves(addrs, s.cfg.SiteServer)
 	if !served {
+		s.agents.forget(key)
 		s.metrics.relocated.Add(1)
 		fail(w, protocol.StatusRelocate, protocol.QueryAddress, "this task service (SiteServer %s) does not serve the site of these addresses (%q); locate again", s.cfg.SiteServer, site)
 		return
@@ -184,10 +199,9 @@ func (s *Server) work(w http.ResponseWriter, r *http.Request) {
 	s.releaseHold()
 	resp.HeldMillis = held.Milliseconds()
 	if s.stoppingNow() {
-		// Spread the agents of a stopping service over the time it takes
-		// a replacement to come up, rather than have them all come back
-		// at the same instant.
-		resp.NextCheckInMillis = s.pacer.Busy(plan, nil).Milliseconds()
+		// Every held agent is answered at this instant: spread them over
+		// a cycle, rather than have them all come back at once.
+		resp.NextCheckInMillis = s.pacer.Scatter(plan, nil).Milliseconds()
 	} else {
 		resp.NextCheckInMillis = s.pacer.Next(plan, held, nil).Milliseconds()
 	}
@@ -206,6 +220,12 @@ func (s *Server) hold(ctx context.Context, d time.Duration) time.Duration {
 	case <-s.stopping:
 	}
 	return s.now().Sub(start)
+}
+
+// spread is how long to tell an agent to come back when the service cannot
+// answer it now: spread over a cycle, as many may be told at once.
+func (s *Server) spread() time.Duration {
+	return s.pacer.Scatter(s.pacer.Plan(s.activeAgents(), 0), nil)
 }
 
 func (s *Server) takeHold() bool {

@@ -146,13 +146,20 @@ func (k *kube) assigned(ctx context.Context, siteServer string) (int, error) {
 // countAssigned keeps n at the number of Computers assigned to siteServer,
 // every period until ctx is done.
 func (k *kube) countAssigned(ctx context.Context, siteServer string, period time.Duration, set func(int)) {
+	// The first count as soon as the cache is synced: until then every
+	// agent would be paced as if it were alone.
+	for k.ready(ctx) != nil {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
-		if k.ready(ctx) == nil {
-			if n, err := k.assigned(ctx, siteServer); err == nil {
-				set(n)
-			}
+		if n, err := k.assigned(ctx, siteServer); err == nil {
+			set(n)
 		}
 		select {
 		case <-ctx.Done():

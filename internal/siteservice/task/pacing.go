@@ -67,19 +67,30 @@ func (p Pacer) Next(plan Plan, held time.Duration, r *rand.Rand) time.Duration {
 	rest := plan.Cycle - held
 	spread := time.Duration(p.Jitter * float64(plan.Cycle))
 	if spread > 0 {
-		var f float64
-		if r != nil {
-			f = r.Float64()
-		} else {
-			f = rand.Float64()
-		}
-		rest += time.Duration((2*f - 1) * float64(spread))
+		rest += time.Duration((2*draw(r) - 1) * float64(spread))
 	}
 	return max(rest, 0)
 }
 
 // Busy returns how long an agent turned away at once (every long poll
-// taken) waits: its whole cycle, spread by ±Jitter, and at least a second.
+// taken) waits: drawn evenly from half its cycle to one and a half, so that
+// the agents turned away together come back spread over a whole cycle; at
+// least a second.
 func (p Pacer) Busy(plan Plan, r *rand.Rand) time.Duration {
-	return max(p.Next(plan, 0, r), time.Second)
+	return max(plan.Cycle/2+time.Duration(float64(plan.Cycle)*draw(r)), time.Second)
+}
+
+// Scatter returns how long an agent waits when many are answered at the
+// same instant, by a stopping service or one that cannot serve yet: drawn
+// evenly over the cycle, at least a second, so that they come back at the
+// rate the cycle allows rather than all at once.
+func (p Pacer) Scatter(plan Plan, r *rand.Rand) time.Duration {
+	return max(time.Duration(float64(plan.Cycle)*draw(r)), time.Second)
+}
+
+func draw(r *rand.Rand) float64 {
+	if r != nil {
+		return r.Float64()
+	}
+	return rand.Float64()
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net/http"
 	"regexp"
 	"slices"
@@ -134,35 +135,55 @@ func (r registration) sameComputer(comp *siteopsv1.Computer) bool {
 }
 
 // replays remembers the request IDs of recent registrations, so that a
-// replayed request is refused even before its Computer shows the ID.
+// replayed request is refused even before its Computer shows the ID: for
+// replayMemory, and at most maxReplays of them (the oldest go first; the
+// Computer keeps the last one for good).
 type replays struct {
-	mu   sync.Mutex
-	seen map[string]time.Time
+	mu    sync.Mutex
+	seen  map[string]struct{}
+	order []replay // oldest first
 }
 
-// replayMemory is how long an ID is remembered in memory; the Computer
-// keeps the last one for good.
-const replayMemory = time.Hour
+type replay struct {
+	id string
+	at time.Time
+}
+
+const (
+	replayMemory = time.Hour
+	maxReplays   = 200_000
+)
 
 // first records id and reports whether it was not seen before.
 func (p *replays) first(id string, now time.Time) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.seen == nil {
-		p.seen = map[string]time.Time{}
+		p.seen = map[string]struct{}{}
+	}
+	for len(p.order) > 0 && (now.Sub(p.order[0].at) > replayMemory || len(p.order) >= maxReplays) {
+		delete(p.seen, p.order[0].id)
+		p.order = p.order[1:]
 	}
 	if _, ok := p.seen[id]; ok {
 		return false
 	}
-	if len(p.seen) >= 100_000 {
-		for k, t := range p.seen {
-			if now.Sub(t) > replayMemory {
-				delete(p.seen, k)
-			}
-		}
-	}
-	p.seen[id] = now
+	p.seen[id] = struct{}{}
+	p.order = append(p.order, replay{id: id, at: now})
 	return true
+}
+
+// identityLocks serialise the registrations of one hardware identity in a
+// process, so that an agent that retries at once does not race itself into
+// two Computers.
+type identityLocks [64]sync.Mutex
+
+func (l *identityLocks) lock(identity string) func() {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(identity))
+	m := &l[h.Sum32()%uint32(len(l))]
+	m.Lock()
+	return m.Unlock
 }
 
 // register serves POST /v1/register.
@@ -172,7 +193,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.kube.ready(r.Context()) != nil {
-		comeBack(w, 5*time.Second, "the task service is starting")
+		comeBack(w, s.spread(), "the task service is starting")
 		return
 	}
 	raw, ok := bearer(r.Header.Get("Authorization"))
@@ -208,6 +229,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusConflict, "requestID", "registration %s was already received; draw a new requestID", reg.RequestID)
 		return
 	}
+	defer s.identities.lock(token.namespace + "/" + reg.identity())()
 	existing, err := s.findComputer(ctx, token.namespace, reg)
 	if err != nil {
 		log.Error("Looking up the registering Computer", "error", err)
@@ -377,19 +399,26 @@ func (s *Server) saveComputer(ctx context.Context, namespace string, existing *s
 		}
 		return key, nil
 	}
-	name := computerName(reg.Hostname)
-	for attempt := range 2 {
+	// The host name, or, when another computer has it, the host name and a
+	// hash of this one's identity. A Computer that exists under either name
+	// and is this computer (a registration that raced this one, or one the
+	// cache does not show yet) is taken, not doubled.
+	for _, name := range []string{computerName(reg.Hostname), withSuffix(computerName(reg.Hostname), reg.identity())} {
 		comp := &siteopsv1.Computer{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}, Spec: spec}
 		err := s.kube.client.Create(ctx, comp)
 		if err == nil {
 			return client.ObjectKeyFromObject(comp), nil
 		}
-		if !apierrors.IsAlreadyExists(err) || attempt == 1 {
+		if !apierrors.IsAlreadyExists(err) {
 			return types.NamespacedName{}, fmt.Errorf("creating Computer %s/%s: %w", namespace, name, err)
 		}
-		// Another computer has the host name: this one's hardware
-		// identity makes the name its own.
-		name = withSuffix(computerName(reg.Hostname), reg.identity())
+		there := &siteopsv1.Computer{}
+		if err := s.kube.live.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, there); err != nil {
+			return types.NamespacedName{}, fmt.Errorf("reading Computer %s/%s: %w", namespace, name, err)
+		}
+		if reg.sameComputer(there) {
+			return s.saveComputer(ctx, namespace, there, reg)
+		}
 	}
-	return types.NamespacedName{}, errors.New("unreachable")
+	return types.NamespacedName{}, fmt.Errorf("creating Computer %s: both its names are taken by other computers", computerName(reg.Hostname))
 }

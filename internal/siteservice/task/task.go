@@ -72,6 +72,7 @@ type Server struct {
 	tokenNamespace string
 	tokenMu        sync.Mutex
 	replays        replays
+	identities     identityLocks
 	issued         issuedCredentials
 	liveReads      *rate.Limiter
 	agents         *registry
