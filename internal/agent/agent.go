@@ -301,6 +301,7 @@ func (a *Agent) step(ctx context.Context) time.Duration {
 // locate asks the locators, in turn, which servers serve the agent.
 func (a *Agent) locate(ctx context.Context) time.Duration {
 	n := len(a.cfg.Locators)
+	var asked time.Duration // the longest Retry-After of the round
 	for i := range n {
 		locator := a.cfg.Locators[(a.locatorNext+i)%n]
 		resp, err := a.client.locate(ctx, locator, a.addrs)
@@ -308,13 +309,14 @@ func (a *Agent) locate(ctx context.Context) time.Duration {
 			if ctx.Err() != nil {
 				return 0
 			}
+			asked = max(asked, retryAfterOf(err))
 			a.log.Warn("Locating failed: trying the next locator", "locator", locator, "error", err)
 			continue
 		}
 		a.locatorNext = (a.locatorNext + i) % n
 		return a.located(resp, locator)
 	}
-	d := a.relocate.next()
+	d := max(a.relocate.next(), jitter(asked, a.t.retryJitter, nil))
 	a.log.Error("Every locator failed: trying again later", "locators", a.cfg.Locators, "retryIn", d.String())
 	return d
 }
@@ -478,9 +480,15 @@ func (a *Agent) failed(what string, err error) time.Duration {
 	code := statusOf(err)
 	switch {
 	case code == protocol.StatusRelocate:
-		a.log.Info("The task service does not serve this agent: locating again", "endpoint", a.endpoint(), "error", err)
+		// Locate again at once the first time; after that with the
+		// relocation back-off, reset by the next accepted check-in: the
+		// locator and the task service may disagree for a moment (their
+		// informers see a change at different times), and agents must not
+		// bounce between them as fast as they can.
+		d := a.relocate.next()
+		a.log.Info("The task service does not serve this agent: locating again", "endpoint", a.endpoint(), "error", err, "retryIn", d.String())
 		a.needLocate = true
-		return 0
+		return d
 	case (code == http.StatusServiceUnavailable || code == http.StatusTooManyRequests) && retryAfterOf(err) > 0:
 		d := jitter(retryAfterOf(err), a.t.retryJitter, nil)
 		a.log.Info("The task service asked the agent to come back later", "endpoint", a.endpoint(), "status", code, "retryIn", d.String())

@@ -41,8 +41,9 @@ func HardwareID() string {
 	return id
 }
 
-// MACAddresses returns the MAC addresses of the computer's non-loopback
-// interfaces, lower-case "aa:bb:cc:dd:ee:ff", in interface order, at most
+// MACAddresses returns the globally unique MAC addresses of the computer's
+// non-loopback interfaces (locally administered ones are left out),
+// lower-case "aa:bb:cc:dd:ee:ff", in interface order, at most
 // protocol.MaxMACAddresses.
 func MACAddresses() ([]string, error) {
 	ifaces, err := net.Interfaces()
@@ -51,7 +52,10 @@ func MACAddresses() ([]string, error) {
 	}
 	var macs []string
 	for _, iface := range ifaces {
-		if iface.Flags&net.FlagLoopback != 0 || len(iface.HardwareAddr) != 6 {
+		// Locally administered addresses (VPN, container and virtual
+		// machine adapters) repeat across computers: they would make two
+		// computers one.
+		if iface.Flags&net.FlagLoopback != 0 || len(iface.HardwareAddr) != 6 || iface.HardwareAddr[0]&0x02 != 0 {
 			continue
 		}
 		mac := strings.ToLower(iface.HardwareAddr.String())

@@ -129,7 +129,9 @@ func DeleteCredential(dir string) error {
 // synced and renamed over it, so that a reader or a crash never sees half
 // a file. The temporary file has mode perm before it holds anything.
 func writeFileAtomic(dir, name string, data []byte, perm os.FileMode) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// The directory is readable, so that `agent status` works for any
+	// user; the credential file itself is 0600.
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	f, err := os.CreateTemp(dir, "."+name+".tmp-*")

@@ -285,7 +285,7 @@ func TestStateFiles(t *testing.T) {
 	if c, err := ReadCredential(dir); err != nil || c != "s3cret" {
 		t.Errorf("credential %q, %v", c, err)
 	}
-	for name, mode := range map[string]os.FileMode{CredentialFile: 0o600, StateFile: 0o644, ".": 0o700} {
+	for name, mode := range map[string]os.FileMode{CredentialFile: 0o600, StateFile: 0o644, ".": 0o755} {
 		fi, err := os.Stat(filepath.Join(dir, name))
 		if err != nil {
 			t.Fatal(err)
