@@ -52,9 +52,14 @@ type levelResult struct {
 	statusWrites, writeFailures float64
 	apiWrites                   apiWrites
 	writeBound                  float64
-	baseline, steady, peak      int64 // task-service RSS, VmHWM
-	taskCPU, agentsCPU          time.Duration
-	load                        [2]float64 // 1-minute load average at the window's start and end
+	// statusInterval is the task service's; windowFrom and windowTo are
+	// the window's bounds from the first simulate start. Before
+	// statusInterval no Computer's lastSeen is old enough to be written
+	// again, so any write then would come from an ordinary check-in.
+	statusInterval, windowFrom, windowTo time.Duration
+	baseline, steady, peak               int64 // task-service RSS, VmHWM
+	taskCPU, agentsCPU                   time.Duration
+	load                                 [2]float64 // 1-minute load average at the window's start and end
 }
 
 // summary is a few order statistics of samples.
@@ -310,6 +315,8 @@ func measureWindow(ctx context.Context, opts options, cp *controlPlane, ts *task
 	res.writeFailures = end.m[mWriteFailures]
 	res.apiWrites = apiAfter.sub(apiBefore)
 	res.writeBound = float64(res.agents)*elapsed.Seconds()/float64(opts.statusInterval) + max(10, float64(res.agents)/100)
+	res.statusInterval = time.Duration(opts.statusInterval) * time.Second
+	res.windowFrom, res.windowTo = first.at.Sub(sim.start), end.at.Sub(sim.start)
 	res.agentErrors = simAfter.checkInErrors
 	res.registrationErrors = simAfter.registrationErrors
 	res.relocations, res.failovers = simAfter.relocations, simAfter.failovers

@@ -20,7 +20,8 @@
 //     -agents-per-process agents each (a process has 20,000 open files),
 //     with disjoint -first-index ranges, claimed addresses from
 //     10.64.0.0/10 (10.64+p.0.0/16 for process p) and source addresses
-//     127.1+p.0.0/16, sharing -register-rate.
+//     127.1+p.0.0/16, sharing -register-rate (60/s by default, below
+//     what the task service's API client sustains: see parseFlags).
 //
 // Per level the harness creates the namespaces, a Site and a Subnet
 // (10.64.0.0/10), a SiteServer whose status advertises the task service
@@ -76,7 +77,14 @@ func parseFlags() (options, error) {
 	var opts options
 	levels := flag.String("agents", "1000,10000,50000", "Agents per level, comma-separated; each level runs on a fresh control plane and task service.")
 	flag.IntVar(&opts.agentsPerProcess, "agents-per-process", 10_000, "Most agents in one `agent simulate` process (at most 12,000: a process has 20,000 open files).")
-	flag.Float64Var(&opts.registerRate, "register-rate", 200, "Registrations per second, all simulate processes together.")
+	// The task service's API client allows 200 requests/s
+	// (internal/siteservice/task/kube.go), shared by the registrations (a
+	// create and a status patch each) and, from one status interval after
+	// the first registration on, the lastSeen refreshes (about one per
+	// registration made an interval earlier): above about 66
+	// registrations/s its queue outgrows the agents' 30 s request timeout
+	// and registrations fail in bulk (docs/benchmarks.md).
+	flag.Float64Var(&opts.registerRate, "register-rate", 60, "Registrations per second offered, all simulate processes together (the agent's own default is 200).")
 	flag.Float64Var(&opts.maxCheckInRate, "max-check-in-rate", 200, "task.agents.maxCheckInRate of the task service.")
 	flag.IntVar(&opts.statusInterval, "status-interval", 300, "task.agents.statusIntervalSeconds of the task service.")
 	flag.DurationVar(&opts.window, "window", 0, "Measurement window in steady state; 0 means max(150s, 1.1 × the check-in cycle + 60s): 335s at 50,000 agents and 200/s.")
