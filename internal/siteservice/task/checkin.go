@@ -195,6 +195,9 @@ func (s *Server) work(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, resp)
 		return
 	}
+	if s.polls.detach(s, w, key, resp, plan) {
+		return
+	}
 	held := s.hold(r.Context(), plan.Hold)
 	s.releaseHold()
 	resp.HeldMillis = held.Milliseconds()

@@ -71,6 +71,7 @@ type Server struct {
 	kube           *kube
 	tokenNamespace string
 	tokenMu        sync.Mutex
+	polls          polls
 	replays        replays
 	identities     identityLocks
 	issued         issuedCredentials
@@ -250,6 +251,7 @@ func (s *Server) run(ctx context.Context, serve func(context.Context) error) err
 	go func() {
 		<-gctx.Done()
 		close(s.stopping)
+		s.polls.answerAll()
 	}()
 	go func() {
 		if err := s.kube.run(bg); err != nil {

@@ -1,0 +1,149 @@
+package task
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/siteops/site-operator/internal/protocol"
+)
+
+// A held check-in costs what net/http keeps for a request in flight (a
+// goroutine and its stack, the connection's read and write buffers, the
+// request): about 40 KiB, measured. So the service takes the connection
+// from net/http for the hold (http.Hijacker): what remains is the TLS
+// connection, a timer and a polls entry, about 12 KiB. The answer is
+// written straight to the connection, with Connection: close, and the
+// agent's next check-in opens a new one (a TLS session resumption, not a
+// full handshake).
+//
+// polls holds the detached check-ins by Computer: at most one per
+// Computer (a newer one answers the older at once), so that work for an
+// agent can wake its check-in, and a stopping service answers them all.
+type polls struct {
+	mu sync.Mutex
+	m  map[types.NamespacedName]*heldPoll
+}
+
+// heldPoll is one detached check-in.
+type heldPoll struct {
+	s     *Server
+	key   types.NamespacedName
+	conn  net.Conn
+	resp  protocol.WorkResponse
+	plan  Plan
+	start time.Time
+	timer *time.Timer
+	done  atomic.Bool
+}
+
+// answerTimeout bounds the write of a held check-in's answer.
+const answerTimeout = 10 * time.Second
+
+// detach takes the request's connection from net/http and holds the
+// check-in for plan.Hold, or reports false when the connection cannot be
+// taken (HTTP/2, or bytes of a next request already read), and the caller
+// holds it in the handler. The hold slot is taken; answering releases it.
+func (p *polls) detach(s *Server, w http.ResponseWriter, key types.NamespacedName, resp protocol.WorkResponse, plan Plan) bool {
+	conn, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return false
+	}
+	held := &heldPoll{s: s, key: key, conn: conn, resp: resp, plan: plan, start: s.now()}
+	if rw.Reader.Buffered() > 0 {
+		// A pipelined request: answer this one now rather than lose it.
+		held.answer()
+		return true
+	}
+	// net/http's deadlines of the request no longer apply.
+	_ = conn.SetDeadline(time.Time{})
+	p.mu.Lock()
+	if p.m == nil {
+		p.m = map[types.NamespacedName]*heldPoll{}
+	}
+	older := p.m[key]
+	p.m[key] = held
+	held.timer = time.AfterFunc(plan.Hold, held.answer)
+	p.mu.Unlock()
+	if older != nil {
+		older.answer()
+	}
+	if s.stoppingNow() {
+		held.answer()
+	}
+	return true
+}
+
+// answerAll answers every held check-in: the service stops.
+func (p *polls) answerAll() {
+	p.mu.Lock()
+	all := make([]*heldPoll, 0, len(p.m))
+	for _, h := range p.m {
+		all = append(all, h)
+	}
+	p.mu.Unlock()
+	for _, h := range all {
+		h.answer()
+	}
+}
+
+// count is how many check-ins are detached now.
+func (p *polls) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.m)
+}
+
+// answer writes the check-in's answer, closes the connection and releases
+// the hold; once, whoever calls it first (the timer, a newer check-in of
+// the agent, the service stopping).
+func (h *heldPoll) answer() {
+	if !h.done.CompareAndSwap(false, true) {
+		return
+	}
+	s := h.s
+	// Under the lock that detach holds while it sets the timer.
+	s.polls.mu.Lock()
+	timer := h.timer
+	if s.polls.m[h.key] == h {
+		delete(s.polls.m, h.key)
+	}
+	s.polls.mu.Unlock()
+	if timer != nil {
+		timer.Stop()
+	}
+	defer s.releaseHold()
+	defer h.conn.Close()
+
+	held := s.now().Sub(h.start)
+	resp := h.resp
+	resp.HeldMillis = held.Milliseconds()
+	if s.stoppingNow() {
+		// Every held agent is answered at this instant: spread them over
+		// a cycle, rather than have them all come back at once.
+		resp.NextCheckInMillis = s.pacer.Scatter(h.plan, nil).Milliseconds()
+	} else {
+		resp.NextCheckInMillis = s.pacer.Next(h.plan, held, nil).Milliseconds()
+	}
+	body, err := json.Marshal(resp)
+	if err != nil {
+		return
+	}
+	body = append(body, '\n')
+	msg := make([]byte, 0, 160+len(body))
+	msg = append(msg, "HTTP/1.1 200 OK\r\nContent-Type: "+protocol.ContentType+"\r\nCache-Control: no-store\r\nConnection: close\r\nContent-Length: "...)
+	msg = strconv.AppendInt(msg, int64(len(body)), 10)
+	msg = append(msg, "\r\n\r\n"...)
+	msg = append(msg, body...)
+	_ = h.conn.SetWriteDeadline(time.Now().Add(answerTimeout))
+	if _, err := h.conn.Write(msg); err != nil {
+		s.log.Debug("Answering a held check-in", "computer", h.key.String(), "error", fmt.Sprint(err))
+	}
+}
