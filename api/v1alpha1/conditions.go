@@ -139,3 +139,24 @@ const (
 	// agent's credential; the agent must register again.
 	ReasonCredentialRevoked = "CredentialRevoked"
 )
+
+// Reasons of a DirectoryImport's Ready condition.
+const (
+	// ReasonSynced: the last import read the whole directory and applied it.
+	ReasonSynced = "Synced"
+	// ReasonDirectoryUnreachable: the directory could not be reached or the
+	// TLS handshake failed; nothing imported was changed.
+	ReasonDirectoryUnreachable = "DirectoryUnreachable"
+	// ReasonBindFailed: the bind Secret is missing or malformed, or the
+	// directory refused its credentials.
+	ReasonBindFailed = "BindFailed"
+	// ReasonSearchFailed: a search failed part-way; nothing imported was
+	// changed.
+	ReasonSearchFailed = "SearchFailed"
+	// ReasonDeletionsHeld: the directory no longer lists more of the
+	// imported objects than spec.maxDeletePercent allows deleting at once;
+	// the rest of the import was applied, the deletions were not.
+	ReasonDeletionsHeld = "DeletionsHeld"
+	// ReasonSuspended: spec.suspend is true.
+	ReasonSuspended = "Suspended"
+)

@@ -78,6 +78,12 @@ type SiteStatus struct {
 	// +kubebuilder:validation:items:MaxLength=300
 	PackageEndpoints []string `json:"packageEndpoints,omitempty"`
 
+	// importedBy names the DirectoryImport that manages this site (its
+	// label siteops.io/directory-import); empty for a manual site.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	ImportedBy string `json:"importedBy,omitempty"`
+
 	// computers is the number of Computers located in this site.
 	// +optional
 	Computers int32 `json:"computers,omitempty"`

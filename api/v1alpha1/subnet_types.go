@@ -41,6 +41,17 @@ type SubnetSpec struct {
 	// +optional
 	// +kubebuilder:default=Manual
 	Source SubnetSource `json:"source,omitempty"`
+
+	// description is free text about the subnet (the directory's, for an
+	// imported one).
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Description string `json:"description,omitempty"`
+
+	// location is free text telling where the subnet's computers are.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Location string `json:"location,omitempty"`
 }
 
 // SubnetStatus is the subnet's place in address resolution.
