@@ -22,6 +22,11 @@ package controllers
 // Computers in every namespace: their Ready condition, and the Sites' counts.
 // The task services create them and write the rest of their status.
 // +kubebuilder:rbac:groups=siteops.io,resources=computers,verbs=get;list;watch
+// The directory import writes the Sites and Subnets of Active Directory
+// (only those it created or adopted, labelled siteops.io/directory-import).
+// +kubebuilder:rbac:groups=siteops.io,resources=sites;subnets,verbs=create;update;patch;delete
+// +kubebuilder:rbac:groups=siteops.io,resources=directoryimports,verbs=get;list;watch
+// +kubebuilder:rbac:groups=siteops.io,resources=directoryimports/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=siteops.io,resources=computers/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=get;list;watch

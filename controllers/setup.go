@@ -18,6 +18,7 @@ import (
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
 
+	"github.com/siteops/site-operator/internal/directory"
 	"github.com/siteops/site-operator/internal/topology"
 )
 
@@ -36,6 +37,9 @@ type Options struct {
 	// Ready=False (AgentOffline). It must exceed the task services' status
 	// interval (5 minutes by default) and the agents' check-in interval.
 	ComputerOfflineAfter time.Duration
+	// DirectoryReader reads the directories of DirectoryImports; nil means
+	// directory.Read (LDAP). Tests of the API side give canned directories.
+	DirectoryReader DirectoryReader
 }
 
 // DefaultOptions are the options the manager binary starts with.
@@ -88,6 +92,14 @@ func Setup(mgr ctrl.Manager, opts Options) (*topology.Resolver, error) {
 	computers := &ComputerReconciler{Client: mgr.GetClient(), OfflineAfter: opts.ComputerOfflineAfter}
 	if err := computers.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the Computer controller: %w", err)
+	}
+	read := opts.DirectoryReader
+	if read == nil {
+		read = directory.Read
+	}
+	imports := &DirectoryImportReconciler{Client: mgr.GetClient(), Namespace: opts.Workloads.Namespace, Read: read}
+	if err := imports.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the DirectoryImport controller: %w", err)
 	}
 	return feed.resolver, nil
 }

@@ -46,7 +46,8 @@ type SiteReconciler struct {
 func (r *SiteReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("site").
-		For(&siteopsv1.Site{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// The directory import's label shows in status.importedBy.
+		For(&siteopsv1.Site{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
 		// A Subnet moving between sites changes the counts of both.
 		Watches(&siteopsv1.Subnet{}, handler.Funcs{
 			CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
@@ -238,6 +239,7 @@ func desiredSiteStatus(scope *siteScope) *siteopsv1.SiteStatus {
 	status := scope.site.Status.DeepCopy()
 	status.Subnets = int32(scope.subnets)
 	status.Computers = int32(scope.computers)
+	status.ImportedBy = scope.site.Labels[siteopsv1.LabelDirectoryImport]
 	setSiteServers(status, scope.servers)
 	setSiteEndpoints(status, scope)
 	meta.SetStatusCondition(&status.Conditions, siteReadyCondition(scope))

@@ -66,6 +66,7 @@ var _ = BeforeSuite(func() {
 
 	// Short, so that the Computer specs see an agent go offline.
 	options.ComputerOfflineAfter = computerOfflineAfter
+	options.DirectoryReader = directories.read
 	manager = startManager()
 	DeferCleanup(func() { manager.stop() })
 })

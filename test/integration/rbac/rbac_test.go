@@ -118,6 +118,11 @@ func needed() []access {
 	kinds := []string{"sites", "subnets", "siteservers"}
 	n = append(n, each(read, "siteops.io", kinds, "", "")...)
 	n = append(n, each([]string{"get", "update", "patch"}, "siteops.io", kinds, "status", "")...)
+	// The directory import: its own kind, and the Sites and Subnets it
+	// manages.
+	n = append(n, each(read, "siteops.io", []string{"directoryimports"}, "", "")...)
+	n = append(n, each([]string{"get", "update", "patch"}, "siteops.io", []string{"directoryimports"}, "status", "")...)
+	n = append(n, each([]string{"create", "update", "patch", "delete"}, "siteops.io", []string{"sites", "subnets"}, "", "")...)
 	// Computers, in every namespace: read, and their Ready condition.
 	for _, ns := range []string{otherNamespace, ""} {
 		n = append(n, each(read, "siteops.io", []string{"computers"}, "", ns)...)
@@ -150,8 +155,10 @@ func forbidden() []access {
 	f = append(f, each(write, "", []string{"nodes"}, "", "")...)
 	f = append(f, each(write, "", []string{"nodes"}, "status", "")...)
 	f = append(f, each(write, "storage.k8s.io", []string{"storageclasses"}, "", "")...)
-	// The topology belongs to its users: the manager writes only status.
-	f = append(f, each([]string{"create", "update", "delete"}, "siteops.io", []string{"sites", "subnets", "siteservers"}, "", "")...)
+	// The topology belongs to its users: the manager writes only status,
+	// but for the Sites and Subnets the directory import manages.
+	f = append(f, each([]string{"create", "update", "delete"}, "siteops.io", []string{"siteservers"}, "", "")...)
+	f = append(f, each([]string{"create", "update", "delete"}, "siteops.io", []string{"directoryimports"}, "", "")...)
 	// Computers belong to their namespaces and the task services: the
 	// manager writes only their status.
 	f = append(f, each([]string{"create", "update", "patch", "delete"}, "siteops.io", []string{"computers"}, "", otherNamespace)...)
