@@ -87,7 +87,7 @@ bench-siteservers: ## SiteServers on a simulated cluster of 50 kwok nodes (SITES
 SITES ?= 200
 
 .PHONY: bench-agents
-bench-agents: ## One task service with AGENTS registered agents checking in (about 25 minutes for all three levels); see docs/benchmarks.md.
+bench-agents: ## One task service with AGENTS registered agents checking in (about 30 minutes for all three levels); see docs/benchmarks.md.
 	KUBEBUILDER_ASSETS="$$($(CONTROLPLANE))" go run ./test/bench/agents -agents $(AGENTS)
 
 AGENTS ?= 1000,10000,50000
