@@ -173,7 +173,11 @@ func (r *registry) run(ctx context.Context, tick time.Duration) {
 			return
 		case <-t.C:
 		}
-		r.flush(ctx)
+		// A round finishes the writes it started, even when the loop is
+		// told to stop: a cancelled write would be a lost refresh.
+		round, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		r.flush(round)
+		cancel()
 		if now := r.now(); now.Sub(lastSweep) >= 10*time.Second {
 			r.sweep(now)
 			lastSweep = now

@@ -245,7 +245,7 @@ func TestAgentAPI(t *testing.T) {
 		if code != http.StatusOK {
 			t.Fatalf("check-in = %d %+v", code, perr)
 		}
-		if took := time.Since(start); took < 900*time.Millisecond || resp.HeldMillis < 900 {
+		if took := time.Since(start); took < 850*time.Millisecond || resp.HeldMillis < 850 {
 			t.Errorf("held %d ms, answered after %s; want about 1 s", resp.HeldMillis, took)
 		}
 		if resp.Computer != "branch-a/pc-01" || resp.Site != "paris" || resp.SiteServer != "paris-srv" || resp.Work == nil {
@@ -447,7 +447,7 @@ func TestAgentAPI(t *testing.T) {
 				mu.Lock()
 				defer mu.Unlock()
 				switch {
-				case code == http.StatusOK && resp.HeldMillis >= 900: // the cycle, 1 s, bounds the hold
+				case code == http.StatusOK && resp.HeldMillis >= 850: // the cycle, 1 s less jitter, bounds the hold
 					held++
 				case code == http.StatusOK && resp.HeldMillis == 0 && resp.NextCheckInMillis >= 1000:
 					turned++

@@ -195,6 +195,7 @@ func (s *Server) work(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, resp)
 		return
 	}
+	plan.Hold = s.pacer.Held(plan, nil)
 	if s.polls.detach(s, w, key, resp, plan) {
 		return
 	}

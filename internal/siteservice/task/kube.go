@@ -18,6 +18,10 @@ import (
 	"github.com/siteops/site-operator/internal/topologyfeed"
 )
 
+// writerQPS is the budget of the status writes of check-ins: with the
+// default 5-minute interval, enough for 75,000 agents refreshing lastSeen.
+const writerQPS = 250
+
 // Field indexes of the service's Computer cache.
 const (
 	indexHardwareID = "spec.hardwareID"
@@ -32,6 +36,7 @@ type kube struct {
 	cache   cache.Cache
 	client  client.Client
 	live    client.Reader // uncached, for what the cache may not have yet
+	writer  client.Client // the status writes of check-ins, with their own budget
 	locator *locator.Locator
 	synced  []func() bool
 }
@@ -46,9 +51,11 @@ func newKube(cfg *rest.Config, tokenNamespace string) (*kube, error) {
 		return nil, err
 	}
 	cfg = rest.CopyConfig(cfg)
-	// Registrations and batched status writes: well over client-go's
-	// default of 5 per second.
-	cfg.QPS, cfg.Burst = 200, 400
+	// Registrations (two writes each), the token counts and live reads:
+	// well over client-go's default of 5 per second. The status writes of
+	// check-ins have a client and a budget of their own (writerQPS), so
+	// that neither starves the other.
+	cfg.QPS, cfg.Burst = 500, 1000
 	c, err := cache.New(cfg, cache.Options{
 		Scheme:           scheme,
 		DefaultTransform: cache.TransformStripManagedFields(),
@@ -82,7 +89,13 @@ func newKube(cfg *rest.Config, tokenNamespace string) (*kube, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating the client: %w", err)
 	}
-	k := &kube{cache: c, client: cl, live: live}
+	writerCfg := rest.CopyConfig(cfg)
+	writerCfg.QPS, writerCfg.Burst = writerQPS, 2*writerQPS
+	writer, err := client.New(writerCfg, client.Options{Scheme: scheme, Cache: &client.CacheOptions{Reader: c}})
+	if err != nil {
+		return nil, fmt.Errorf("creating the client: %w", err)
+	}
+	k := &kube{cache: c, client: cl, live: live, writer: writer}
 	resolver, servers := topology.New(), locator.NewServerSet()
 	resolverSynced, err := topologyfeed.FeedResolver(ctx, c, resolver)
 	if err != nil {

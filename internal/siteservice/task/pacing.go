@@ -59,6 +59,14 @@ func (p Pacer) Plan(active int, wait time.Duration) Plan {
 	return Plan{Hold: max(hold, 0), Cycle: cycle}
 }
 
+// Held returns how long to hold one check-in of plan: plan.Hold less up to
+// Jitter of it, drawn at random. When agents are held their whole cycle the
+// wait after the answer is near zero and its own jitter mostly clamped to
+// zero; a varying hold keeps agents that started together drifting apart.
+func (p Pacer) Held(plan Plan, r *rand.Rand) time.Duration {
+	return plan.Hold - time.Duration(p.Jitter*draw(r)*float64(plan.Hold))
+}
+
 // Next returns how long the agent waits after an answer that came after
 // held (the whole hold, or less when work or a shutdown cut it short):
 // the rest of the cycle, spread by ±Jitter of the cycle. r draws the

@@ -86,3 +86,18 @@ func TestPacerNext(t *testing.T) {
 		t.Errorf("Busy with no cycle = %s, want the 1s floor", d)
 	}
 }
+
+// Holds vary by up to Jitter, so agents held their whole cycle drift apart.
+func TestPacerHeld(t *testing.T) {
+	p := Pacer{Jitter: 0.1}
+	plan := Plan{Hold: time.Minute, Cycle: time.Minute}
+	r := rand.New(rand.NewPCG(5, 6))
+	lo, hi := time.Minute, time.Duration(0)
+	for range 1000 {
+		h := p.Held(plan, r)
+		lo, hi = min(lo, h), max(hi, h)
+	}
+	if lo < 54*time.Second || hi > time.Minute || hi-lo < 5*time.Second {
+		t.Errorf("holds within [%s, %s], want spread over [54s, 60s]", lo, hi)
+	}
+}

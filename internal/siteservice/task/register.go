@@ -201,6 +201,14 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusUnauthorized, "", "a bootstrap token is required: Authorization: Bearer <id>.<secret>")
 		return
 	}
+	select {
+	case s.registering <- struct{}{}:
+		defer func() { <-s.registering }()
+	default:
+		s.metrics.registrationsDeferred.Add(1)
+		comeBack(w, s.spread(), "too many registrations at once")
+		return
+	}
 	var req protocol.RegisterRequest
 	if !decodeJSON(w, r, &req) {
 		return

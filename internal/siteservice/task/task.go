@@ -74,6 +74,10 @@ type Server struct {
 	polls          polls
 	replays        replays
 	identities     identityLocks
+	// registering holds a token per registration in flight: beyond
+	// maxRegistrations the agent is told to come back, rather than wait
+	// on the API client's budget past its own timeout.
+	registering chan struct{}
 	issued         issuedCredentials
 	liveReads      *rate.Limiter
 	agents         *registry
@@ -87,7 +91,7 @@ type Server struct {
 
 // metrics are the service's counters, exported on /metrics.
 type metrics struct {
-	registrations, checkIns, refused, relocated, turnedAway atomic.Int64
+	registrations, registrationsDeferred, checkIns, refused, relocated, turnedAway atomic.Int64
 }
 
 // New returns the task service configured by cfg.
@@ -100,7 +104,7 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 		log = slog.Default()
 	}
 	s := &Server{cfg: cfg, log: log, now: time.Now, stopping: make(chan struct{}),
-		liveReads: rate.NewLimiter(20, 40)}
+		liveReads: rate.NewLimiter(20, 40), registering: make(chan struct{}, maxRegistrations)}
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/info", host.InfoHandler(host.Info{
 		Service: "task", SiteServer: cfg.SiteServer, Sites: cfg.Sites, Version: opts.Version,
@@ -125,7 +129,7 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 	s.kube = k
 	s.host.Ready = k.ready
 	interval := time.Duration(orInt(a.StatusIntervalSeconds, config.DefaultStatusIntervalSeconds)) * time.Second
-	s.agents = newRegistry(k.client, cfg.SiteServer, interval, log)
+	s.agents = newRegistry(k.writer, cfg.SiteServer, interval, log)
 	s.maxHeld = a.MaxLongPolls
 	if s.maxHeld <= 0 {
 		// Room beside the held check-ins for registrations and the
@@ -133,7 +137,9 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 		s.maxHeld = max(maxConns-max(maxConns/16, 64), 1)
 	}
 	s.pacer = Pacer{
-		MaxRate:     orFloat(a.MaxCheckInRate, config.DefaultMaxCheckInRate),
+		// 2% under the bound: the count of agents that sets the cycle lags
+		// new agents by up to a sweep.
+		MaxRate:     0.98 * orFloat(a.MaxCheckInRate, config.DefaultMaxCheckInRate),
 		MaxHeld:     s.maxHeld,
 		MaxWait:     time.Duration(orInt(a.MaxWaitSeconds, config.DefaultMaxWaitSeconds)) * time.Second,
 		MinInterval: time.Duration(orInt(a.MinIntervalSeconds, config.DefaultMinIntervalSeconds)) * time.Second,
@@ -149,6 +155,11 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 		"maxLongPolls", s.maxHeld, "maxWait", s.pacer.MaxWait, "statusInterval", interval)
 	return s, nil
 }
+
+// maxRegistrations is how many registrations one process handles at once.
+// Each makes two or three API writes; more at once only queue on the API
+// client, and agents beyond it come back later.
+const maxRegistrations = 32
 
 // DefaultMaxConnections is the task service's connection cap when none is
 // configured: the file limit less a reserve of 1024 for the process's own
@@ -259,19 +270,23 @@ func (s *Server) run(ctx context.Context, serve func(context.Context) error) err
 		}
 	}()
 	go s.kube.countAssigned(bg, s.cfg.SiteServer, 30*time.Second, func(n int) { s.assigned.Store(int64(n)) })
+	writerCtx, stopWriter := context.WithCancel(bg)
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)
-		s.agents.run(bg, time.Second)
+		s.agents.run(writerCtx, time.Second)
 	}()
 	g.Go(func() error { return serve(gctx) })
 	err := g.Wait()
-	// What the last check-ins changed is written before the process ends.
+	// The writer's last round ends (its writes were not cancelled: the
+	// round finishes what it started), then what the last check-ins
+	// changed is written before the process ends.
+	stopWriter()
+	<-writerDone
 	flushCtx, cancel := context.WithTimeout(bg, 5*time.Second)
 	s.agents.flush(flushCtx)
 	cancel()
 	stopBackground()
-	<-writerDone
 	return err
 }
 
@@ -286,6 +301,7 @@ func (s *Server) metricsHandler() http.Handler {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
 	}
 	counter("siteops_task_registrations_total", "Agents registered.", &s.metrics.registrations)
+	counter("siteops_task_registrations_deferred_total", "Registrations answered 503: too many at once.", &s.metrics.registrationsDeferred)
 	counter("siteops_task_check_ins_total", "Check-ins accepted.", &s.metrics.checkIns)
 	counter("siteops_task_check_ins_refused_total", "Check-ins refused for their credential.", &s.metrics.refused)
 	counter("siteops_task_check_ins_relocated_total", "Check-ins sent to locate again: the rules give the agent to other servers.", &s.metrics.relocated)
