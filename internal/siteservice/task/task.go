@@ -78,15 +78,15 @@ type Server struct {
 	// maxRegistrations the agent is told to come back, rather than wait
 	// on the API client's budget past its own timeout.
 	registering chan struct{}
-	issued         issuedCredentials
-	liveReads      *rate.Limiter
-	agents         *registry
-	pacer          Pacer
-	maxHeld        int
-	held           atomic.Int64
-	assigned       atomic.Int64
-	stopping       chan struct{}
-	metrics        metrics
+	issued      issuedCredentials
+	liveReads   *rate.Limiter
+	agents      *registry
+	pacer       Pacer
+	maxHeld     int
+	held        atomic.Int64
+	assigned    atomic.Int64
+	stopping    chan struct{}
+	metrics     metrics
 }
 
 // metrics are the service's counters, exported on /metrics.
