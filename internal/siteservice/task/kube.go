@@ -61,6 +61,8 @@ func newKube(cfg *rest.Config, tokenNamespace string) (*kube, error) {
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}: {Namespaces: map[string]cache.Config{tokenNamespace: {}}},
+			// One per agent: keep only what the service reads.
+			&siteopsv1.Computer{}: {Transform: trimComputer},
 		},
 	})
 	if err != nil {
@@ -117,6 +119,18 @@ func newKube(cfg *rest.Config, tokenNamespace string) (*kube, error) {
 	}
 	k.synced = append(k.synced, resolverSynced, serversSynced)
 	return k, nil
+}
+
+// trimComputer drops from a cached Computer what the task service never
+// reads (its conditions, annotations and managed fields), so that the
+// cache of tens of thousands of Computers stays small.
+func trimComputer(obj any) (any, error) {
+	if c, ok := obj.(*siteopsv1.Computer); ok {
+		c.ManagedFields = nil
+		c.Annotations = nil
+		c.Status.Conditions = nil
+	}
+	return obj, nil
 }
 
 func nonEmpty(s string) []string {

@@ -60,11 +60,12 @@ func (p Pacer) Plan(active int, wait time.Duration) Plan {
 }
 
 // Held returns how long to hold one check-in of plan: plan.Hold less up to
-// Jitter of it, drawn at random. When agents are held their whole cycle the
-// wait after the answer is near zero and its own jitter mostly clamped to
-// zero; a varying hold keeps agents that started together drifting apart.
+// half of Jitter of it, drawn at random. When agents are held their whole
+// cycle the wait after the answer is near zero and its own jitter mostly
+// clamped to zero; a varying hold keeps agents that started together
+// drifting apart, and a small one keeps them held most of the time.
 func (p Pacer) Held(plan Plan, r *rand.Rand) time.Duration {
-	return plan.Hold - time.Duration(p.Jitter*draw(r)*float64(plan.Hold))
+	return plan.Hold - time.Duration(p.Jitter/2*draw(r)*float64(plan.Hold))
 }
 
 // Next returns how long the agent waits after an answer that came after
