@@ -37,6 +37,9 @@ type DirectoryImportReconciler struct {
 	Namespace string
 	// Read reads the directory.
 	Read DirectoryReader
+	// ReadTimeout bounds the connection and each request to the directory;
+	// 0 means 30 s.
+	ReadTimeout time.Duration
 	// now is the clock; nil means time.Now.
 	now func() time.Time
 }
@@ -199,7 +202,8 @@ func (r *DirectoryImportReconciler) directoryConfig(ctx context.Context, di *sit
 		return directory.Config{}, fmt.Errorf("spec.bindSecretRef: Secret %s must hold %q and %q", key, bindUsernameKey, bindPasswordKey)
 	}
 	return directory.Config{URL: di.Spec.URL, BaseDN: di.Spec.BaseDN, Username: user, Password: password,
-		CABundle: []byte(di.Spec.TLS.CABundle), ServerName: di.Spec.TLS.ServerName, PageSize: uint32(max(di.Spec.PageSize, 10))}, nil
+		CABundle: []byte(di.Spec.TLS.CABundle), ServerName: di.Spec.TLS.ServerName, PageSize: uint32(max(di.Spec.PageSize, 10)),
+		Timeout: r.ReadTimeout}, nil
 }
 
 // clusterView reads what a plan depends on: every Site, which of them a

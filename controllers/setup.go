@@ -40,6 +40,9 @@ type Options struct {
 	// DirectoryReader reads the directories of DirectoryImports; nil means
 	// directory.Read (LDAP). Tests of the API side give canned directories.
 	DirectoryReader DirectoryReader
+	// DirectoryReadTimeout bounds the connection and each request to a
+	// directory; 0 means 30 s.
+	DirectoryReadTimeout time.Duration
 }
 
 // DefaultOptions are the options the manager binary starts with.
@@ -97,7 +100,8 @@ func Setup(mgr ctrl.Manager, opts Options) (*topology.Resolver, error) {
 	if read == nil {
 		read = directory.Read
 	}
-	imports := &DirectoryImportReconciler{Client: mgr.GetClient(), Namespace: opts.Workloads.Namespace, Read: read}
+	imports := &DirectoryImportReconciler{Client: mgr.GetClient(), Namespace: opts.Workloads.Namespace, Read: read,
+		ReadTimeout: opts.DirectoryReadTimeout}
 	if err := imports.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the DirectoryImport controller: %w", err)
 	}

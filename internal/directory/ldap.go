@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
@@ -97,7 +98,7 @@ func Read(ctx context.Context, cfg Config) (Directory, error) {
 		return Directory{}, fmt.Errorf("%w: sites under %s: %w", ErrSearch, cfg.BaseDN, err)
 	}
 	for _, e := range sites {
-		dir.Sites = append(dir.Sites, Site{DN: e.DN, CN: e.GetAttributeValue("cn"),
+		dir.Sites = append(dir.Sites, Site{DN: e.DN, Key: DNKey(e.DN), CN: e.GetAttributeValue("cn"),
 			Description: e.GetAttributeValue("description"), Location: e.GetAttributeValue("location")})
 	}
 	subnetsDN := "CN=Subnets," + cfg.BaseDN
@@ -106,13 +107,43 @@ func Read(ctx context.Context, cfg Config) (Directory, error) {
 		return Directory{}, fmt.Errorf("%w: subnets under %s: %w", ErrSearch, subnetsDN, err)
 	}
 	for _, e := range subnets {
-		dir.Subnets = append(dir.Subnets, Subnet{DN: e.DN, CN: e.GetAttributeValue("cn"), SiteDN: e.GetAttributeValue("siteObject"),
+		siteDN := e.GetAttributeValue("siteObject")
+		dir.Subnets = append(dir.Subnets, Subnet{DN: e.DN, CN: e.GetAttributeValue("cn"), SiteDN: siteDN, SiteKey: DNKey(siteDN),
 			Description: e.GetAttributeValue("description"), Location: e.GetAttributeValue("location")})
 	}
 	if ctx.Err() != nil {
 		return Directory{}, fmt.Errorf("%w: %w", ErrSearch, ctx.Err())
 	}
 	return dir, nil
+}
+
+// DNKey is the form of a DN to compare by: directories escape the same DN
+// in more than one way (Samba returns ';' as \3B), and attribute types and
+// values compare without regard to case. A DN that does not parse is its
+// own key, lower-cased.
+func DNKey(dn string) string {
+	if dn == "" {
+		return ""
+	}
+	parsed, err := ldap.ParseDN(dn)
+	if err != nil {
+		return strings.ToLower(dn)
+	}
+	var b strings.Builder
+	for i, rdn := range parsed.RDNs {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		for j, a := range rdn.Attributes {
+			if j > 0 {
+				b.WriteByte('+')
+			}
+			b.WriteString(strings.ToLower(a.Type))
+			b.WriteByte('=')
+			b.WriteString(strings.ToLower(a.Value))
+		}
+	}
+	return b.String()
 }
 
 // search returns every entry of filter one level under base, page by page.

@@ -9,7 +9,9 @@ import (
 // Site is an AD site object.
 type Site struct {
 	// DN is its distinguished name, CN its name.
-	DN, CN                string
+	DN, CN string
+	// Key is DNKey(DN); empty means the lower-cased DN.
+	Key                   string
 	Description, Location string
 }
 
@@ -17,7 +19,9 @@ type Site struct {
 type Subnet struct {
 	DN, CN string
 	// SiteDN is its siteObject, the DN of its site; empty when it has none.
-	SiteDN                string
+	SiteDN string
+	// SiteKey is DNKey(SiteDN); empty means the lower-cased SiteDN.
+	SiteKey               string
 	Description, Location string
 }
 
@@ -119,7 +123,7 @@ func Make(importName string, dir Directory, c Cluster, maxDeletePercent int) Pla
 			p.Skipped = append(p.Skipped, Skipped{s.DN, fmt.Sprintf("another site of the directory maps to Site %s", name)})
 			continue
 		}
-		siteOfDN[strings.ToLower(s.DN)] = name
+		siteOfDN[keyOr(s.Key, s.DN)] = name
 		d := DesiredSite{Name: name, DisplayName: cut(s.CN, maxDisplayName),
 			Description: cut(s.Description, maxDescription), Location: cut(s.Location, maxLocation)}
 		ex, exists := c.Sites[name]
@@ -169,7 +173,7 @@ func Make(importName string, dir Directory, c Cluster, maxDeletePercent int) Pla
 		wantedSubnets[name] = true
 		site := ""
 		if sn.SiteDN != "" {
-			if s, ok := siteOfDN[strings.ToLower(sn.SiteDN)]; ok {
+			if s, ok := siteOfDN[keyOr(sn.SiteKey, sn.SiteDN)]; ok {
 				site = s
 			} else {
 				// Not a site of the directory: imported anyway, naming the
@@ -229,6 +233,14 @@ func Make(importName string, dir Directory, c Cluster, maxDeletePercent int) Pla
 		}
 	}
 	return p
+}
+
+// keyOr is key, or dn lower-cased when key is empty.
+func keyOr(key, dn string) string {
+	if key != "" {
+		return key
+	}
+	return strings.ToLower(dn)
 }
 
 // SubnetName is the name of the Subnet an import creates for prefix: the

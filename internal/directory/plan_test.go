@@ -149,3 +149,16 @@ func TestPlanHoldsMassDeletion(t *testing.T) {
 		t.Error("maxDeletePercent 100 held deletions")
 	}
 }
+
+// A site and a subnet's siteObject that name it with different escapes or
+// case are the same site.
+func TestPlanComparesDNsParsed(t *testing.T) {
+	dir := Directory{
+		Sites:   []Site{{DN: `CN=Lab\3B North,` + base, Key: DNKey(`CN=Lab\3B North,` + base), CN: "Lab; North"}},
+		Subnets: []Subnet{{DN: "CN=10.5.0.0/16,CN=Subnets," + base, CN: "10.5.0.0/16", SiteDN: `cn=Lab\; North,` + base, SiteKey: DNKey(`cn=Lab\; North,` + base)}},
+	}
+	p := Make("corp", dir, Cluster{}, 25)
+	if len(p.CreateSubnets) != 1 || p.CreateSubnets[0].Site != "lab-north" {
+		t.Errorf("subnet %+v, want site lab-north", p.CreateSubnets)
+	}
+}
