@@ -70,10 +70,10 @@ func Read(ctx context.Context, cfg Config) (Directory, error) {
 	if err != nil {
 		return Directory{}, fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	// A directory that stops answering must not hold the import: the
 	// connection closes when ctx ends, and every request has a timeout.
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
 	conn.SetTimeout(timeout)
 	if u.Scheme == "ldap" {

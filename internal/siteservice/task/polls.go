@@ -94,13 +94,6 @@ func (p *polls) answerAll() {
 	}
 }
 
-// count is how many check-ins are detached now.
-func (p *polls) count() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.m)
-}
-
 // answer writes the check-in's answer, closes the connection and releases
 // the hold; once, whoever calls it first (the timer, a newer check-in of
 // the agent, the service stopping).

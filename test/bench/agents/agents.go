@@ -111,7 +111,7 @@ func (s *simulation) alive() error {
 	for i, p := range s.procs {
 		select {
 		case <-p.exited:
-			return fmt.Errorf("simulate process %d exited (%v); see %s", i, p.waitErr, p.logFile)
+			return fmt.Errorf("simulate process %d exited (%w); see %s", i, p.waitErr, p.logFile)
 		default:
 		}
 	}
@@ -176,12 +176,4 @@ type simTotals struct {
 	registered, registrations, registrationErrors int64
 	checkIns, held, relocations, failovers        int64
 	checkInErrors                                 map[string]int64
-}
-
-func (t simTotals) errors() int64 {
-	var n int64
-	for _, v := range t.checkInErrors {
-		n += v
-	}
-	return n
 }

@@ -60,11 +60,8 @@ func startLocator(ctx context.Context, cp *controlPlane, p pki, taskURL string) 
 	}
 	probe, _ := netip.ParseAddr("10.64.0.1")
 	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if hs.Addr() != nil && resolverSynced() && serversSynced() &&
-			slices.Equal(loc.Locate([]netip.Addr{probe}).TaskEndpoints, []string{taskURL}) {
-			break
-		}
+	for hs.Addr() == nil || !resolverSynced() || !serversSynced() ||
+		!slices.Equal(loc.Locate([]netip.Addr{probe}).TaskEndpoints, []string{taskURL}) {
 		if time.Now().After(deadline) {
 			return nil, errors.Join(fmt.Errorf("the locator did not send agents to %s within 30s", taskURL), stop())
 		}

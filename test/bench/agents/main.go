@@ -167,7 +167,7 @@ func run(ctx context.Context, opts options) ([]*levelResult, error) {
 			return nil, err
 		}
 		if !opts.keepWorkDir {
-			defer os.RemoveAll(dir)
+			defer func() { _ = os.RemoveAll(dir) }()
 		}
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err

@@ -157,7 +157,7 @@ func (ts *taskService) pid() int { return ts.cmd.Process.Pid }
 func (ts *taskService) alive() error {
 	select {
 	case <-ts.exited:
-		return fmt.Errorf("the task service exited (%v); see %s", ts.waitErr, ts.logFile)
+		return fmt.Errorf("the task service exited (%w); see %s", ts.waitErr, ts.logFile)
 	default:
 		return nil
 	}
