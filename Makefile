@@ -92,6 +92,10 @@ bench-agents: ## One task service with AGENTS registered agents checking in (abo
 
 AGENTS ?= 1000,10000,50000
 
+.PHONY: bench-directory
+bench-directory: ## DirectoryImport of 500 sites and 5,000 subnets from a real Samba DC, against creating them directly (needs samba); see docs/benchmarks.md.
+	KUBEBUILDER_ASSETS="$$($(CONTROLPLANE))" go run ./test/bench/directory -sites 500 -subnets 5000
+
 .PHONY: bench
 bench: ## Resolver benchmarks, the locator load harness and the controller load harness (not bench-agents); see docs/benchmarks.md.
 	go test ./internal/topology -run='^$$' -bench=. -benchmem -count=5
