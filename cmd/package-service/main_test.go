@@ -47,7 +47,9 @@ func TestBinary(t *testing.T) {
 		port, healthPort := hosttest.FreePort(t), hosttest.FreePort(t)
 		var stderr bytes.Buffer
 		// Plain HTTP, as in development: the task service's test covers HTTPS.
-		cmd := exec.Command(bin, "--config", config, "--storage-path", storage, "--insecure-http",
+		// On an address of its own: a port free on 127.0.0.1 may be taken on
+		// another loopback address (every interface, without --listen-host).
+		cmd := exec.Command(bin, "--config", config, "--storage-path", storage, "--insecure-http", "--listen-host", "127.0.0.4",
 			"--port", fmt.Sprint(port), "--health-port", fmt.Sprint(healthPort))
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
@@ -63,7 +65,7 @@ func TestBinary(t *testing.T) {
 		}()
 
 		// Alive but not ready while its store is missing.
-		health := fmt.Sprintf("http://127.0.0.1:%d", healthPort)
+		health := fmt.Sprintf("http://127.0.0.4:%d", healthPort)
 		hosttest.WaitReady(t, health+"/healthz", exited)
 		resp, err := http.Get(health + "/readyz")
 		if err != nil {
@@ -92,12 +94,12 @@ func TestBinary(t *testing.T) {
 			SiteServer string `json:"siteServer"`
 			Version    string `json:"version"`
 		}
-		hosttest.GetJSON(t, fmt.Sprintf("http://127.0.0.1:%d/v1/info", port), &info)
+		hosttest.GetJSON(t, fmt.Sprintf("http://127.0.0.4:%d/v1/info", port), &info)
 		if info.SiteServer != "paris-1" || info.Version != "v9.9.9-test" {
 			t.Errorf("/v1/info = %+v", info)
 		}
 		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/v1/content/%s", port, digest), nil)
+			req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.4:%d/v1/content/%s", port, digest), nil)
 			req.Header.Set("Range", "bytes=2-5")
 			resp, err = http.DefaultClient.Do(req)
 			if err != nil {
