@@ -49,41 +49,11 @@ func (r *SiteReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) err
 		// The directory import's label shows in status.importedBy.
 		For(&siteopsv1.Site{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
 		// A Subnet moving between sites changes the counts of both.
-		Watches(&siteopsv1.Subnet{}, handler.Funcs{
-			CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				enqueueSiteCoalesced(q, e.Object.(*siteopsv1.Subnet).Status.EffectiveSite)
-			},
-			UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				oldSite := e.ObjectOld.(*siteopsv1.Subnet).Status.EffectiveSite
-				newSite := e.ObjectNew.(*siteopsv1.Subnet).Status.EffectiveSite
-				if oldSite != newSite {
-					enqueueSiteCoalesced(q, oldSite)
-					enqueueSiteCoalesced(q, newSite)
-				}
-			},
-			DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				enqueueSiteCoalesced(q, e.Object.(*siteopsv1.Subnet).Status.EffectiveSite)
-			},
-		}).
+		Watches(&siteopsv1.Subnet{}, siteMoves(func(sn *siteopsv1.Subnet) string { return sn.Status.EffectiveSite })).
 		// A Computer located in another site (by the task service, in
 		// status.site), created or deleted changes the counts of both. Other
 		// Computer updates, such as check-ins, change no count.
-		Watches(&siteopsv1.Computer{}, handler.Funcs{
-			CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				enqueueSiteCoalesced(q, e.Object.(*siteopsv1.Computer).Status.Site)
-			},
-			UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				oldSite := e.ObjectOld.(*siteopsv1.Computer).Status.Site
-				newSite := e.ObjectNew.(*siteopsv1.Computer).Status.Site
-				if oldSite != newSite {
-					enqueueSiteCoalesced(q, oldSite)
-					enqueueSiteCoalesced(q, newSite)
-				}
-			},
-			DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-				enqueueSiteCoalesced(q, e.Object.(*siteopsv1.Computer).Status.Site)
-			},
-		}).
+		Watches(&siteopsv1.Computer{}, siteMoves(func(c *siteopsv1.Computer) string { return c.Status.Site })).
 		// A SiteServer joining, leaving or changing readiness changes the
 		// sites it serves before and after.
 		Watches(&siteopsv1.SiteServer{}, handler.Funcs{
@@ -101,6 +71,26 @@ func (r *SiteReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) err
 		Owns(&corev1.Service{}).
 		WithOptions(controller.Options{MaxConcurrentReconciles: concurrency}).
 		Complete(r)
+}
+
+// siteMoves enqueues, coalesced, the site of an object that is created or
+// deleted, and both sites of one whose site changes; other updates enqueue
+// nothing.
+func siteMoves[T client.Object](siteOf func(T) string) handler.Funcs {
+	return handler.Funcs{
+		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueueSiteCoalesced(q, siteOf(e.Object.(T)))
+		},
+		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if before, after := siteOf(e.ObjectOld.(T)), siteOf(e.ObjectNew.(T)); before != after {
+				enqueueSiteCoalesced(q, before)
+				enqueueSiteCoalesced(q, after)
+			}
+		},
+		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueueSiteCoalesced(q, siteOf(e.Object.(T)))
+		},
+	}
 }
 
 func enqueueSites(q workqueue.TypedRateLimitingInterface[reconcile.Request], sites []string) {

@@ -79,20 +79,7 @@ func (l *Locator) Locate(addrs []netip.Addr) protocol.LocateResponse {
 }
 
 func (l *Locator) locate(addrs []netip.Addr, b *buffers) (protocol.LocateResponse, ruleIndex) {
-	var (
-		match   topology.Match
-		found   bool
-		decider netip.Addr
-	)
-	for _, a := range addrs {
-		if match, found = l.resolver.Lookup(a); found {
-			decider = a
-			break
-		}
-	}
-	if !found && len(addrs) > 0 {
-		decider = addrs[0]
-	}
+	match, decider := l.match(addrs)
 	rule, candidates := l.servers.Snapshot().serve(match.Site, l.resolver.SiteCount() > 0)
 	b.order = order(addrKey(decider), candidates, l.opts.MaxServers, b.order)
 	resp := protocol.LocateResponse{
@@ -265,13 +252,7 @@ func writeJSON(w http.ResponseWriter, status int, v any, buf *bytes.Buffer) {
 // server is one of those that serve it (whatever the cap on servers one
 // answer lists). The task service asks it before it answers an agent.
 func (l *Locator) Serves(addrs []netip.Addr, server string) (site string, ok bool) {
-	var match topology.Match
-	for _, a := range addrs {
-		if m, found := l.resolver.Lookup(a); found {
-			match = m
-			break
-		}
-	}
+	match, _ := l.match(addrs)
 	_, candidates := l.servers.Snapshot().serve(match.Site, l.resolver.SiteCount() > 0)
 	for _, c := range candidates {
 		if c.Name == server {
@@ -279,4 +260,18 @@ func (l *Locator) Serves(addrs []netip.Addr, server string) (site string, ok boo
 		}
 	}
 	return match.Site, false
+}
+
+// match finds the first of addrs in an effective subnet: its match, and the
+// address that decided; with none, the zero match and the first address.
+func (l *Locator) match(addrs []netip.Addr) (topology.Match, netip.Addr) {
+	for _, a := range addrs {
+		if m, found := l.resolver.Lookup(a); found {
+			return m, a
+		}
+	}
+	if len(addrs) > 0 {
+		return topology.Match{}, addrs[0]
+	}
+	return topology.Match{}, netip.Addr{}
 }
