@@ -64,6 +64,47 @@ type ComputerCredential struct {
 	Token string `json:"token,omitempty"`
 }
 
+// MaxTaskOutputBytes bounds ComputerTask.output: the agent keeps the end
+// of a longer output.
+const MaxTaskOutputBytes = 4096
+
+// ComputerTask is a computer's last DeploymentTask work and its result.
+type ComputerTask struct {
+	// name is the DeploymentTask's name (same namespace).
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+	// uid is the DeploymentTask's UID.
+	// +kubebuilder:validation:MaxLength=64
+	UID string `json:"uid"`
+	// attempt is the attempt the result is for.
+	Attempt int32 `json:"attempt"`
+	// state is Claimed, Running, Succeeded or Failed.
+	// +kubebuilder:validation:Enum=Claimed;Running;Succeeded;Failed
+	State string `json:"state"`
+	// reason of a failure: ExitCode, TimedOut, Interrupted,
+	// InterpreterNotFound, StartFailed or Lost.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Reason string `json:"reason,omitempty"`
+	// exitCode of a script that ran to an end.
+	// +optional
+	ExitCode *int32 `json:"exitCode,omitempty"`
+	// output is the end of the script's standard output and error, at most
+	// 4 KiB.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Output string `json:"output,omitempty"`
+	// outputTruncated is true when output lost its beginning.
+	// +optional
+	OutputTruncated bool `json:"outputTruncated,omitempty"`
+	// started is when the agent started the work.
+	// +optional
+	Started *metav1.Time `json:"started,omitempty"`
+	// finished is when the agent finished it.
+	// +optional
+	Finished *metav1.Time `json:"finished,omitempty"`
+}
+
 // MaxComputerAddresses is the most addresses a Computer's status lists.
 const MaxComputerAddresses = 16
 
@@ -105,6 +146,11 @@ type ComputerStatus struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=64
 	AgentVersion string `json:"agentVersion,omitempty"`
+
+	// lastTask is the last DeploymentTask work the agent was handed, and
+	// its result.
+	// +optional
+	LastTask *ComputerTask `json:"lastTask,omitempty"`
 
 	// credential is the agent's current credential; absent until an agent
 	// registers.

@@ -26,7 +26,19 @@ const (
 	QueryAddress = "address"
 	// QueryVersion is the agent's version.
 	QueryVersion = "version"
+	// QueryBusy is the ID of the work item the agent is carrying out, if
+	// any: the service hands out no other work meanwhile, and does not hand
+	// that item again.
+	QueryBusy = "busy"
 )
+
+// WorkStatusPattern is the task service's report endpoint, as a net/http
+// pattern: POST a WorkStatus for the work item {id} with the agent's
+// credential, receive a WorkStatusResponse. WorkStatusPath makes its path.
+const WorkStatusPattern = "POST /v1/work/{id}/status"
+
+// WorkStatusPath is the path of the report endpoint for work item id.
+func WorkStatusPath(id string) string { return WorkPath + "/" + id + "/status" }
 
 // Limits of the agent API: a request beyond them is refused with 400 and
 // changes nothing.
@@ -44,6 +56,13 @@ const (
 	MaxHostnameLength = 253
 	// MaxVersionLength is the longest agent version accepted.
 	MaxVersionLength = 64
+	// MaxWorkStatusBodyBytes is the largest report body accepted.
+	MaxWorkStatusBodyBytes = 64 << 10
+	// MaxOutputBytes is the most output a report carries: the agent keeps
+	// the end of a longer output and sets OutputTruncated.
+	MaxOutputBytes = 4096
+	// MaxMessageLength is the longest message a report carries.
+	MaxMessageLength = 256
 )
 
 // RegisterRequest is an agent's registration. The bootstrap token goes in
@@ -112,11 +131,93 @@ func (r WorkResponse) NextCheckIn() time.Duration {
 	return time.Duration(r.NextCheckInMillis) * time.Millisecond
 }
 
-// WorkItem is one piece of work for the agent. DeploymentTasks fill it
-// (their actions are added here); a check-in answers with none until then.
+// WorkItem is one piece of work for the agent: one attempt of a
+// DeploymentTask's action on this computer.
 type WorkItem struct {
-	// ID names the work item in the status the agent reports.
+	// ID names the work item in the reports of the agent
+	// (WorkStatusPath(ID)): "<task UID>.<attempt>". The agent carries out an
+	// ID at most once, even if it is offered again.
 	ID string `json:"id"`
+	// Task is the DeploymentTask, "<namespace>/<name>", for the logs.
+	Task string `json:"task"`
+	// Attempt numbers the attempts of this work on this computer, from 1.
+	Attempt int32 `json:"attempt"`
+	// Action is what to do: exactly one member is set.
+	Action Action `json:"action"`
+}
+
+// Action is what a work item asks; exactly one member is set. An agent
+// that does not know the action reports the item Failed with reason
+// StartFailed.
+type Action struct {
+	RunScript *RunScript `json:"runScript,omitempty"`
+	Reboot    *Reboot    `json:"reboot,omitempty"`
+}
+
+// RunScript runs Script with Interpreter (sh, bash, python3, powershell,
+// pwsh or cmd), killed after TimeoutSeconds.
+type RunScript struct {
+	Script         string `json:"script"`
+	Interpreter    string `json:"interpreter"`
+	TimeoutSeconds int64  `json:"timeoutSeconds"`
+}
+
+// Reboot restarts the computer once its success is acknowledged.
+type Reboot struct{}
+
+// States a report carries.
+const (
+	// WorkRunning: the agent started the work (a progress report).
+	WorkRunning = "Running"
+	// WorkSucceeded and WorkFailed are final.
+	WorkSucceeded = "Succeeded"
+	WorkFailed    = "Failed"
+)
+
+// Reasons of a Failed report.
+const (
+	ReasonExitCode            = "ExitCode"
+	ReasonTimedOut            = "TimedOut"
+	ReasonInterrupted         = "Interrupted"
+	ReasonInterpreterNotFound = "InterpreterNotFound"
+	ReasonStartFailed         = "StartFailed"
+)
+
+// WorkStatus is an agent's report on a work item: progress (Running) or
+// its result (Succeeded, Failed). Reports are idempotent: the same final
+// report sent again is acknowledged again and changes nothing; a report of
+// another attempt than the service's current one is refused with 409.
+type WorkStatus struct {
+	// Attempt is the work item's attempt.
+	Attempt int32 `json:"attempt"`
+	// State is Running, Succeeded or Failed.
+	State string `json:"state"`
+	// Reason says why a Failed item failed: ExitCode, TimedOut,
+	// Interrupted (the agent restarted while it ran: it is not run again),
+	// InterpreterNotFound or StartFailed.
+	Reason string `json:"reason,omitempty"`
+	// ExitCode is the script's exit code when it ran to an end.
+	ExitCode *int32 `json:"exitCode,omitempty"`
+	// Message is a short description, at most MaxMessageLength bytes.
+	Message string `json:"message,omitempty"`
+	// Output is the end of the standard output and error, at most
+	// MaxOutputBytes; OutputTruncated says its beginning was cut.
+	Output          string `json:"output,omitempty"`
+	OutputTruncated bool   `json:"outputTruncated,omitempty"`
+	// Started and Finished are when the agent started and finished the
+	// work (RFC 3339).
+	Started  *time.Time `json:"started,omitempty"`
+	Finished *time.Time `json:"finished,omitempty"`
+}
+
+// Final reports whether the report is a result.
+func (s WorkStatus) Final() bool { return s.State == WorkSucceeded || s.State == WorkFailed }
+
+// WorkStatusResponse acknowledges a report: once the service answers 200,
+// the report is recorded in the API server and the agent may forget it.
+type WorkStatusResponse struct {
+	// Recorded is the state the service holds for the item now.
+	Recorded string `json:"recorded"`
 }
 
 // Statuses of the agent API beyond the usual ones.
