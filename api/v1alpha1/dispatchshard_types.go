@@ -10,6 +10,9 @@ import (
 // place, and a claim batch is one write per shard.
 const DispatchShards = 64
 
+// DispatchTaskLabel labels a DispatchShard with its task's name.
+const DispatchTaskLabel = "siteops.io/deployment-task"
+
 // States of a dispatch entry.
 const (
 	// DispatchClaimed: a task service claimed the work for the computer and

@@ -23,3 +23,10 @@ package siteservice
 // +kubebuilder:rbac:groups=siteops.io,resources=siteservers;sites;subnets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=siteops.io,resources=computers,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups=siteops.io,resources=computers/status,verbs=get;patch
+//
+// The task service hands out DeploymentTask work: it reads the tasks, and
+// keeps their dispatch state in DispatchShards (claims and results),
+// created on first use and owned by the task. It never writes a task.
+//
+// +kubebuilder:rbac:groups=siteops.io,resources=deploymenttasks,verbs=get;list;watch
+// +kubebuilder:rbac:groups=siteops.io,resources=dispatchshards,verbs=get;list;watch;create;patch

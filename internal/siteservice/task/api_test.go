@@ -35,6 +35,7 @@ import (
 // sites, and a task service of SiteServer paris-srv serving over a real
 // socket.
 type apiEnv struct {
+	cfg    *rest.Config
 	cl     client.Client
 	srv    *Server
 	url    string
@@ -101,7 +102,7 @@ func startAPIEnv(t *testing.T, agents config.AgentsConfig) *apiEnv {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	e := &apiEnv{cl: cl, srv: srv, url: "http://" + api.Addr().String(), http: &http.Client{Timeout: 30 * time.Second},
+	e := &apiEnv{cfg: cfg, cl: cl, srv: srv, url: "http://" + api.Addr().String(), http: &http.Client{Timeout: 30 * time.Second},
 		status: time.Duration(agents.StatusIntervalSeconds) * time.Second}
 	deadline := time.Now().Add(30 * time.Second)
 	for srv.kube.ready(ctx) != nil || !e.topologyFed() {

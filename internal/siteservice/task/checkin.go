@@ -13,6 +13,7 @@ import (
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
 	"github.com/siteops/site-operator/internal/protocol"
+	"github.com/siteops/site-operator/internal/tasks"
 )
 
 // issuedCredentials remembers the credentials this process issued for a
@@ -158,6 +159,13 @@ func (s *Server) work(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, protocol.QueryVersion, "version must be at most %d characters [A-Za-z0-9-._+~]", protocol.MaxVersionLength)
 		return
 	}
+	busy := q.Get(protocol.QueryBusy)
+	if busy != "" {
+		if _, _, err := tasks.ParseWorkID(busy); err != nil {
+			fail(w, http.StatusBadRequest, protocol.QueryBusy, "%v", err)
+			return
+		}
+	}
 	comp, err := s.authenticate(r.Context(), r)
 	if errors.Is(err, errCannotCheck) {
 		s.log.Warn("Postponing a check-in", "reason", err)
@@ -184,6 +192,12 @@ func (s *Server) work(w http.ResponseWriter, r *http.Request) {
 
 	resp := protocol.WorkResponse{Work: []protocol.WorkItem{}, Computer: key.String(), Site: site, SiteServer: s.cfg.SiteServer}
 	plan := s.pacer.Plan(s.activeAgents(), wait)
+	if item := s.workFor(r.Context(), comp, busy); item != nil {
+		resp.Work = append(resp.Work, *item)
+		resp.NextCheckInMillis = s.pacer.Next(plan, 0, nil).Milliseconds()
+		writeJSON(w, http.StatusOK, resp)
+		return
+	}
 	if plan.Hold <= 0 {
 		resp.NextCheckInMillis = s.pacer.Next(plan, 0, nil).Milliseconds()
 		writeJSON(w, http.StatusOK, resp)
@@ -196,7 +210,7 @@ func (s *Server) work(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	plan.Hold = s.pacer.Held(plan, nil)
-	if s.polls.detach(s, w, key, resp, plan) {
+	if s.polls.detach(s, w, key, resp, plan, busy) {
 		return
 	}
 	held := s.hold(r.Context(), plan.Hold)
@@ -210,6 +224,24 @@ func (s *Server) work(w http.ResponseWriter, r *http.Request) {
 		resp.NextCheckInMillis = s.pacer.Next(plan, held, nil).Milliseconds()
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// claimWait bounds how long a check-in waits for the claim of its work.
+const claimWait = 10 * time.Second
+
+// workFor returns the work for the checking-in agent, if any, once it is
+// claimed.
+func (s *Server) workFor(ctx context.Context, comp *siteopsv1.Computer, busy string) *protocol.WorkItem {
+	got := make(chan *protocol.WorkItem, 1)
+	s.dispatch.next(comp, busy, func(item *protocol.WorkItem) { got <- item })
+	select {
+	case item := <-got:
+		return item
+	case <-ctx.Done():
+	case <-time.After(claimWait):
+	}
+	// A claim decided after this is offered again at the next check-in.
+	return nil
 }
 
 // hold waits up to d, until the request ends or the service stops, and

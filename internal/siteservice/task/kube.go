@@ -8,7 +8,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -39,6 +41,8 @@ type kube struct {
 	writer  client.Client // the status writes of check-ins, with their own budget
 	locator *locator.Locator
 	synced  []func() bool
+	// computers is the Computer informer's store, read without a copy.
+	computers toolscache.Store
 }
 
 // newKube connects to the API server with cfg. The cache starts with run.
@@ -116,6 +120,14 @@ func newKube(cfg *rest.Config, tokenNamespace string) (*kube, error) {
 			return nil, fmt.Errorf("getting the %T informer: %w", obj, err)
 		}
 		k.synced = append(k.synced, inf.HasSynced)
+		if _, ok := obj.(*siteopsv1.Computer); ok {
+			if si, ok := inf.(toolscache.SharedIndexInformer); ok {
+				k.computers = si.GetStore()
+			}
+		}
+	}
+	if k.computers == nil {
+		return nil, errors.New("the Computer informer has no store")
 	}
 	k.synced = append(k.synced, resolverSynced, serversSynced)
 	return k, nil
@@ -129,8 +141,22 @@ func trimComputer(obj any) (any, error) {
 		c.ManagedFields = nil
 		c.Annotations = nil
 		c.Status.Conditions = nil
+		if c.Status.LastTask != nil {
+			c.Status.LastTask.Output = ""
+		}
 	}
 	return obj, nil
+}
+
+// computer returns the cached Computer key, shared with the cache: read
+// it, never change it. Nil when there is none.
+func (k *kube) computer(key types.NamespacedName) *siteopsv1.Computer {
+	obj, ok, err := k.computers.GetByKey(key.Namespace + "/" + key.Name)
+	if err != nil || !ok {
+		return nil
+	}
+	c, _ := obj.(*siteopsv1.Computer)
+	return c
 }
 
 func nonEmpty(s string) []string {

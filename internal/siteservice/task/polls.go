@@ -42,6 +42,10 @@ type heldPoll struct {
 	start time.Time
 	timer *time.Timer
 	done  atomic.Bool
+	// busy is the work the agent said it carries out: it gets no other.
+	busy string
+	// work, when set before the answer, goes in it.
+	work atomic.Pointer[protocol.WorkItem]
 }
 
 // answerTimeout bounds the write of a held check-in's answer.
@@ -51,12 +55,12 @@ const answerTimeout = 10 * time.Second
 // check-in for plan.Hold, or reports false when the connection cannot be
 // taken (HTTP/2, or bytes of a next request already read), and the caller
 // holds it in the handler. The hold slot is taken; answering releases it.
-func (p *polls) detach(s *Server, w http.ResponseWriter, key types.NamespacedName, resp protocol.WorkResponse, plan Plan) bool {
+func (p *polls) detach(s *Server, w http.ResponseWriter, key types.NamespacedName, resp protocol.WorkResponse, plan Plan, busy string) bool {
 	conn, rw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return false
 	}
-	held := &heldPoll{s: s, key: key, conn: conn, resp: resp, plan: plan, start: s.now()}
+	held := &heldPoll{s: s, key: key, conn: conn, resp: resp, plan: plan, start: s.now(), busy: busy}
 	if rw.Reader.Buffered() > 0 {
 		// A pipelined request: answer this one now rather than lose it.
 		held.answer()
@@ -79,6 +83,24 @@ func (p *polls) detach(s *Server, w http.ResponseWriter, key types.NamespacedNam
 		held.answer()
 	}
 	return true
+}
+
+// snapshot returns the held check-ins.
+func (p *polls) snapshot() []*heldPoll {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	all := make([]*heldPoll, 0, len(p.m))
+	for _, h := range p.m {
+		all = append(all, h)
+	}
+	return all
+}
+
+// answerWork answers the held check-in with item, unless it was answered
+// already (then the agent's next check-in is offered the item again).
+func (h *heldPoll) answerWork(item *protocol.WorkItem) {
+	h.work.Store(item)
+	h.answer()
 }
 
 // answerAll answers every held check-in: the service stops.
@@ -118,6 +140,9 @@ func (h *heldPoll) answer() {
 	held := s.now().Sub(h.start)
 	resp := h.resp
 	resp.HeldMillis = held.Milliseconds()
+	if item := h.work.Load(); item != nil {
+		resp.Work = []protocol.WorkItem{*item}
+	}
 	if s.stoppingNow() {
 		// Every held agent is answered at this instant: spread them over
 		// a cycle, rather than have them all come back at once.

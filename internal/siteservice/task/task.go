@@ -81,6 +81,9 @@ type Server struct {
 	issued      issuedCredentials
 	liveReads   *rate.Limiter
 	agents      *registry
+	dispatch    *dispatcher
+	lastTasks   *lastTaskWriter
+	wakeKick    chan struct{}
 	pacer       Pacer
 	maxHeld     int
 	held        atomic.Int64
@@ -127,6 +130,12 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("connecting to the Kubernetes API: %w", err)
 	}
 	s.kube = k
+	s.wakeKick = make(chan struct{}, 1)
+	s.dispatch = newDispatcher(k, cfg.SiteServer, log, s.wakeHeld)
+	if err := s.dispatch.watch(context.Background()); err != nil {
+		return nil, err
+	}
+	s.lastTasks = newLastTaskWriter(s)
 	s.host.Ready = k.ready
 	interval := time.Duration(orInt(a.StatusIntervalSeconds, config.DefaultStatusIntervalSeconds)) * time.Second
 	s.agents = newRegistry(k.writer, cfg.SiteServer, interval, log)
@@ -150,6 +159,8 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 	mux.Handle("POST "+protocol.RegisterPath, host.WithLimits(host.Limits{MaxBodyBytes: protocol.MaxRegisterBodyBytes},
 		http.HandlerFunc(s.register)))
 	mux.Handle("GET "+protocol.WorkPath, host.WithLimits(longPoll, http.HandlerFunc(s.work)))
+	mux.Handle(protocol.WorkStatusPattern, host.WithLimits(host.Limits{MaxBodyBytes: protocol.MaxWorkStatusBodyBytes},
+		http.HandlerFunc(s.workStatus)))
 	s.host.Metrics = s.metricsHandler()
 	log.Info("Serving the agent API", "tokenNamespace", s.tokenNamespace, "maxCheckInRate", s.pacer.MaxRate,
 		"maxLongPolls", s.maxHeld, "maxWait", s.pacer.MaxWait, "statusInterval", interval)
@@ -276,6 +287,12 @@ func (s *Server) run(ctx context.Context, serve func(context.Context) error) err
 		defer close(writerDone)
 		s.agents.run(writerCtx, time.Second)
 	}()
+	lastTasksDone := make(chan struct{})
+	go func() {
+		defer close(lastTasksDone)
+		s.lastTasks.run(writerCtx)
+	}()
+	go s.runDispatch(bg)
 	g.Go(func() error { return serve(gctx) })
 	err := g.Wait()
 	// The writer's last round ends (its writes were not cancelled: the
@@ -283,6 +300,7 @@ func (s *Server) run(ctx context.Context, serve func(context.Context) error) err
 	// changed is written before the process ends.
 	stopWriter()
 	<-writerDone
+	<-lastTasksDone
 	flushCtx, cancel := context.WithTimeout(bg, 5*time.Second)
 	s.agents.flush(flushCtx)
 	cancel()
@@ -306,6 +324,14 @@ func (s *Server) metricsHandler() http.Handler {
 	counter("siteops_task_check_ins_refused_total", "Check-ins refused for their credential.", &s.metrics.refused)
 	counter("siteops_task_check_ins_relocated_total", "Check-ins sent to locate again: the rules give the agent to other servers.", &s.metrics.relocated)
 	counter("siteops_task_check_ins_turned_away_total", "Check-ins answered at once because every long poll was taken.", &s.metrics.turnedAway)
+	counter("siteops_task_work_dispatched_total", "Work items claimed and handed to agents.", &s.dispatch.dispatched)
+	counter("siteops_task_work_offered_again_total", "Work items handed again to an agent that did not report them.", &s.dispatch.reoffered)
+	counter("siteops_task_work_results_total", "Results of work recorded.", &s.dispatch.results)
+	counter("siteops_task_dispatch_writes_total", "Writes of dispatch shards (each carries many claims and reports).", &s.dispatch.shardWrites)
+	counter("siteops_task_dispatch_write_failures_total", "Writes of dispatch shards that failed.", &s.dispatch.shardWriteFailures)
+	counter("siteops_task_dispatch_conflicts_total", "Writes of dispatch shards that another writer beat (read again, decided again).", &s.dispatch.conflicts)
+	counter("siteops_task_last_task_writes_total", "Computer status.lastTask writes.", &s.lastTasks.written)
+	counter("siteops_task_last_task_write_failures_total", "Computer status.lastTask writes that failed.", &s.lastTasks.failed)
 	counter("siteops_task_computer_status_writes_total", "Computer status writes of check-ins.", &s.agents.writes)
 	counter("siteops_task_computer_status_write_failures_total", "Computer status writes that failed.", &s.agents.failed)
 	gauge("siteops_task_long_polls", "Check-ins held now.", func() float64 { return float64(s.held.Load()) })

@@ -1,0 +1,652 @@
+package task
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
+	"github.com/siteops/site-operator/internal/protocol"
+	"github.com/siteops/site-operator/internal/tasks"
+)
+
+// The dispatcher hands out DeploymentTask work to the agents this service
+// serves. The check-in already applied the serving rules (an agent that
+// another server serves is told to locate again), so a computer's work is
+// handed out by a server that serves it.
+//
+// The dispatch state lives in the API server, in the task's DispatchShards:
+// a computer's entry is in shard tasks.ShardOf(name). Before the work is
+// handed out, the entry is claimed by a write of the shard conditioned on
+// its resourceVersion, so that another replica, another site's server that
+// the computer moved to, or this service after a restart, sees the claim
+// and never hands the work again. The claims and reports that wait for one
+// shard share one write: while a write is in flight the next batch
+// gathers, so the batches grow with the load, and a task for thousands of
+// computers costs a few writes per second per shard instead of one per
+// computer.
+type dispatcher struct {
+	k      *kube
+	server string
+	log    *slog.Logger
+	now    func() time.Time
+	// wake asks the service to look again at the held check-ins: work may
+	// be due for them (a task arrived, a window opened, room freed up).
+	wake func()
+
+	mu     sync.Mutex
+	tasks  map[string]*taskView // by UID
+	shards map[shardKey]*shardWriter
+
+	dispatched, reoffered, results, conflicts, shardWrites, shardWriteFailures atomic.Int64
+}
+
+type shardKey struct {
+	uid string
+	n   int32
+}
+
+// taskView is what the dispatcher keeps of a DeploymentTask.
+type taskView struct {
+	uid, namespace, name string
+	created              time.Time
+	owner                metav1.OwnerReference
+	// active: work may be handed out (not finished, not stopped, usable).
+	active      bool
+	targets     *tasks.Targets
+	schedule    *tasks.Schedule
+	rollout     *siteopsv1.DeploymentTaskRollout
+	action      protocol.Action
+	statusTotal int
+	openNow     bool // the schedule was open at the last tick
+
+	// Counts over the task's shards, kept by the shard writers.
+	running, failed, entries atomic.Int64
+	claiming                 atomic.Int64 // claims in flight
+}
+
+func newDispatcher(k *kube, server string, log *slog.Logger, wake func()) *dispatcher {
+	return &dispatcher{k: k, server: server, log: log, now: time.Now, wake: wake,
+		tasks: map[string]*taskView{}, shards: map[shardKey]*shardWriter{}}
+}
+
+// watch feeds the dispatcher from the cache's informers of DeploymentTasks
+// and DispatchShards.
+func (d *dispatcher) watch(ctx context.Context) error {
+	ti, err := d.k.cache.GetInformer(ctx, &siteopsv1.DeploymentTask{})
+	if err != nil {
+		return fmt.Errorf("getting the DeploymentTask informer: %w", err)
+	}
+	if _, err := ti.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { d.taskChanged(obj) },
+		UpdateFunc: func(_, obj any) { d.taskChanged(obj) },
+		DeleteFunc: func(obj any) { d.taskDeleted(obj) },
+	}); err != nil {
+		return err
+	}
+	si, err := d.k.cache.GetInformer(ctx, &siteopsv1.DispatchShard{})
+	if err != nil {
+		return fmt.Errorf("getting the DispatchShard informer: %w", err)
+	}
+	if _, err := si.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { d.shardSeen(obj) },
+		UpdateFunc: func(_, obj any) { d.shardSeen(obj) },
+	}); err != nil {
+		return err
+	}
+	d.k.synced = append(d.k.synced, ti.HasSynced, si.HasSynced)
+	return nil
+}
+
+// terminal reports whether a task hands out no more work.
+func terminal(t *siteopsv1.DeploymentTask) bool {
+	switch t.Status.Phase {
+	case siteopsv1.TaskSucceeded, siteopsv1.TaskFailed, siteopsv1.TaskStopped:
+		return true
+	}
+	return t.Spec.Stop
+}
+
+// actionOf is the protocol's form of a task's action, or false for an
+// action agents cannot carry out yet.
+func actionOf(a siteopsv1.DeploymentTaskAction) (protocol.Action, bool) {
+	switch {
+	case a.RunScript != nil:
+		interp := a.RunScript.Interpreter
+		if interp == "" {
+			interp = siteopsv1.InterpreterSh
+		}
+		timeout := a.RunScript.Timeout.Duration
+		if timeout <= 0 {
+			timeout = 10 * time.Minute
+		}
+		return protocol.Action{RunScript: &protocol.RunScript{Script: a.RunScript.Script, Interpreter: interp,
+			TimeoutSeconds: int64((timeout + time.Second - 1) / time.Second)}}, true
+	case a.Reboot != nil:
+		return protocol.Action{Reboot: &protocol.Reboot{}}, true
+	}
+	return protocol.Action{}, false
+}
+
+func (d *dispatcher) taskChanged(obj any) {
+	t, ok := obj.(*siteopsv1.DeploymentTask)
+	if !ok {
+		return
+	}
+	v := &taskView{uid: string(t.UID), namespace: t.Namespace, name: t.Name, created: t.CreationTimestamp.Time,
+		rollout: t.Spec.Rollout, statusTotal: int(t.Status.Targets.Total),
+		owner: metav1.OwnerReference{APIVersion: siteopsv1.GroupVersion.String(), Kind: "DeploymentTask",
+			Name: t.Name, UID: t.UID}}
+	var errT, errS error
+	v.targets, errT = tasks.CompileTargets(t.Spec.Targets)
+	v.schedule, errS = tasks.CompileSchedule(t.Spec.Schedule)
+	action, known := actionOf(t.Spec.Action)
+	v.action = action
+	v.active = !terminal(t) && errT == nil && errS == nil && known
+	if v.active {
+		v.openNow = v.schedule.Open(d.now())
+	}
+	d.mu.Lock()
+	if old := d.tasks[v.uid]; old != nil {
+		v.running.Store(old.running.Load())
+		v.failed.Store(old.failed.Load())
+		v.entries.Store(old.entries.Load())
+		v.claiming.Store(old.claiming.Load())
+		// The shard writers keep their view: they read the counts through
+		// the map, by UID.
+	}
+	d.tasks[v.uid] = v
+	d.mu.Unlock()
+	if v.active {
+		d.wake()
+	}
+}
+
+func (d *dispatcher) taskDeleted(obj any) {
+	if tomb, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		obj = tomb.Obj
+	}
+	t, ok := obj.(*siteopsv1.DeploymentTask)
+	if !ok {
+		return
+	}
+	uid := string(t.UID)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.tasks, uid)
+	for k := range d.shards {
+		if k.uid == uid {
+			delete(d.shards, k)
+		}
+	}
+}
+
+// shardSeen takes a newer shard from the cache.
+func (d *dispatcher) shardSeen(obj any) {
+	sh, ok := obj.(*siteopsv1.DispatchShard)
+	if !ok {
+		return
+	}
+	w := d.writer(sh.Spec.TaskUID, sh.Namespace, sh.Spec.Task, sh.Spec.Shard)
+	if w == nil {
+		return
+	}
+	if w.take(sh) {
+		d.wake()
+	}
+}
+
+// task returns the view of the task with uid, or nil.
+func (d *dispatcher) task(uid string) *taskView {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.tasks[uid]
+}
+
+// writer returns the writer of shard n of the task, made on first use.
+func (d *dispatcher) writer(uid, namespace, name string, n int32) *shardWriter {
+	if n < 0 || n >= siteopsv1.DispatchShards {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	key := shardKey{uid, n}
+	w := d.shards[key]
+	if w == nil {
+		w = &shardWriter{d: d, uid: uid, namespace: namespace, task: name, n: n,
+			pending: map[string][]*shardOp{}}
+		d.shards[key] = w
+	}
+	return w
+}
+
+// counts recomputes a task's counts from its shards' current views.
+func (d *dispatcher) recount(uid string) {
+	d.mu.Lock()
+	t := d.tasks[uid]
+	var ws []*shardWriter
+	for k, w := range d.shards {
+		if k.uid == uid {
+			ws = append(ws, w)
+		}
+	}
+	d.mu.Unlock()
+	if t == nil {
+		return
+	}
+	var running, failed, entries int64
+	for _, w := range ws {
+		r, f, e := w.counts()
+		running += r
+		failed += f
+		entries += e
+	}
+	t.running.Store(running)
+	t.failed.Store(failed)
+	t.entries.Store(entries)
+}
+
+// tick wakes the held check-ins when a task's window opened. Called every
+// half second.
+func (d *dispatcher) tick() {
+	now := d.now()
+	opened := false
+	d.mu.Lock()
+	for _, t := range d.tasks {
+		if !t.active {
+			continue
+		}
+		open := t.schedule.Open(now)
+		if open && !t.openNow {
+			opened = true
+		}
+		t.openNow = open
+	}
+	d.mu.Unlock()
+	if opened {
+		d.wake()
+	}
+}
+
+// active returns the namespace's tasks that may hand out work, oldest
+// first.
+func (d *dispatcher) active(namespace string) []*taskView {
+	d.mu.Lock()
+	var out []*taskView
+	for _, t := range d.tasks {
+		if t.active && t.namespace == namespace {
+			out = append(out, t)
+		}
+	}
+	d.mu.Unlock()
+	slices.SortFunc(out, func(a, b *taskView) int {
+		if c := a.created.Compare(b.created); c != 0 {
+			return c
+		}
+		return compareStrings(a.name, b.name)
+	})
+	return out
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// item is the work item of task t, attempt for the agent.
+func (t *taskView) item(attempt int32) protocol.WorkItem {
+	return protocol.WorkItem{ID: tasks.WorkID(t.uid, attempt), Task: t.namespace + "/" + t.name,
+		Attempt: attempt, Action: t.action}
+}
+
+// mayClaim reports whether t may hand out one more piece of work now: its
+// window is open, its rollout has room, and its failures are under the
+// threshold.
+func (t *taskView) mayClaim(now time.Time) bool {
+	if !t.schedule.Open(now) {
+		return false
+	}
+	running := int(t.running.Load() + t.claiming.Load())
+	if room := tasks.Room(t.rollout, running); room == 0 {
+		return false
+	}
+	total := max(t.statusTotal, int(t.entries.Load()))
+	return !tasks.ThresholdPassed(t.rollout, int(t.failed.Load()), total)
+}
+
+// next finds the work for comp: the work it was handed and has not
+// reported (offered again: the agent carries out an ID at most once), or
+// the oldest due task that targets it, claimed. It calls then with the
+// item, or with nil when there is none; at once, or once the claim is
+// written. busy is the ID of the work the agent carries out now: then
+// there is none.
+func (d *dispatcher) next(comp *siteopsv1.Computer, busy string, then func(*protocol.WorkItem)) {
+	if busy != "" {
+		then(nil)
+		return
+	}
+	now := d.now()
+	for _, t := range d.active(comp.Namespace) {
+		w := d.writer(t.uid, t.namespace, t.name, tasks.ShardOf(comp.Name))
+		e, ok := w.entry(comp.Name)
+		if ok {
+			if e.State == siteopsv1.DispatchClaimed || e.State == siteopsv1.DispatchRunning {
+				d.reoffered.Add(1)
+				item := t.item(e.Attempt)
+				then(&item)
+				return
+			}
+			continue // done with this task
+		}
+		if !t.targets.Matches(comp) || !t.mayClaim(now) {
+			continue
+		}
+		t.claiming.Add(1)
+		w.submit(comp.Name, &shardOp{claim: true, attempt: 1}, func(r opResult) {
+			t.claiming.Add(-1)
+			if r.err != nil || !r.won {
+				if r.err != nil {
+					d.log.Warn("Claiming work", "task", t.namespace+"/"+t.name, "computer", comp.Name, "error", r.err)
+				}
+				then(nil)
+				return
+			}
+			d.dispatched.Add(1)
+			item := t.item(r.entry.Attempt)
+			then(&item)
+		})
+		return
+	}
+	then(nil)
+}
+
+// Errors of a report, for the answer's status.
+var (
+	errNoSuchWork   = errors.New("no such work")
+	errStaleAttempt = errors.New("stale attempt")
+	errRecorded     = errors.New("another result is recorded")
+)
+
+// report records an agent's report on its work: a progress report
+// (Running) or the result. then is called once it is written (or needs no
+// write: reports are idempotent), with the entry as recorded.
+func (d *dispatcher) report(comp *siteopsv1.Computer, t *taskView, st protocol.WorkStatus, then func(opResult)) {
+	w := d.writer(t.uid, t.namespace, t.name, tasks.ShardOf(comp.Name))
+	e := siteopsv1.DispatchEntry{State: st.State, Reason: st.Reason, ExitCode: st.ExitCode,
+		Message: truncate(st.Message, protocol.MaxMessageLength)}
+	if st.Final() {
+		f := metav1.NewTime(d.now()).Rfc3339Copy()
+		e.Finished = &f
+	}
+	w.submit(comp.Name, &shardOp{attempt: st.Attempt, report: &e}, then)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// shardOp is a claim or a report waiting for a shard's write.
+type shardOp struct {
+	claim   bool
+	attempt int32
+	report  *siteopsv1.DispatchEntry
+	then    []func(opResult)
+}
+
+// opResult is what became of a shardOp: the entry as the API holds it,
+// won for a claim this write made, err for a report refused or a write
+// that failed.
+type opResult struct {
+	entry siteopsv1.DispatchEntry
+	won   bool
+	err   error
+}
+
+// shardWriter writes one shard of one task: one write in flight at a time,
+// each carrying every claim and report that waited for it.
+type shardWriter struct {
+	d                    *dispatcher
+	uid, namespace, task string
+	n                    int32
+
+	mu      sync.Mutex
+	cur     *siteopsv1.DispatchShard // the newest seen (by generation); read-only
+	pending map[string][]*shardOp
+	writing bool
+	// counts of cur
+	running, failed, entries int64
+}
+
+// take makes sh the current view if it is newer, and reports whether it
+// was.
+func (w *shardWriter) take(sh *siteopsv1.DispatchShard) bool {
+	w.mu.Lock()
+	if w.cur != nil && w.cur.Generation >= sh.Generation {
+		w.mu.Unlock()
+		return false
+	}
+	w.cur = sh
+	var running, failed int64
+	for _, e := range sh.Entries {
+		switch e.State {
+		case siteopsv1.DispatchClaimed, siteopsv1.DispatchRunning:
+			running++
+		case siteopsv1.DispatchFailed:
+			failed++
+		}
+	}
+	w.running, w.failed, w.entries = running, failed, int64(len(sh.Entries))
+	w.mu.Unlock()
+	w.d.recount(w.uid)
+	return true
+}
+
+func (w *shardWriter) counts() (running, failed, entries int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.running, w.failed, w.entries
+}
+
+// entry returns computer's entry in the current view.
+func (w *shardWriter) entry(computer string) (siteopsv1.DispatchEntry, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.cur == nil {
+		return siteopsv1.DispatchEntry{}, false
+	}
+	e, ok := w.cur.Entries[computer]
+	return e, ok
+}
+
+// submit queues op for computer; then is called once it is decided. The
+// ops of one computer are decided in the order they came.
+func (w *shardWriter) submit(computer string, op *shardOp, then func(opResult)) {
+	op.then = append(op.then, then)
+	w.mu.Lock()
+	w.pending[computer] = append(w.pending[computer], op)
+	start := !w.writing
+	w.writing = true
+	w.mu.Unlock()
+	if start {
+		go w.loop()
+	}
+}
+
+// loop writes batches until none waits.
+func (w *shardWriter) loop() {
+	for {
+		w.mu.Lock()
+		if len(w.pending) == 0 {
+			w.writing = false
+			w.mu.Unlock()
+			return
+		}
+		batch := w.pending
+		w.pending = map[string][]*shardOp{}
+		w.mu.Unlock()
+		w.write(batch)
+	}
+}
+
+// writeAttempts bounds the conflicts one batch retries.
+const writeAttempts = 8
+
+// write decides and writes one batch.
+func (w *shardWriter) write(batch map[string][]*shardOp) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var (
+		results map[*shardOp]opResult
+		patch   map[string]siteopsv1.DispatchEntry
+		lastErr error
+	)
+	for attempt := 0; attempt < writeAttempts; attempt++ {
+		w.mu.Lock()
+		cur := w.cur
+		w.mu.Unlock()
+		results, patch = w.decide(cur, batch)
+		if len(patch) == 0 {
+			lastErr = nil
+			break
+		}
+		written, err := w.send(ctx, cur, patch)
+		if err == nil {
+			w.d.shardWrites.Add(1)
+			w.take(written)
+			lastErr = nil
+			break
+		}
+		lastErr = err
+		if !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) {
+			w.d.shardWriteFailures.Add(1)
+			break
+		}
+		// Someone else wrote the shard: read it and decide again.
+		w.d.conflicts.Add(1)
+		live := &siteopsv1.DispatchShard{}
+		if err := w.d.k.live.Get(ctx, types.NamespacedName{Namespace: w.namespace, Name: tasks.ShardName(w.task, w.n)}, live); err != nil {
+			if !apierrors.IsNotFound(err) {
+				lastErr = err
+				break
+			}
+		} else if live.Spec.TaskUID == w.uid {
+			w.take(live)
+		}
+	}
+	for computer, ops := range batch {
+		_, unwritten := patch[computer]
+		for _, op := range ops {
+			r := results[op]
+			if lastErr != nil && unwritten {
+				r = opResult{err: fmt.Errorf("writing the dispatch state: %w", lastErr)}
+			}
+			for _, f := range op.then {
+				f(r)
+			}
+		}
+	}
+}
+
+// decide applies the batch to cur, each computer's ops in order: it
+// returns each op's outcome and the entries to write.
+func (w *shardWriter) decide(cur *siteopsv1.DispatchShard, batch map[string][]*shardOp) (map[*shardOp]opResult, map[string]siteopsv1.DispatchEntry) {
+	results := map[*shardOp]opResult{}
+	patch := map[string]siteopsv1.DispatchEntry{}
+	now := metav1.NewTime(w.d.now()).Rfc3339Copy()
+	for computer, ops := range batch {
+		var e siteopsv1.DispatchEntry
+		exists := false
+		if cur != nil {
+			e, exists = cur.Entries[computer]
+		}
+		for _, op := range ops {
+			r, changed := decideOne(e, exists, op, w.d.server, now)
+			results[op] = r
+			if changed {
+				e, exists = r.entry, true
+				patch[computer] = e
+			}
+		}
+	}
+	return results, patch
+}
+
+// decideOne decides one op against the entry e (exists tells whether
+// there is one): its outcome, and whether the entry changes to
+// outcome.entry.
+func decideOne(e siteopsv1.DispatchEntry, exists bool, op *shardOp, server string, now metav1.Time) (opResult, bool) {
+	switch {
+	case op.claim && exists:
+		return opResult{entry: e}, false
+	case op.claim:
+		return opResult{entry: siteopsv1.DispatchEntry{Attempt: op.attempt, State: siteopsv1.DispatchClaimed,
+			Server: server, Claimed: now}, won: true}, true
+	case !exists:
+		return opResult{err: errNoSuchWork}, false
+	case e.Attempt != op.attempt:
+		return opResult{entry: e, err: errStaleAttempt}, false
+	case e.State == siteopsv1.DispatchSucceeded || e.State == siteopsv1.DispatchFailed:
+		if op.report.State == e.State || op.report.State == protocol.WorkRunning {
+			return opResult{entry: e}, false // reports are idempotent
+		}
+		return opResult{entry: e, err: errRecorded}, false
+	case op.report.State == protocol.WorkRunning && e.State == siteopsv1.DispatchRunning:
+		return opResult{entry: e}, false
+	}
+	ne := *op.report
+	ne.Attempt, ne.Server, ne.Claimed = e.Attempt, e.Server, e.Claimed
+	return opResult{entry: ne}, true
+}
+
+// send writes entries into the shard: a create when there is none yet, or
+// a merge patch conditioned on cur's resourceVersion.
+func (w *shardWriter) send(ctx context.Context, cur *siteopsv1.DispatchShard, entries map[string]siteopsv1.DispatchEntry) (*siteopsv1.DispatchShard, error) {
+	t := w.d.task(w.uid)
+	if cur == nil {
+		if t == nil {
+			return nil, errors.New("the task is gone")
+		}
+		sh := &siteopsv1.DispatchShard{
+			ObjectMeta: metav1.ObjectMeta{Namespace: w.namespace, Name: tasks.ShardName(w.task, w.n),
+				OwnerReferences: []metav1.OwnerReference{t.owner},
+				Labels:          map[string]string{siteopsv1.DispatchTaskLabel: w.task}},
+			Spec:    siteopsv1.DispatchShardSpec{Task: w.task, TaskUID: w.uid, Shard: w.n},
+			Entries: entries,
+		}
+		if err := w.d.k.writer.Create(ctx, sh); err != nil {
+			return nil, err
+		}
+		return sh, nil
+	}
+	sh := cur.DeepCopy()
+	base := cur.DeepCopy()
+	if sh.Entries == nil {
+		sh.Entries = map[string]siteopsv1.DispatchEntry{}
+	}
+	for k, v := range entries {
+		sh.Entries[k] = v
+	}
+	if err := w.d.k.writer.Patch(ctx, sh, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
+		return nil, err
+	}
+	return sh, nil
+}

@@ -1,0 +1,221 @@
+package task
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
+	"github.com/siteops/site-operator/internal/protocol"
+	"github.com/siteops/site-operator/internal/tasks"
+)
+
+// reportWait bounds how long a report waits for its write before the
+// agent is told to come back (it retries until acknowledged).
+const reportWait = 20 * time.Second
+
+// workStatus serves POST /v1/work/{id}/status: an agent's report on its
+// work. The answer is 200 once the report is recorded in the task's
+// dispatch state; the same report again is acknowledged again.
+func (s *Server) workStatus(w http.ResponseWriter, r *http.Request) {
+	if s.kube == nil {
+		comeBack(w, time.Minute, "this task service serves no agent API")
+		return
+	}
+	if s.kube.ready(r.Context()) != nil {
+		comeBack(w, s.spread(), "the task service is starting")
+		return
+	}
+	comp, err := s.authenticate(r.Context(), r)
+	if errors.Is(err, errCannotCheck) {
+		comeBack(w, s.spread(), "the credential cannot be checked now")
+		return
+	}
+	if err != nil {
+		s.log.Info("Refusing a report", "reason", err)
+		fail(w, http.StatusUnauthorized, "", "%v", errCredentialRefused)
+		return
+	}
+	id := r.PathValue("id")
+	uid, attempt, err := tasks.ParseWorkID(id)
+	if err != nil {
+		fail(w, http.StatusBadRequest, "id", "%v", err)
+		return
+	}
+	var st protocol.WorkStatus
+	if !decodeJSON(w, r, &st) {
+		return
+	}
+	if field, err := validateWorkStatus(st, attempt); err != nil {
+		fail(w, http.StatusBadRequest, field, "%v", err)
+		return
+	}
+	t := s.dispatch.task(uid)
+	if t == nil || t.namespace != comp.Namespace {
+		fail(w, http.StatusNotFound, "id", "work %s is not known to this service: no DeploymentTask with that UID in namespace %s", id, comp.Namespace)
+		return
+	}
+	done := make(chan opResult, 1)
+	s.dispatch.report(comp, t, st, func(r opResult) { done <- r })
+	var res opResult
+	select {
+	case res = <-done:
+	case <-time.After(reportWait):
+		comeBack(w, 5*time.Second, "the report could not be recorded in time")
+		return
+	case <-r.Context().Done():
+		return
+	}
+	key := types.NamespacedName{Namespace: comp.Namespace, Name: comp.Name}
+	switch {
+	case errors.Is(res.err, errNoSuchWork):
+		fail(w, http.StatusNotFound, "id", "work %s was not handed to Computer %s", id, key)
+		return
+	case errors.Is(res.err, errStaleAttempt):
+		fail(w, http.StatusConflict, "attempt", "work %s: attempt %d is stale; Computer %s holds attempt %d", id, attempt, key, res.entry.Attempt)
+		return
+	case errors.Is(res.err, errRecorded):
+		fail(w, http.StatusConflict, "state", "work %s: the result %s is recorded already; a report cannot change it", id, res.entry.State)
+		return
+	case res.err != nil:
+		s.log.Warn("Recording a report", "computer", key.String(), "work", id, "error", res.err)
+		comeBack(w, 5*time.Second, "the report could not be recorded")
+		return
+	}
+	if st.Final() {
+		s.dispatch.results.Add(1)
+		s.lastTasks.add(key, lastTaskOf(t, st, res.entry))
+	}
+	writeJSON(w, http.StatusOK, protocol.WorkStatusResponse{Recorded: res.entry.State})
+}
+
+// validateWorkStatus checks a report, and says which field is at fault.
+func validateWorkStatus(st protocol.WorkStatus, attempt int32) (string, error) {
+	if st.Attempt != attempt {
+		return "attempt", errors.New("attempt must be the work ID's attempt")
+	}
+	switch st.State {
+	case protocol.WorkRunning, protocol.WorkSucceeded:
+		if st.Reason != "" {
+			return "reason", errors.New("reason is only for a Failed report")
+		}
+	case protocol.WorkFailed:
+		switch st.Reason {
+		case protocol.ReasonExitCode, protocol.ReasonTimedOut, protocol.ReasonInterrupted,
+			protocol.ReasonInterpreterNotFound, protocol.ReasonStartFailed:
+		default:
+			return "reason", errors.New("reason of a Failed report must be ExitCode, TimedOut, Interrupted, InterpreterNotFound or StartFailed")
+		}
+	default:
+		return "state", errors.New("state must be Running, Succeeded or Failed")
+	}
+	if len(st.Output) > protocol.MaxOutputBytes {
+		return "output", errors.New("output must be at most 4096 bytes: send its end")
+	}
+	if len(st.Message) > protocol.MaxMessageLength {
+		return "message", errors.New("message must be at most 256 bytes")
+	}
+	return "", nil
+}
+
+func lastTaskOf(t *taskView, st protocol.WorkStatus, e siteopsv1.DispatchEntry) siteopsv1.ComputerTask {
+	ct := siteopsv1.ComputerTask{Name: t.name, UID: t.uid, Attempt: e.Attempt, State: e.State, Reason: e.Reason,
+		ExitCode: e.ExitCode, Output: st.Output, OutputTruncated: st.OutputTruncated}
+	if st.Started != nil {
+		v := metav1.NewTime(*st.Started).Rfc3339Copy()
+		ct.Started = &v
+	}
+	if st.Finished != nil {
+		v := metav1.NewTime(*st.Finished).Rfc3339Copy()
+		ct.Finished = &v
+	}
+	return ct
+}
+
+// lastTaskWriter writes results to their Computers' status.lastTask, after
+// they are recorded in the dispatch state (which counts them): with a
+// bounded concurrency on the writer client's budget, so that a wave of
+// results never starves check-ins.
+type lastTaskWriter struct {
+	s  *Server
+	mu sync.Mutex
+	m  map[types.NamespacedName]siteopsv1.ComputerTask
+	// kick wakes the loop.
+	kick chan struct{}
+	written, failed atomic.Int64
+}
+
+func newLastTaskWriter(s *Server) *lastTaskWriter {
+	return &lastTaskWriter{s: s, m: map[types.NamespacedName]siteopsv1.ComputerTask{}, kick: make(chan struct{}, 1)}
+}
+
+func (l *lastTaskWriter) add(key types.NamespacedName, ct siteopsv1.ComputerTask) {
+	l.mu.Lock()
+	l.m[key] = ct
+	l.mu.Unlock()
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run writes until ctx is done, then what is left for a few seconds.
+func (l *lastTaskWriter) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			flush, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			l.flush(flush)
+			cancel()
+			return
+		case <-l.kick:
+		}
+		l.flush(context.WithoutCancel(ctx))
+	}
+}
+
+func (l *lastTaskWriter) flush(ctx context.Context) {
+	for {
+		l.mu.Lock()
+		if len(l.m) == 0 {
+			l.mu.Unlock()
+			return
+		}
+		batch := l.m
+		l.m = map[types.NamespacedName]siteopsv1.ComputerTask{}
+		l.mu.Unlock()
+		var wg sync.WaitGroup
+		work := make(chan types.NamespacedName)
+		for range min(flushWorkers, len(batch)) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for key := range work {
+					if err := patchStatus(ctx, l.s.kube.writer, key, map[string]any{"lastTask": batch[key]}); err != nil {
+						l.failed.Add(1)
+						l.s.log.Warn("Writing a Computer's last task", "computer", key.String(), "error", err)
+						continue
+					}
+					l.written.Add(1)
+				}
+			}()
+		}
+		for key := range batch {
+			if ctx.Err() != nil {
+				break
+			}
+			work <- key
+		}
+		close(work)
+		wg.Wait()
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
