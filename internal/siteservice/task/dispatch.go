@@ -69,6 +69,7 @@ type taskView struct {
 	rollout     *siteopsv1.DeploymentTaskRollout
 	action      protocol.Action
 	statusTotal int
+	generation  int64
 	openNow     bool // the schedule was open at the last tick
 
 	// Counts over the task's shards, kept by the shard writers.
@@ -145,7 +146,7 @@ func (d *dispatcher) taskChanged(obj any) {
 		return
 	}
 	v := &taskView{uid: string(t.UID), namespace: t.Namespace, name: t.Name, created: t.CreationTimestamp.Time,
-		rollout: t.Spec.Rollout, statusTotal: int(t.Status.Targets.Total),
+		rollout: t.Spec.Rollout, statusTotal: int(t.Status.Targets.Total), generation: t.Generation,
 		owner: metav1.OwnerReference{APIVersion: siteopsv1.GroupVersion.String(), Kind: "DeploymentTask",
 			Name: t.Name, UID: t.UID}}
 	var errT, errS error
@@ -158,7 +159,8 @@ func (d *dispatcher) taskChanged(obj any) {
 		v.openNow = v.schedule.Open(d.now())
 	}
 	d.mu.Lock()
-	if old := d.tasks[v.uid]; old != nil {
+	old := d.tasks[v.uid]
+	if old != nil {
 		v.running.Store(old.running.Load())
 		v.failed.Store(old.failed.Load())
 		v.entries.Store(old.entries.Load())
@@ -168,7 +170,8 @@ func (d *dispatcher) taskChanged(obj any) {
 	}
 	d.tasks[v.uid] = v
 	d.mu.Unlock()
-	if v.active {
+	// A status update of the manager changes nothing to hand out.
+	if v.active && (old == nil || !old.active || old.generation != v.generation) {
 		d.wake()
 	}
 }
@@ -202,9 +205,7 @@ func (d *dispatcher) shardSeen(obj any) {
 	if w == nil {
 		return
 	}
-	if w.take(sh) {
-		d.wake()
-	}
+	w.take(sh)
 }
 
 // task returns the view of the task with uid, or nil.
@@ -457,6 +458,11 @@ func (w *shardWriter) take(sh *siteopsv1.DispatchShard) bool {
 	w.running, w.failed, w.entries = running, failed, int64(len(sh.Entries))
 	w.mu.Unlock()
 	w.d.recount(w.uid)
+	// A result frees room under maxConcurrent: work may be due for
+	// others. Without the bound, a shard's change makes no work due.
+	if t := w.d.task(w.uid); t != nil && t.active && t.rollout != nil && t.rollout.MaxConcurrent != nil {
+		w.d.wake()
+	}
 	return true
 }
 
