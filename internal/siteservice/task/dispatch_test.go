@@ -250,11 +250,26 @@ func TestDispatch(t *testing.T) {
 		if resp := e.checkInBusy(t, pc2, 0, ""); len(resp.Work) != 0 {
 			t.Errorf("pc-2 got work while pc-1 runs: %+v", resp.Work)
 		}
+		got := make(chan protocol.WorkResponse, 1)
+		go func() { got <- e.checkInBusy(t, pc2, 10, "") }()
+		eventually(t, "pc-2's check-in is held", func() bool {
+			for _, h := range e.srv.polls.snapshot() {
+				if h.key.Name == pc2.name {
+					return true
+				}
+			}
+			return false
+		})
 		if code, perr, _ := e.report(t, pc1, first.Work[0].ID, protocol.WorkStatus{Attempt: 1, State: "Failed", Reason: "TimedOut"}); code != 200 {
 			t.Fatalf("%d %+v", code, perr)
 		}
-		if resp := e.checkInBusy(t, pc2, 0, ""); len(resp.Work) != 1 || resp.Work[0].ID != tasks.WorkID(string(mc.UID), 1) {
-			t.Errorf("pc-2 after pc-1's result got %+v", resp.Work)
+		select {
+		case resp := <-got:
+			if len(resp.Work) != 1 || resp.Work[0].ID != tasks.WorkID(string(mc.UID), 1) {
+				t.Errorf("pc-2 after pc-1's result got %+v", resp.Work)
+			}
+		case <-time.After(9 * time.Second):
+			t.Fatal("pc-2's held check-in was not answered with the work freed by pc-1's result")
 		}
 	})
 
@@ -314,6 +329,25 @@ func TestDispatch(t *testing.T) {
 		en, ok := e.entry(t, race, pc2.name)
 		if !ok || en.Attempt != 1 || en.State != siteopsv1.DispatchClaimed {
 			t.Errorf("entry %+v %v", en, ok)
+		}
+
+		// A process started after the claim (a restart) knows it from the
+		// API: it offers the same item again, claims nothing new, and
+		// offers nothing finished.
+		restarted, _ := e.startReplica(t)
+		eventually(t, "the new process sees the task", func() bool { return restarted.dispatch.task(string(race.UID)) != nil })
+		done := make(chan *protocol.WorkItem, 1)
+		restarted.dispatch.next(comp, "", func(it *protocol.WorkItem) { done <- it })
+		if it := <-done; it == nil || it.ID != tasks.WorkID(string(race.UID), 1) {
+			t.Errorf("the restarted service offered %+v, want the claimed item again", it)
+		}
+		comp1 := e.computer(t, "branch-a", pc1.name)
+		restarted.dispatch.next(comp1, "", func(it *protocol.WorkItem) { done <- it })
+		if it := <-done; it != nil {
+			t.Errorf("the restarted service offered pc-1 %+v; its work is all finished", it)
+		}
+		if n := restarted.dispatch.dispatched.Load(); n != 0 {
+			t.Errorf("the restarted service claimed %d", n)
 		}
 	})
 }
