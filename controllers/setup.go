@@ -96,6 +96,13 @@ func Setup(mgr ctrl.Manager, opts Options) (*topology.Resolver, error) {
 	if err := computers.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the Computer controller: %w", err)
 	}
+	// The manager's Event recorder (events.k8s.io/v1, events.go), shared by
+	// the controllers that record Events.
+	recorder := mgr.GetEventRecorder(EventReportingController)
+	deploymentTasks := &DeploymentTaskReconciler{Client: mgr.GetClient(), Events: recorder}
+	if err := deploymentTasks.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the DeploymentTask controller: %w", err)
+	}
 	read := opts.DirectoryReader
 	if read == nil {
 		read = directory.Read

@@ -1,0 +1,508 @@
+package controllers
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
+	"github.com/siteops/site-operator/internal/tasks"
+)
+
+// A DeploymentTask's status is computed here, without I/O, from the task,
+// the Computers of its namespace and the task's DispatchShards (the
+// dispatch state the task services write). The manager never writes a
+// shard or a Computer: what the status says of a target comes from the
+// target's entry, or from the absence of one.
+//
+// Targets are the union of the computers spec.targets resolves to now and
+// the computers that have an entry: a computer that was handed the work
+// and then left the selector, or was deleted, still counts. Each is, by
+// its entry:
+//   - no entry: pending;
+//   - Claimed or Running: running, unless it was claimed longer ago than
+//     the action's timeout plus lostGrace with no final report: then failed
+//     with reason Lost (its agent or its task service went away); a late
+//     report still counts once it lands in the entry;
+//   - Succeeded, Failed: as reported.
+//
+// Per-site counts go by the Computer's status.site ("" for a computer in
+// no site, or one that no longer exists). At most MaxTaskSites sites are
+// listed, the first by name ("" first); the Ready message says how many
+// more there are, and the task-wide counts include them all.
+//
+// The phase, in this order:
+//  1. a terminal phase (Succeeded, Failed, Stopped) latches: it never
+//     changes again, and completionTime says when it was reached;
+//  2. spec.stop → Stopped (reason Stopped);
+//  3. a selector or schedule that cannot be used → Pending, Stalled with
+//     reason InvalidSelector or InvalidSchedule (admission refuses most
+//     such specs; these are the checks it cannot make);
+//  4. failed past spec.rollout.failureThreshold → Stopped (reason
+//     FailureThresholdPassed);
+//  5. no target → Pending (reason NoTargets);
+//  6. nothing handed out yet and the schedule not open → Pending (reason
+//     Pending before spec.schedule.startAt, WaitingForWindow outside the
+//     window), the message saying when it opens;
+//  7. every target finished → Succeeded when none failed, else Failed;
+//  8. otherwise Running.
+//
+// Once terminal, the target set no longer follows the Computers: targets
+// are the computers with an entry (whose states keep following their
+// entries: work running when a task stops runs to its end), and the
+// pending count is frozen at what it was (minus those that got the work
+// after all, claimed in the instant the task stopped).
+//
+// Conditions: Ready is True only when Succeeded. Reconciling is True while
+// Pending or Running; Stalled is True once Failed or Stopped, or with an
+// unusable selector or schedule. observedGeneration is always the task's
+// generation: every status is a verdict on the current spec.
+
+// lostGrace is how long past the action's timeout a claimed entry may go
+// without a final report before its target counts as failed with reason
+// Lost: the agent's own timeout, its report and the task service's write
+// all fit in it.
+const lostGrace = 5 * time.Minute
+
+// defaultActionTimeout is the timeout of an action that has none of its
+// own: runScript's default, and reboot's (whose agent reports success
+// before it restarts).
+const defaultActionTimeout = 10 * time.Minute
+
+// Bounds of a TaskFailure's fields (the API's MaxLength).
+const (
+	maxFailureComputer = 63
+	maxFailureReason   = 64
+	maxFailureMessage  = 256
+)
+
+// taskScope is what one reconcile of a DeploymentTask works from.
+type taskScope struct {
+	task *siteopsv1.DeploymentTask
+	// now is when the status is computed.
+	now time.Time
+	// computers are the Computers of the task's namespace.
+	computers []siteopsv1.Computer
+	// shards are the task's DispatchShards; shards of another task UID are
+	// ignored.
+	shards []siteopsv1.DispatchShard
+}
+
+// taskVerdict is the computed status and what the controller does next.
+type taskVerdict struct {
+	status *siteopsv1.DeploymentTaskStatus
+	// requeueAfter is when the status changes by the passing of time alone
+	// (a window opens or closes, an entry turns Lost); 0 for never.
+	requeueAfter time.Duration
+	// invalid is why the spec cannot be used; retrying does not help.
+	invalid error
+}
+
+// taskState is the phase and the Ready condition's reason and message.
+type taskState struct {
+	phase, reason, message string
+	// invalid is set for an unusable selector or schedule.
+	invalid error
+	// wait is when a task Pending on its schedule may start (zero: never);
+	// close is when the window of a task Running with nothing handed out
+	// closes (zero: no window).
+	wait, close time.Time
+}
+
+// taskTally counts the targets.
+type taskTally struct {
+	counts siteopsv1.TargetCounts
+	sites  map[string]*siteopsv1.TargetCounts
+	// failures are every failed target, oldest first.
+	failures []siteopsv1.TaskFailure
+	// firstClaim is the earliest claim of any entry.
+	firstClaim *metav1.Time
+	// nextLost is the earliest time a running entry turns Lost; zero when
+	// none will.
+	nextLost time.Time
+}
+
+// handed is how many targets were handed the work.
+func (t *taskTally) handed() int32 {
+	return t.counts.Running + t.counts.Succeeded + t.counts.Failed
+}
+
+func (t *taskTally) site(name string) *siteopsv1.TargetCounts {
+	c := t.sites[name]
+	if c == nil {
+		c = &siteopsv1.TargetCounts{}
+		t.sites[name] = c
+	}
+	return c
+}
+
+// target states, for add.
+const (
+	targetPending = iota
+	targetRunning
+	targetSucceeded
+	targetFailed
+)
+
+func (t *taskTally) add(site string, state int) {
+	for _, c := range []*siteopsv1.TargetCounts{&t.counts, t.site(site)} {
+		c.Total++
+		switch state {
+		case targetPending:
+			c.Pending++
+		case targetRunning:
+			c.Running++
+		case targetSucceeded:
+			c.Succeeded++
+		case targetFailed:
+			c.Failed++
+		}
+	}
+}
+
+// desiredTaskStatus computes scope's task's status.
+func desiredTaskStatus(scope *taskScope) taskVerdict {
+	task := scope.task
+	stored := &task.Status
+	status := stored.DeepCopy()
+	status.ObservedGeneration = task.Generation
+	status.Action = tasks.ActionName(task.Spec.Action)
+
+	latched := terminalPhase(stored.Phase)
+	targets, targetsErr := tasks.CompileTargets(task.Spec.Targets)
+	schedule, scheduleErr := tasks.CompileSchedule(task.Spec.Schedule)
+	var resolved, missing []string
+	if !latched && targetsErr == nil {
+		resolved, missing = targets.Resolve(scope.computers)
+		status.MissingComputers = missing[:min(len(missing), siteopsv1.MaxMissingComputers)]
+	}
+	tally := tallyTask(scope, resolved)
+	if latched {
+		tally.freezePending(stored)
+	}
+
+	var st taskState
+	switch {
+	case latched:
+		st = latchedState(task, tally)
+	case task.Spec.Stop:
+		st = stoppedState(tally)
+	case targetsErr != nil:
+		st = taskState{phase: siteopsv1.TaskPending, reason: siteopsv1.ReasonInvalidSelector,
+			message: targetsErr.Error(), invalid: targetsErr}
+	case scheduleErr != nil:
+		st = taskState{phase: siteopsv1.TaskPending, reason: siteopsv1.ReasonInvalidSchedule,
+			message: scheduleErr.Error(), invalid: scheduleErr}
+	default:
+		st = activeState(task, tally, schedule, missing, scope.now)
+	}
+
+	status.Phase = st.phase
+	status.Targets = tally.counts
+	status.Progress = fmt.Sprintf("%d/%d", tally.counts.Succeeded, tally.counts.Total)
+	if status.StartTime == nil {
+		status.StartTime = tally.firstClaim
+	}
+	if terminalPhase(st.phase) && status.CompletionTime == nil {
+		completed := metav1.NewTime(scope.now).Rfc3339Copy()
+		status.CompletionTime = &completed
+	}
+	var unlisted int
+	status.Sites, unlisted = taskSites(tally, contentReady(task.Spec.Action))
+	if unlisted > 0 {
+		st.message += fmt.Sprintf(" (status.sites lists the first %d sites by name; %d more are not listed)",
+			siteopsv1.MaxTaskSites, unlisted)
+	}
+	status.Failures = tally.failures[:min(len(tally.failures), siteopsv1.MaxTaskFailures)]
+	if len(status.Failures) == 0 {
+		status.Failures = nil
+	}
+	if len(status.MissingComputers) == 0 {
+		status.MissingComputers = nil
+	}
+	setTaskConditions(status, task.Generation, st)
+	return taskVerdict{status: status, requeueAfter: taskRequeue(scope.now, tally, st), invalid: st.invalid}
+}
+
+// terminalPhase tells the phases that latch.
+func terminalPhase(phase string) bool {
+	return phase == siteopsv1.TaskSucceeded || phase == siteopsv1.TaskFailed || phase == siteopsv1.TaskStopped
+}
+
+// taskEntries gathers the dispatch entries of scope's task by computer
+// name. An entry found in two shards (the task services write each in the
+// shard tasks.ShardOf names) counts once: the later attempt.
+func taskEntries(scope *taskScope) map[string]*siteopsv1.DispatchEntry {
+	uid := string(scope.task.UID)
+	n := 0
+	for i := range scope.shards {
+		n += len(scope.shards[i].Entries)
+	}
+	entries := make(map[string]*siteopsv1.DispatchEntry, n)
+	for i := range scope.shards {
+		sh := &scope.shards[i]
+		if sh.Spec.TaskUID != uid {
+			continue
+		}
+		for name, e := range sh.Entries {
+			if prev, dup := entries[name]; dup && prev.Attempt >= e.Attempt {
+				continue
+			}
+			entries[name] = &e
+		}
+	}
+	return entries
+}
+
+// tallyTask counts resolved (the targets spec.targets resolves to now;
+// none for a latched or unusable task) and every computer with an entry.
+func tallyTask(scope *taskScope, resolved []string) *taskTally {
+	entries := taskEntries(scope)
+	siteOf := make(map[string]string, len(scope.computers))
+	for i := range scope.computers {
+		siteOf[scope.computers[i].Name] = scope.computers[i].Status.Site
+	}
+	t := &taskTally{sites: map[string]*siteopsv1.TargetCounts{}}
+	lostAfter := actionTimeout(scope.task.Spec.Action) + lostGrace
+	for name, e := range entries {
+		if t.firstClaim == nil || e.Claimed.Before(t.firstClaim) {
+			claimed := e.Claimed.Rfc3339Copy()
+			t.firstClaim = &claimed
+		}
+		site := siteOf[name]
+		switch e.State {
+		case siteopsv1.DispatchSucceeded:
+			t.add(site, targetSucceeded)
+		case siteopsv1.DispatchFailed:
+			t.add(site, targetFailed)
+			at := e.Claimed
+			if e.Finished != nil {
+				at = *e.Finished
+			}
+			t.failures = append(t.failures, taskFailure(name, e.Reason, e.ExitCode, e.Message, at.Time))
+		default: // Claimed, Running
+			lostAt := e.Claimed.Add(lostAfter)
+			if scope.now.Before(lostAt) {
+				t.add(site, targetRunning)
+				if t.nextLost.IsZero() || lostAt.Before(t.nextLost) {
+					t.nextLost = lostAt
+				}
+				continue
+			}
+			t.add(site, targetFailed)
+			t.failures = append(t.failures, taskFailure(name, siteopsv1.FailureLost, nil,
+				fmt.Sprintf("No report within the action's timeout and a grace of %s since %s claimed the work at %s",
+					lostGrace, e.Server, formatTime(e.Claimed.Time)), lostAt))
+		}
+	}
+	for _, name := range resolved {
+		if _, handed := entries[name]; !handed {
+			t.add(siteOf[name], targetPending)
+		}
+	}
+	slices.SortFunc(t.failures, func(a, b siteopsv1.TaskFailure) int {
+		return cmp.Or(a.Time.Compare(b.Time.Time), strings.Compare(a.Computer, b.Computer))
+	})
+	return t
+}
+
+// freezePending keeps a latched task's pending targets as stored: the
+// targets that never got the work, less those that have an entry now.
+func (t *taskTally) freezePending(stored *siteopsv1.DeploymentTaskStatus) {
+	if p := stored.Targets.Total - t.counts.Total; p > 0 {
+		t.counts.Total += p
+		t.counts.Pending += p
+	}
+	for _, s := range stored.Sites {
+		c := t.site(s.Site)
+		if p := s.Targets.Total - c.Total; p > 0 {
+			c.Total += p
+			c.Pending += p
+		}
+	}
+}
+
+// taskFailure is one failed target, its fields cut to the API's bounds.
+func taskFailure(computer, reason string, exitCode *int32, message string, at time.Time) siteopsv1.TaskFailure {
+	t := metav1.NewTime(at).Rfc3339Copy()
+	f := siteopsv1.TaskFailure{Computer: cutString(computer, maxFailureComputer),
+		Reason: cutString(reason, maxFailureReason), Message: cutString(message, maxFailureMessage), Time: &t}
+	if exitCode != nil {
+		code := *exitCode
+		f.ExitCode = &code
+	}
+	return f
+}
+
+// cutString cuts s to at most n bytes on a rune boundary (so at most n
+// characters, as the API counts them).
+func cutString(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// actionTimeout bounds one run of the action on a target.
+func actionTimeout(a siteopsv1.DeploymentTaskAction) time.Duration {
+	if a.RunScript != nil && a.RunScript.Timeout.Duration > 0 {
+		return a.RunScript.Timeout.Duration
+	}
+	return defaultActionTimeout
+}
+
+// contentReady tells whether the action's content is ready at every site:
+// always for the actions that need no Package.
+func contentReady(a siteopsv1.DeploymentTaskAction) bool {
+	return a.RunScript != nil || a.Reboot != nil
+}
+
+// taskSites lists the per-site counts by site name, at most MaxTaskSites
+// of them, and says how many more there are.
+func taskSites(t *taskTally, ready bool) ([]siteopsv1.TaskSiteStatus, int) {
+	names := slices.Sorted(maps.Keys(t.sites))
+	listed := names[:min(len(names), siteopsv1.MaxTaskSites)]
+	if len(listed) == 0 {
+		return nil, 0
+	}
+	sites := make([]siteopsv1.TaskSiteStatus, 0, len(listed))
+	for _, name := range listed {
+		sites = append(sites, siteopsv1.TaskSiteStatus{Site: name, ContentReady: ready, Targets: *t.sites[name]})
+	}
+	return sites, len(names) - len(listed)
+}
+
+// countsSummary says the counts in a few words.
+func countsSummary(c siteopsv1.TargetCounts) string {
+	return fmt.Sprintf("%d/%d succeeded, %d failed, %d running, %d pending",
+		c.Succeeded, c.Total, c.Failed, c.Running, c.Pending)
+}
+
+// stoppedState is the state of a task stopped by spec.stop.
+func stoppedState(t *taskTally) taskState {
+	return taskState{phase: siteopsv1.TaskStopped, reason: siteopsv1.ReasonTaskStopped,
+		message: "Stopped by spec.stop: no new work is handed out, work already running runs to its end; " +
+			countsSummary(t.counts)}
+}
+
+// thresholdState is the state of a task stopped by its failure threshold.
+func thresholdState(task *siteopsv1.DeploymentTask, t *taskTally) taskState {
+	return taskState{phase: siteopsv1.TaskStopped, reason: siteopsv1.ReasonThresholdPassed,
+		message: fmt.Sprintf("More than %d%% of the targets failed (spec.rollout.failureThreshold): no new work is handed out; %s",
+			*task.Spec.Rollout.FailureThreshold, countsSummary(t.counts))}
+}
+
+// finishedState is the state of a task whose targets all finished.
+func finishedState(t *taskTally) taskState {
+	if t.counts.Failed == 0 {
+		return taskState{phase: siteopsv1.TaskSucceeded, reason: siteopsv1.ReasonTaskSucceeded,
+			message: fmt.Sprintf("All %d targets succeeded", t.counts.Total)}
+	}
+	return taskState{phase: siteopsv1.TaskFailed, reason: siteopsv1.ReasonTaskFailed,
+		message: "Every target finished and some failed (status.failures; each Computer's status.lastTask has its output): " +
+			countsSummary(t.counts)}
+}
+
+// latchedState is the state of a task whose stored phase is terminal: the
+// same phase and reason, with the counts of now.
+func latchedState(task *siteopsv1.DeploymentTask, t *taskTally) taskState {
+	switch task.Status.Phase {
+	case siteopsv1.TaskSucceeded, siteopsv1.TaskFailed:
+		st := finishedState(t)
+		st.phase = task.Status.Phase
+		if st.phase == siteopsv1.TaskFailed {
+			st.reason = siteopsv1.ReasonTaskFailed
+		} else {
+			st.reason = siteopsv1.ReasonTaskSucceeded
+		}
+		return st
+	}
+	ready := meta.FindStatusCondition(task.Status.Conditions, siteopsv1.ConditionReady)
+	if ready != nil && ready.Reason == siteopsv1.ReasonThresholdPassed && task.Spec.Rollout != nil &&
+		task.Spec.Rollout.FailureThreshold != nil {
+		return thresholdState(task, t)
+	}
+	return stoppedState(t)
+}
+
+// activeState is the state of a task that is neither latched, stopped nor
+// unusable.
+func activeState(task *siteopsv1.DeploymentTask, t *taskTally, schedule *tasks.Schedule, missing []string,
+	now time.Time) taskState {
+	c := t.counts
+	switch {
+	case tasks.ThresholdPassed(task.Spec.Rollout, int(c.Failed), int(c.Total)):
+		return thresholdState(task, t)
+	case c.Total == 0:
+		message := "No Computer matches spec.targets yet"
+		if len(missing) > 0 {
+			message += "; no Computer named " + nameList(missing) + " exists"
+		}
+		return taskState{phase: siteopsv1.TaskPending, reason: siteopsv1.ReasonNoTargets, message: message}
+	case t.handed() == 0 && !schedule.Open(now):
+		st := taskState{phase: siteopsv1.TaskPending, wait: schedule.NextOpen(now)}
+		when := "never (no window day comes)"
+		if !st.wait.IsZero() {
+			when = formatTime(st.wait)
+		}
+		if s := task.Spec.Schedule; s != nil && s.StartAt != nil && now.Before(s.StartAt.Time) {
+			st.reason = siteopsv1.ReasonTaskPending
+			st.message = fmt.Sprintf("Waiting for spec.schedule.startAt: work may start at %s", when)
+		} else {
+			st.reason = siteopsv1.ReasonWaitingForWindow
+			st.message = fmt.Sprintf("Waiting for the maintenance window (spec.schedule.window): it opens next at %s", when)
+		}
+		return st
+	case c.Pending == 0 && c.Running == 0:
+		return finishedState(t)
+	}
+	st := taskState{phase: siteopsv1.TaskRunning, reason: siteopsv1.ReasonTaskRunning, message: countsSummary(c)}
+	if t.handed() == 0 {
+		// Back to Pending when the window closes with nothing handed out.
+		st.close = schedule.NextClose(now)
+	}
+	return st
+}
+
+// setTaskConditions sets Ready and the kstatus conditions for st.
+func setTaskConditions(status *siteopsv1.DeploymentTaskStatus, generation int64, st taskState) {
+	message := boundedMessage(st.message)
+	ready := metav1.Condition{Type: siteopsv1.ConditionReady, Status: metav1.ConditionFalse,
+		Reason: st.reason, Message: message, ObservedGeneration: generation}
+	switch {
+	case st.phase == siteopsv1.TaskSucceeded:
+		ready.Status = metav1.ConditionTrue
+		setConverged(&status.Conditions)
+	case st.phase == siteopsv1.TaskFailed || st.phase == siteopsv1.TaskStopped || st.invalid != nil:
+		setStalled(&status.Conditions, generation, st.reason, message)
+	default:
+		setReconciling(&status.Conditions, generation, st.reason, message)
+	}
+	meta.SetStatusCondition(&status.Conditions, ready)
+}
+
+// taskRequeue is how long after now the status changes by time alone: an
+// entry turns Lost, a schedule opens, or a window closes before any work
+// was handed out.
+func taskRequeue(now time.Time, t *taskTally, st taskState) time.Duration {
+	var next time.Time
+	for _, at := range []time.Time{t.nextLost, st.wait, st.close} {
+		if at.After(now) && (next.IsZero() || at.Before(next)) {
+			next = at
+		}
+	}
+	if next.IsZero() {
+		return 0
+	}
+	return next.Sub(now)
+}
