@@ -32,6 +32,9 @@ type agentState struct {
 	written   observed
 	writtenAt time.Time
 	queued    bool
+	// lastTask is a result to write into the Computer's status.lastTask
+	// with the next status write.
+	lastTask *siteopsv1.ComputerTask
 }
 
 // observed is the part of a Computer's status that check-ins change.
@@ -61,6 +64,9 @@ type registry struct {
 	interval   time.Duration
 	log        *slog.Logger
 	now        func() time.Time
+
+	// spill takes the results of the agents the registry forgets.
+	spill func(types.NamespacedName, siteopsv1.ComputerTask)
 
 	mu     sync.Mutex
 	agents map[types.NamespacedName]*agentState
@@ -120,8 +126,60 @@ func (r *registry) registered(key types.NamespacedName, o observed) {
 // serves now, so that no write of this one lands after the other's.
 func (r *registry) forget(key types.NamespacedName) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	a := r.agents[key]
 	delete(r.agents, key)
+	r.mu.Unlock()
+	if a != nil {
+		a.mu.Lock()
+		lt := a.lastTask
+		a.lastTask = nil
+		a.mu.Unlock()
+		if lt != nil && r.spill != nil {
+			r.spill(key, *lt)
+		}
+	}
+}
+
+// owe queues a result for the Computer's next status write: at most one
+// per interval per Computer, so a result costs no write of its own when the
+// agent's check-ins owe one anyway.
+func (r *registry) owe(key types.NamespacedName, ct siteopsv1.ComputerTask) {
+	r.mu.Lock()
+	a := r.agents[key]
+	if a == nil {
+		a = &agentState{}
+		r.agents[key] = a
+	}
+	r.mu.Unlock()
+	a.mu.Lock()
+	a.lastTask = &ct
+	queue := !a.queued
+	a.queued = true
+	a.mu.Unlock()
+	if queue {
+		r.mu.Lock()
+		r.due = append(r.due, key)
+		r.mu.Unlock()
+	}
+}
+
+// spillAll hands every result still owed to spill: the service stops.
+func (r *registry) spillAll() {
+	r.mu.Lock()
+	all := make(map[types.NamespacedName]*agentState, len(r.agents))
+	for k, a := range r.agents {
+		all[k] = a
+	}
+	r.mu.Unlock()
+	for key, a := range all {
+		a.mu.Lock()
+		lt := a.lastTask
+		a.lastTask = nil
+		a.mu.Unlock()
+		if lt != nil && r.spill != nil {
+			r.spill(key, *lt)
+		}
+	}
 }
 
 // checkedIn records a check-in and queues a write when one is owed.
@@ -150,7 +208,7 @@ func (r *registry) checkedIn(key types.NamespacedName, a *agentState, addresses 
 // interval. Called with a.mu held.
 func (r *registry) owed(a *agentState) bool {
 	w := a.written
-	return !slices.Equal(w.addresses, a.addresses) || w.site != a.site || w.siteServer != r.siteServer ||
+	return a.lastTask != nil || !slices.Equal(w.addresses, a.addresses) || w.site != a.site || w.siteServer != r.siteServer ||
 		w.version != a.version || a.lastSeen.Sub(w.lastSeen) >= r.interval
 }
 
@@ -239,6 +297,7 @@ func (r *registry) write(ctx context.Context, key types.NamespacedName, a *agent
 	a.mu.Lock()
 	o := observed{lastSeen: a.lastSeen, addresses: slices.Clone(a.addresses), site: a.site,
 		siteServer: r.siteServer, version: a.version}
+	lt := a.lastTask
 	a.writtenAt = r.now()
 	a.queued = false
 	a.mu.Unlock()
@@ -251,7 +310,15 @@ func (r *registry) write(ctx context.Context, key types.NamespacedName, a *agent
 		r.forget(key)
 		return
 	}
-	err := patchObserved(ctx, r.client, key, o)
+	var err error
+	if o.lastSeen.IsZero() {
+		// Only a result: the agent reported here without a check-in.
+		if lt != nil {
+			err = patchStatus(ctx, r.client, key, map[string]any{"lastTask": lt})
+		}
+	} else {
+		err = patchObserved(ctx, r.client, key, o, lt)
+	}
 	if apierrors.IsNotFound(err) {
 		// The Computer was deleted: its agent's credential goes with it.
 		r.mu.Lock()
@@ -263,7 +330,12 @@ func (r *registry) write(ctx context.Context, key types.NamespacedName, a *agent
 	}
 	a.mu.Lock()
 	if err == nil {
-		a.written = o
+		if !o.lastSeen.IsZero() {
+			a.written = o
+		}
+		if lt != nil && a.lastTask == lt {
+			a.lastTask = nil
+		}
 	}
 	requeue := !a.queued && r.owed(a)
 	if requeue {
@@ -285,13 +357,16 @@ func (r *registry) write(ctx context.Context, key types.NamespacedName, a *agent
 
 // patchObserved writes o into the Computer's status with a merge patch:
 // no read, no conflict with the operator's conditions.
-func patchObserved(ctx context.Context, c client.Client, key types.NamespacedName, o observed) error {
+func patchObserved(ctx context.Context, c client.Client, key types.NamespacedName, o observed, lastTask *siteopsv1.ComputerTask) error {
 	status := map[string]any{
 		"lastSeen":     metav1.NewTime(o.lastSeen).Rfc3339Copy(),
 		"addresses":    o.addresses,
 		"site":         nilIfEmpty(o.site),
 		"siteServer":   nilIfEmpty(o.siteServer),
 		"agentVersion": nilIfEmpty(o.version),
+	}
+	if lastTask != nil {
+		status["lastTask"] = lastTask
 	}
 	return patchStatus(ctx, c, key, status)
 }

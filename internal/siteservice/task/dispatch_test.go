@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/time/rate"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
@@ -231,7 +232,10 @@ func TestDispatch(t *testing.T) {
 		select {
 		case resp := <-got:
 			if len(resp.Work) != 1 || resp.HeldMillis >= 10000 {
-				t.Errorf("answer %+v", resp)
+				t.Fatalf("answer %+v", resp)
+			}
+			if code, perr, _ := e.report(t, pc3, resp.Work[0].ID, protocol.WorkStatus{Attempt: 1, State: "Succeeded"}); code != 200 {
+				t.Fatalf("%d %+v", code, perr)
 			}
 		case <-time.After(9 * time.Second):
 			t.Fatal("the held check-in was not answered with the work before its wait ended")
@@ -271,6 +275,26 @@ func TestDispatch(t *testing.T) {
 		case <-time.After(9 * time.Second):
 			t.Fatal("pc-2's held check-in was not answered with the work freed by pc-1's result")
 		}
+	})
+
+	t.Run("beyond the budget of writes at once, a result rides with the Computer's next status write", func(t *testing.T) {
+		e.srv.lastTasks.immediate = rate.NewLimiter(0, 0)
+		later := e.createTask(t, "deferred", siteopsv1.DeploymentTaskSpec{Action: script("true"),
+			Targets: siteopsv1.DeploymentTaskTargets{Computers: []string{pc3.name}}})
+		resp := e.checkInBusy(t, pc3, 0, "")
+		if len(resp.Work) != 1 || resp.Work[0].ID != tasks.WorkID(string(later.UID), 1) {
+			t.Fatalf("pc-3 got %+v", resp.Work)
+		}
+		if code, perr, _ := e.report(t, pc3, resp.Work[0].ID, protocol.WorkStatus{Attempt: 1, State: "Succeeded", Output: "deferred"}); code != 200 {
+			t.Fatalf("%d %+v", code, perr)
+		}
+		if e.srv.lastTasks.deferred.Load() != 1 {
+			t.Errorf("deferred = %d, want 1", e.srv.lastTasks.deferred.Load())
+		}
+		eventually(t, "the result reaches the Computer with its status write", func() bool {
+			lt := e.computer(t, "branch-a", pc3.name).Status.LastTask
+			return lt != nil && lt.Name == "deferred" && lt.Output == "deferred"
+		})
 	})
 
 	t.Run("two replicas never hand the same work twice", func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"golang.org/x/time/rate"
 	"k8s.io/apimachinery/pkg/types"
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
@@ -138,24 +139,48 @@ func lastTaskOf(t *taskView, st protocol.WorkStatus, e siteopsv1.DispatchEntry) 
 	return ct
 }
 
-// lastTaskWriter writes results to their Computers' status.lastTask, after
-// they are recorded in the dispatch state (which counts them): with a
-// bounded concurrency on the writer client's budget, so that a wave of
-// results never starves check-ins.
+// lastTaskWriter writes results to their Computers' status.lastTask,
+// once they are recorded in the dispatch state (which the task's counts
+// come from). A few results a second are written at once, each its own
+// write, so that the output of a small task shows at once; beyond that
+// budget a result waits for the Computer's next status write, which the
+// agent's check-ins owe at most once per status interval anyway: a wave of
+// thousands of results then costs no writes of its own (docs/tasks.md).
 type lastTaskWriter struct {
-	s  *Server
-	mu sync.Mutex
-	m  map[types.NamespacedName]siteopsv1.ComputerTask
+	s         *Server
+	immediate *rate.Limiter
+	mu        sync.Mutex
+	m         map[types.NamespacedName]siteopsv1.ComputerTask
 	// kick wakes the loop.
-	kick chan struct{}
+	kick            chan struct{}
 	written, failed atomic.Int64
+	deferred        atomic.Int64
 }
+
+// Budget of the results written at once.
+const (
+	immediateLastTaskRate  = 20
+	immediateLastTaskBurst = 100
+)
 
 func newLastTaskWriter(s *Server) *lastTaskWriter {
-	return &lastTaskWriter{s: s, m: map[types.NamespacedName]siteopsv1.ComputerTask{}, kick: make(chan struct{}, 1)}
+	return &lastTaskWriter{s: s, m: map[types.NamespacedName]siteopsv1.ComputerTask{}, kick: make(chan struct{}, 1),
+		immediate: rate.NewLimiter(immediateLastTaskRate, immediateLastTaskBurst)}
 }
 
+// add writes ct into the Computer's status: at once within the budget,
+// else with its next status write.
 func (l *lastTaskWriter) add(key types.NamespacedName, ct siteopsv1.ComputerTask) {
+	if !l.immediate.Allow() {
+		l.deferred.Add(1)
+		l.s.agents.owe(key, ct)
+		return
+	}
+	l.addNow(key, ct)
+}
+
+// addNow writes ct at once, whatever the budget.
+func (l *lastTaskWriter) addNow(key types.NamespacedName, ct siteopsv1.ComputerTask) {
 	l.mu.Lock()
 	l.m[key] = ct
 	l.mu.Unlock()

@@ -139,6 +139,7 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 	s.host.Ready = k.ready
 	interval := time.Duration(orInt(a.StatusIntervalSeconds, config.DefaultStatusIntervalSeconds)) * time.Second
 	s.agents = newRegistry(k.writer, cfg.SiteServer, interval, log)
+	s.agents.spill = s.lastTasks.addNow
 	s.maxHeld = a.MaxLongPolls
 	if s.maxHeld <= 0 {
 		// Room beside the held check-ins for registrations and the
@@ -287,10 +288,11 @@ func (s *Server) run(ctx context.Context, serve func(context.Context) error) err
 		defer close(writerDone)
 		s.agents.run(writerCtx, time.Second)
 	}()
+	lastTasksCtx, stopLastTasks := context.WithCancel(bg)
 	lastTasksDone := make(chan struct{})
 	go func() {
 		defer close(lastTasksDone)
-		s.lastTasks.run(writerCtx)
+		s.lastTasks.run(lastTasksCtx)
 	}()
 	go s.runDispatch(bg)
 	g.Go(func() error { return serve(gctx) })
@@ -300,6 +302,9 @@ func (s *Server) run(ctx context.Context, serve func(context.Context) error) err
 	// changed is written before the process ends.
 	stopWriter()
 	<-writerDone
+	// The results still waiting for a status write are written now.
+	s.agents.spillAll()
+	stopLastTasks()
 	<-lastTasksDone
 	flushCtx, cancel := context.WithTimeout(bg, 5*time.Second)
 	s.agents.flush(flushCtx)
@@ -332,6 +337,7 @@ func (s *Server) metricsHandler() http.Handler {
 	counter("siteops_task_dispatch_conflicts_total", "Writes of dispatch shards that another writer beat (read again, decided again).", &s.dispatch.conflicts)
 	counter("siteops_task_last_task_writes_total", "Computer status.lastTask writes.", &s.lastTasks.written)
 	counter("siteops_task_last_task_write_failures_total", "Computer status.lastTask writes that failed.", &s.lastTasks.failed)
+	counter("siteops_task_last_task_deferred_total", "Results left for the Computer's next status write (over the budget of writes at once).", &s.lastTasks.deferred)
 	counter("siteops_task_computer_status_writes_total", "Computer status writes of check-ins.", &s.agents.writes)
 	counter("siteops_task_computer_status_write_failures_total", "Computer status writes that failed.", &s.agents.failed)
 	gauge("siteops_task_long_polls", "Check-ins held now.", func() float64 { return float64(s.held.Load()) })
