@@ -33,8 +33,10 @@ func ParseWorkID(id string) (taskUID string, attempt int32, err error) {
 	if i <= 0 || len(id) > 80 {
 		return "", 0, fmt.Errorf("work ID %q is not <task UID>.<attempt>", id)
 	}
+	// Only the form WorkID writes: "01" or "+1" would name attempt 1 by
+	// another ID.
 	n, err := strconv.ParseInt(id[i+1:], 10, 32)
-	if err != nil || n < 1 {
+	if err != nil || n < 1 || strconv.FormatInt(n, 10) != id[i+1:] {
 		return "", 0, fmt.Errorf("work ID %q is not <task UID>.<attempt>", id)
 	}
 	return id[:i], int32(n), nil

@@ -37,7 +37,8 @@ func CompileSchedule(s *siteopsv1.DeploymentTaskSchedule) (*Schedule, error) {
 	}
 	if w := s.Window; w != nil {
 		cw := &window{duration: w.Duration.Duration}
-		if _, err := fmt.Sscanf(w.Start, "%d:%d", &cw.hour, &cw.minute); err != nil || cw.hour > 23 || cw.minute > 59 || len(w.Start) != 5 {
+		var ok bool
+		if cw.hour, cw.minute, ok = parseClock(w.Start); !ok {
 			return nil, fmt.Errorf("spec.schedule.window.start %q must be HH:MM", w.Start)
 		}
 		if cw.duration < time.Minute || cw.duration > 24*time.Hour {
@@ -111,23 +112,57 @@ func (c *Schedule) NextClose(now time.Time) time.Time {
 	return end
 }
 
-// startOn is the window's opening instant on the local day of day (its
-// year, month and day in the window's zone). A start inside a
-// spring-forward gap is moved past the gap, as time.Date does.
-func (w *window) startOn(y int, m time.Month, d int) time.Time {
-	return time.Date(y, m, d, w.hour, w.minute, 0, 0, w.loc)
+// parseClock parses "HH:MM" (24 h, two digits each), as the API's pattern
+// does: fmt.Sscanf would take "7:000", "-1:00" or " 7:00".
+func parseClock(s string) (hour, minute int, ok bool) {
+	if len(s) != 5 || s[2] != ':' {
+		return 0, 0, false
+	}
+	for _, i := range []int{0, 1, 3, 4} {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, 0, false
+		}
+	}
+	hour = int(s[0]-'0')*10 + int(s[1]-'0')
+	minute = int(s[3]-'0')*10 + int(s[4]-'0')
+	return hour, minute, hour <= 23 && minute <= 59
 }
 
-// containing returns the window that contains t, if any: the one opening
-// on t's local day or the day before (a window lasts at most 24 h).
+// civilDay is the local calendar day of t in loc, n days on, as midnight
+// UTC: calendar arithmetic that no zone transition can move.
+func civilDay(t time.Time, loc *time.Location, n int) time.Time {
+	l := t.In(loc)
+	return time.Date(l.Year(), l.Month(), l.Day()+n, 0, 0, 0, 0, time.UTC)
+}
+
+// startOn is the window's opening instant on the local day day (a
+// civilDay). A start inside a spring-forward gap opens at the first
+// instant after the gap, as the API promises: time.Date alone moves it
+// after the gap in some zones (Europe/Paris 02:30 → 03:30) and before it
+// in others (America/New_York 02:30 → 01:30).
+func (w *window) startOn(day time.Time) time.Time {
+	s := time.Date(day.Year(), day.Month(), day.Day(), w.hour, w.minute, 0, 0, w.loc)
+	want := time.Date(day.Year(), day.Month(), day.Day(), w.hour, w.minute, 0, 0, time.UTC)
+	got := time.Date(s.Year(), s.Month(), s.Day(), s.Hour(), s.Minute(), 0, 0, time.UTC)
+	switch zoneStart, zoneEnd := s.ZoneBounds(); {
+	case got.Before(want) && !zoneEnd.IsZero():
+		return zoneEnd // s is before the gap, which ends where s's zone does
+	case got.After(want) && !zoneStart.IsZero():
+		return zoneStart // s is after the gap, which ends where s's zone begins
+	}
+	return s
+}
+
+// containing returns the window that contains t, if any: one opening on
+// t's local day or one of the two before (a window lasts at most 24 h
+// elapsed, which a spring-forward night stretches past the next midnight).
 func (w *window) containing(t time.Time) (start, end time.Time, ok bool) {
-	local := t.In(w.loc)
-	for back := 0; back <= 1; back++ {
-		day := local.AddDate(0, 0, -back)
-		s := w.startOn(day.Year(), day.Month(), day.Day())
-		if !w.days[s.Weekday()] {
+	for back := 0; back <= 2; back++ {
+		day := civilDay(t, w.loc, -back)
+		if !w.days[day.Weekday()] {
 			continue
 		}
+		s := w.startOn(day)
 		e := s.Add(w.duration)
 		if !t.Before(s) && t.Before(e) {
 			return s, e, true
@@ -138,11 +173,12 @@ func (w *window) containing(t time.Time) (start, end time.Time, ok bool) {
 
 // nextStart returns the first window start after t.
 func (w *window) nextStart(t time.Time) time.Time {
-	local := t.In(w.loc)
 	for ahead := 0; ahead <= 8; ahead++ {
-		day := local.AddDate(0, 0, ahead)
-		s := w.startOn(day.Year(), day.Month(), day.Day())
-		if w.days[s.Weekday()] && s.After(t) {
+		day := civilDay(t, w.loc, ahead)
+		if !w.days[day.Weekday()] {
+			continue
+		}
+		if s := w.startOn(day); s.After(t) {
 			return s
 		}
 	}
