@@ -542,6 +542,15 @@ func (w *shardWriter) write(batch map[string][]*shardOp) {
 			break
 		}
 		lastErr = err
+		if apierrors.IsNotFound(err) && cur != nil {
+			// The shard was deleted under us: start it again.
+			w.mu.Lock()
+			if w.cur == cur {
+				w.cur = nil
+			}
+			w.mu.Unlock()
+			continue
+		}
 		if !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) {
 			w.d.shardWriteFailures.Add(1)
 			break
