@@ -332,8 +332,8 @@ func (t *taskTally) freezePending(stored *siteopsv1.DeploymentTaskStatus) {
 // taskFailure is one failed target, its fields cut to the API's bounds.
 func taskFailure(computer, reason string, exitCode *int32, message string, at time.Time) siteopsv1.TaskFailure {
 	t := metav1.NewTime(at).Rfc3339Copy()
-	f := siteopsv1.TaskFailure{Computer: cutString(computer, maxFailureComputer),
-		Reason: cutString(reason, maxFailureReason), Message: cutString(message, maxFailureMessage), Time: &t}
+	f := siteopsv1.TaskFailure{Computer: cutJSON(computer, maxFailureComputer),
+		Reason: cutJSON(reason, maxFailureReason), Message: cutJSON(message, maxFailureMessage), Time: &t}
 	if exitCode != nil {
 		code := *exitCode
 		f.ExitCode = &code
@@ -341,16 +341,26 @@ func taskFailure(computer, reason string, exitCode *int32, message string, at ti
 	return f
 }
 
-// cutString cuts s to at most n bytes on a rune boundary (so at most n
-// characters, as the API counts them).
-func cutString(s string, n int) string {
-	if len(s) <= n {
-		return s
+// cutJSON cuts s, on a rune boundary, to its longest prefix that takes at
+// most n bytes as a JSON string (so at most n characters, as the API counts
+// them): the API server stores "<" as \u003c, so a bound in characters
+// alone would let a message of such characters take six times its length.
+func cutJSON(s string, n int) string {
+	size := 0
+	for i, r := range s {
+		switch {
+		case r == '"' || r == '\\' || r == '\n' || r == '\r' || r == '\t':
+			size += 2
+		case r < 0x20 || r == '<' || r == '>' || r == '&' || r == '\u2028' || r == '\u2029' || r == utf8.RuneError:
+			size += 6
+		default:
+			size += utf8.RuneLen(r)
+		}
+		if size > n {
+			return s[:i]
+		}
 	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
+	return s
 }
 
 // actionTimeout bounds one run of the action on a target.
