@@ -1,5 +1,6 @@
 // Command agent runs on a managed computer: it locates its site's servers,
-// registers, and checks in for work (see package agent). Subcommands:
+// registers, checks in for work and carries it out (see package agent).
+// Subcommands:
 //
 //	agent run       run the agent until SIGTERM or SIGINT
 //	agent status    show the Computer, site and task server the agent is connected to
@@ -140,6 +141,8 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	wait := fs.Duration("wait", agent.DefaultWait, "long poll asked of the task service (whole seconds)")
 	sourceAddress := fs.String("source-address", "", "local IP address to bind outgoing connections to")
 	relocate := fs.Duration("relocate-interval", agent.DefaultRelocateInterval, "how often to locate again while all is well (jittered)")
+	rebootCommand := fs.String("reboot-command", agent.DefaultRebootCommand,
+		"command that restarts the computer once a reboot work item's success is recorded, split at spaces (empty: restart nothing)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -150,7 +153,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	cfg := agent.Config{
 		Locators: locators, StateDir: *stateDir, Hostname: *hostname, HardwareID: *hardwareID,
-		Wait: *wait, RelocateInterval: *relocate, Version: version, Logger: log,
+		Wait: *wait, RelocateInterval: *relocate, Version: version, Logger: log, RebootCommand: *rebootCommand,
 	}
 	if *caFile == "" {
 		return errors.New("--ca-file is required: the agent trusts only the CAs it is given")
@@ -232,6 +235,9 @@ func simulate(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&opts.StatsInterval, "stats-interval", 10*time.Second, "how often to print a line of statistics")
 	fs.DurationVar(&opts.Duration, "duration", 0, "how long to run (0: until SIGTERM or SIGINT)")
 	fs.DurationVar(&opts.RelocateInterval, "relocate-interval", agent.DefaultRelocateInterval, "how often each agent locates again (jittered)")
+	fs.DurationVar(&opts.WorkDuration, "work-duration", agent.DefaultWorkDuration, "how long a simulated agent takes to carry out a work item (it runs nothing)")
+	fs.Float64Var(&opts.WorkFailPercent, "work-fail-percent", 0,
+		"share of agents, 0 to 100, whose work fails with exit code 1 (the same agents in every run)")
 	logLevel := fs.String("log-level", "warn", "the agents' log level: debug, info, warn or error")
 	if err := parse(fs, args); err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/siteops/site-operator/internal/protocol"
@@ -74,9 +75,15 @@ type Config struct {
 	Wait time.Duration
 	// SourceAddress, when valid, is the local address of every connection.
 	SourceAddress netip.Addr
-	// StateDir keeps the credential and State; empty keeps them in memory
-	// only (the simulation).
+	// StateDir keeps the credential, State and the work (WorkFile,
+	// DoneFile, and the scripts while they run); empty keeps them in
+	// memory only (the simulation).
 	StateDir string
+	// RebootCommand restarts the computer after a reboot work item
+	// succeeded and the task service recorded it ("shutdown -r now"),
+	// split at spaces; empty restarts nothing (DefaultRebootCommand is the
+	// command's default).
+	RebootCommand string
 	// RelocateInterval is how often the agent locates again while all is
 	// well, jittered; 0 means DefaultRelocateInterval.
 	RelocateInterval time.Duration
@@ -108,6 +115,14 @@ type timings struct {
 	// retryJitter is the fraction by which a delay the server asked for is
 	// lengthened at most.
 	retryJitter float64
+	// report is the back-off between attempts to send a result.
+	reportBase, reportMax time.Duration
+	// scriptWaitDelay is how long the output of a script that ended is
+	// still read (processes it started may hold it open).
+	scriptWaitDelay time.Duration
+	// rebootGrace is how long the agent takes no other work after its
+	// reboot command succeeded, while the computer goes down.
+	rebootGrace time.Duration
 }
 
 func defaultTimings() timings {
@@ -122,6 +137,10 @@ func defaultTimings() timings {
 		stateWriteInterval: time.Minute,
 		secondUnit:         time.Second,
 		retryJitter:        0.5,
+		reportBase:         time.Second,
+		reportMax:          time.Minute,
+		scriptWaitDelay:    5 * time.Second,
+		rebootGrace:        5 * time.Minute,
 	}
 }
 
@@ -157,6 +176,22 @@ type Agent struct {
 
 	relocate backoff
 	refused  backoff
+
+	// work is the item the agent carries out and what it finished;
+	// workers are the goroutines of the item, which Run waits for.
+	work    workState
+	workers sync.WaitGroup
+	// sim, in a simulation, stands for the work.
+	sim simWork
+}
+
+// simWork says how a simulated agent carries out work.
+type simWork struct {
+	on bool
+	// duration is how long an item takes.
+	duration time.Duration
+	// fail makes every item fail, with exit code 1.
+	fail bool
 }
 
 // New checks cfg and returns an agent. It reads the state directory, so
@@ -237,6 +272,9 @@ func newAgent(cfg Config, t timings, topts transportOptions) (*Agent, error) {
 			return nil, err
 		}
 		a.written = a.state
+		if err := a.loadWork(); err != nil {
+			return nil, err
+		}
 	}
 	return a, nil
 }
@@ -252,11 +290,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	} else {
 		a.log.Info("Starting unregistered")
 	}
+	a.resumeWork(ctx)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			a.workers.Wait()
 			a.saveState(true)
 			return nil
 		case <-timer.C:
@@ -281,6 +321,9 @@ func (a *Agent) step(ctx context.Context) time.Duration {
 		addrs = a.addrs
 	}
 	a.addrs = addrs
+	if refused := a.takeRefused(); refused != "" && refused == a.credential {
+		return a.credentialRefused(errors.New("a report was refused with 401"))
+	}
 	if a.hasLocated && !a.needLocate && !slices.Equal(addrs, a.locatedAddrs) {
 		a.log.Info("The agent's addresses changed: locating again", "addresses", addrs, "previous", a.locatedAddrs)
 		a.needLocate = true
@@ -421,9 +464,12 @@ func (a *Agent) register(ctx context.Context) time.Duration {
 // checkIn asks the current task endpoint for work.
 func (a *Agent) checkIn(ctx context.Context) time.Duration {
 	endpoint := a.endpoint()
+	// Reports go where check-ins go, from now on: a result need not wait
+	// for this check-in's long poll.
+	a.setLink(endpoint, a.credential)
 	a.stats.checkInStarted()
 	start := time.Now()
-	resp, err := a.client.checkIn(ctx, endpoint, a.credential, a.cfg.Wait, a.t.pollMargin, a.addrs, a.cfg.Version)
+	resp, err := a.client.checkIn(ctx, endpoint, a.credential, a.cfg.Wait, a.t.pollMargin, a.addrs, a.cfg.Version, a.busyID())
 	rtt := time.Since(start)
 	a.stats.checkInEnded()
 	if ctx.Err() != nil {
@@ -439,11 +485,7 @@ func (a *Agent) checkIn(ctx context.Context) time.Duration {
 	a.stats.checkedIn(rtt - time.Duration(resp.HeldMillis)*time.Millisecond)
 	a.relocate.reset()
 	a.refused.reset()
-	for _, w := range resp.Work {
-		// Actions come with DeploymentTasks: until then the work is only
-		// shown.
-		a.log.Info("Received work", "id", w.ID)
-	}
+	a.takeWork(ctx, resp.Work)
 	if ns, name, ok := strings.Cut(resp.Computer, "/"); ok {
 		a.state.Namespace, a.state.Computer = ns, name
 	}
@@ -465,6 +507,7 @@ func (a *Agent) credentialRefused(err error) time.Duration {
 	}
 	a.log.Warn("The credential was refused: registering again", "computer", a.state.ComputerName(), "error", err)
 	a.credential = ""
+	a.setLink("", "")
 	a.stats.credentialDropped()
 	if a.cfg.StateDir != "" {
 		if err := DeleteCredential(a.cfg.StateDir); err != nil {

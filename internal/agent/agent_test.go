@@ -36,6 +36,10 @@ func testTimings() timings {
 		stateWriteInterval: time.Hour,
 		secondUnit:         10 * time.Millisecond,
 		retryJitter:        0.5,
+		reportBase:         20 * time.Millisecond,
+		reportMax:          100 * time.Millisecond,
+		scriptWaitDelay:    time.Second,
+		rebootGrace:        300 * time.Millisecond,
 	}
 }
 

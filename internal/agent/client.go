@@ -221,7 +221,8 @@ func (c *client) register(ctx context.Context, endpoint, token string, req proto
 
 // checkIn holds the request for up to wait plus margin: the service holds
 // it up to wait (the long poll).
-func (c *client) checkIn(ctx context.Context, endpoint, credential string, wait, margin time.Duration, addrs []string, version string) (protocol.WorkResponse, error) {
+// busy is the ID of the work item the agent carries out, if any.
+func (c *client) checkIn(ctx context.Context, endpoint, credential string, wait, margin time.Duration, addrs []string, version, busy string) (protocol.WorkResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait+margin)
 	defer cancel()
 	q := url.Values{}
@@ -232,8 +233,21 @@ func (c *client) checkIn(ctx context.Context, endpoint, credential string, wait,
 	if version != "" {
 		q.Set(protocol.QueryVersion, version)
 	}
+	if busy != "" {
+		q.Set(protocol.QueryBusy, busy)
+	}
 	var resp protocol.WorkResponse
 	err := c.do(ctx, "checking in at "+endpoint, http.MethodGet, joinURL(endpoint, protocol.WorkPath)+"?"+q.Encode(), credential, nil, &resp)
+	return resp, err
+}
+
+// report sends a report on work item id.
+func (c *client) report(ctx context.Context, endpoint, credential, id string, st protocol.WorkStatus) (protocol.WorkStatusResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.requestTimeout)
+	defer cancel()
+	var resp protocol.WorkStatusResponse
+	err := c.do(ctx, "reporting on work "+id+" at "+endpoint, http.MethodPost,
+		joinURL(endpoint, protocol.WorkStatusPath(url.PathEscape(id))), credential, st, &resp)
 	return resp, err
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/netip"
 	"sync"
 	"time"
@@ -56,9 +57,32 @@ type SimulateOptions struct {
 	// Logger receives the agents' log, with an "agent" attribute; nil
 	// discards it (ten thousand agents log a lot).
 	Logger *slog.Logger
+	// WorkDuration is how long a simulated agent takes to carry out a
+	// runScript or reboot item (it runs nothing); 0 means
+	// DefaultWorkDuration.
+	WorkDuration time.Duration
+	// WorkFailPercent is the share of agents, 0 to 100, whose items fail
+	// (reason ExitCode, exit code 1); the others succeed. Which agents
+	// fail depends only on their index (SimulatedFails), so that runs
+	// repeat.
+	WorkFailPercent float64
 
 	// timings, when set, replace the agents' default delays (tests).
 	timings *timings
+}
+
+// DefaultWorkDuration is how long a simulated agent's work takes unless
+// told otherwise.
+const DefaultWorkDuration = 200 * time.Millisecond
+
+// SimulatedFails says whether the simulated agent number index fails its
+// work when percent of agents do. The failing agents are spread evenly:
+// of the agents 0 to n-1, exactly ⌊n·percent/100⌋ fail (percent is counted
+// in hundredths).
+func SimulatedFails(index int, percent float64) bool {
+	bp := int64(math.Round(min(max(percent, 0), 100) * 100)) // basis points
+	i := int64(max(index, 0))
+	return (i+1)*bp/10000 > i*bp/10000
 }
 
 // SimulatedIdentity is the identity of the simulated agent number index.
@@ -78,7 +102,9 @@ func SimulatedIdentity(prefix string, index int) (hostname, mac, hardwareID stri
 // statistics. Each agent has its own claimed address, identity, credential
 // (in memory), and HTTP transport; they share the CA pool and a TLS
 // session cache. It costs one goroutine per agent, plus the two that
-// net/http keeps per open connection.
+// net/http keeps per open connection; an agent carrying out a work item
+// (which it only waits out) has one more goroutine, and one more
+// connection while a report and its check-in are both in flight.
 func Simulate(ctx context.Context, opts SimulateOptions) (SimStats, error) {
 	if opts.Count <= 0 {
 		return SimStats{}, errors.New("simulating: the count of agents must be positive")
@@ -95,6 +121,12 @@ func Simulate(ctx context.Context, opts SimulateOptions) (SimStats, error) {
 	}
 	if opts.StatsInterval <= 0 {
 		opts.StatsInterval = 10 * time.Second
+	}
+	if opts.WorkDuration <= 0 {
+		opts.WorkDuration = DefaultWorkDuration
+	}
+	if opts.WorkFailPercent < 0 || opts.WorkFailPercent > 100 {
+		return SimStats{}, fmt.Errorf("simulating: the share of failing work must be from 0 to 100, not %g", opts.WorkFailPercent)
 	}
 	logger := opts.Logger
 	if logger == nil {
@@ -132,6 +164,7 @@ func Simulate(ctx context.Context, opts SimulateOptions) (SimStats, error) {
 			return SimStats{}, fmt.Errorf("simulating agent %d: %w", index, err)
 		}
 		a.stats, a.pace = stats, pace.wait
+		a.sim = simWork{on: true, duration: opts.WorkDuration, fail: SimulatedFails(index, opts.WorkFailPercent)}
 		agents[i] = a
 	}
 

@@ -1,10 +1,15 @@
 package agent
 
 import (
+	"maps"
+	"math"
 	"math/bits"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/siteops/site-operator/internal/protocol"
 )
 
 // SimStats is one line of a simulation's statistics, printed as JSON.
@@ -40,8 +45,94 @@ type SimStats struct {
 	// the service's own hold (HeldMillis). 0 when there was none.
 	LatencyP50Ms float64 `json:"latencyP50Ms"`
 	LatencyP99Ms float64 `json:"latencyP99Ms"`
+
+	// WorkReceived is how many work items agents took from check-ins'
+	// answers (each then carried out once).
+	WorkReceived int64 `json:"workReceived"`
+	// WorkIgnored is how many items offered were not taken: carried out
+	// already, or offered while the agent carried out another.
+	WorkIgnored int64 `json:"workIgnored"`
+	// Working is how many items are being carried out or reported now.
+	Working int64 `json:"working"`
+	// ResultsAcknowledged is how many results the task services
+	// acknowledged (200).
+	ResultsAcknowledged int64 `json:"resultsAcknowledged"`
+	// ResultsDropped is how many results were refused for good (409, 404,
+	// another 4xx) and not sent again.
+	ResultsDropped int64 `json:"resultsDropped"`
+	// ReportRetries is how many times a result was sent again after a
+	// failed attempt; ReportErrors counts the failed attempts by kind (the
+	// status code, or "transport").
+	ReportRetries int64            `json:"reportRetries"`
+	ReportErrors  map[string]int64 `json:"reportErrors"`
+	// ProgressReportErrors is how many Running reports failed (they are
+	// not retried).
+	ProgressReportErrors int64 `json:"progressReportErrors"`
+	// WorkReceivedAt and ResultsAcknowledgedAt summarize when items were
+	// received and their results acknowledged, over all tasks.
+	WorkReceivedAt        EventTimes `json:"workReceivedAt"`
+	ResultsAcknowledgedAt EventTimes `json:"resultsAcknowledgedAt"`
+	// Tasks breaks the work down by DeploymentTask (the items' Task,
+	// "<namespace>/<name>").
+	Tasks map[string]TaskStats `json:"tasks"`
+
 	// Final marks the last line, printed on exit.
 	Final bool `json:"final,omitempty"`
+}
+
+// TaskStats is the work of one DeploymentTask in a simulation.
+type TaskStats struct {
+	// Received summarizes when agents received the task's items.
+	Received EventTimes `json:"received"`
+	// Acknowledged summarizes when their results were acknowledged.
+	Acknowledged EventTimes `json:"acknowledged"`
+	// Succeeded and Failed count the acknowledged results by state.
+	Succeeded int64 `json:"succeeded"`
+	Failed    int64 `json:"failed"`
+}
+
+// EventTimes summarizes when events of one kind happened (items received,
+// results acknowledged), in wall-clock Unix milliseconds, so that a
+// harness can measure from an instant of its own (a task's creation):
+// P99UnixMs less the creation time is how long 99% of the events took.
+// Every time is 0 while Count is 0. Percentiles are exact (nearest rank):
+// the simulation keeps every event's time, 8 bytes each.
+type EventTimes struct {
+	// Count is how many events happened.
+	Count int64 `json:"count"`
+	// FirstUnixMs, P50UnixMs, P99UnixMs and MaxUnixMs are the first
+	// event's time, the median, the 99th percentile and the last one's.
+	FirstUnixMs int64 `json:"firstUnixMs"`
+	P50UnixMs   int64 `json:"p50UnixMs"`
+	P99UnixMs   int64 `json:"p99UnixMs"`
+	MaxUnixMs   int64 `json:"maxUnixMs"`
+	// Agents99UnixMs is when the events reached 99% of the simulation's
+	// agents in number (the time of the ⌈0.99·agents⌉-th event): for a
+	// task that targets every agent, the time until 99% of agents received
+	// their item, or had their result acknowledged. 0 until then.
+	Agents99UnixMs int64 `json:"agents99UnixMs"`
+}
+
+// eventTimesOf summarizes sorted times (Unix ms) for agents agents.
+func eventTimesOf(sorted []int64, agents int) EventTimes {
+	n := len(sorted)
+	if n == 0 {
+		return EventTimes{}
+	}
+	rank := func(q float64) int64 { // nearest rank, from 1
+		return sorted[max(int(math.Ceil(q*float64(n))), 1)-1]
+	}
+	e := EventTimes{Count: int64(n), FirstUnixMs: sorted[0], P50UnixMs: rank(0.50), P99UnixMs: rank(0.99), MaxUnixMs: sorted[n-1]}
+	if k := int(math.Ceil(0.99 * float64(agents))); agents > 0 && n >= k {
+		e.Agents99UnixMs = sorted[max(k, 1)-1]
+	}
+	return e
+}
+
+// taskTimes are the times kept for one task.
+type taskTimes struct {
+	received, acknowledged []int64 // Unix ms, in the order recorded
+	succeeded, failed      int64
 }
 
 // simStats are the counters that simulated agents update. Its methods do
@@ -58,10 +149,97 @@ type simStats struct {
 	checkInErrors map[string]int64
 
 	latency histogram
+
+	workReceivedN, workIgnoredN, working atomic.Int64
+	resultsAcknowledged, resultsDroppedN atomic.Int64
+	reportRetries, progressReportErrors  atomic.Int64
+	workMu                               sync.Mutex
+	reportErrors                         map[string]int64
+	tasks                                map[string]*taskTimes
 }
 
 func newSimStats(agents int) *simStats {
-	return &simStats{start: time.Now(), agents: agents, checkInErrors: map[string]int64{}}
+	return &simStats{start: time.Now(), agents: agents, checkInErrors: map[string]int64{},
+		reportErrors: map[string]int64{}, tasks: map[string]*taskTimes{}}
+}
+
+// task returns the times of task; workMu is held.
+func (s *simStats) task(task string) *taskTimes {
+	t := s.tasks[task]
+	if t == nil {
+		t = &taskTimes{}
+		s.tasks[task] = t
+	}
+	return t
+}
+
+func (s *simStats) workReceived(task string, at time.Time) {
+	if s != nil {
+		s.workReceivedN.Add(1)
+		s.workMu.Lock()
+		t := s.task(task)
+		t.received = append(t.received, at.UnixMilli())
+		s.workMu.Unlock()
+	}
+}
+
+func (s *simStats) workIgnored() {
+	if s != nil {
+		s.workIgnoredN.Add(1)
+	}
+}
+
+func (s *simStats) workStarted() {
+	if s != nil {
+		s.working.Add(1)
+	}
+}
+
+func (s *simStats) workEnded() {
+	if s != nil {
+		s.working.Add(-1)
+	}
+}
+
+func (s *simStats) resultAcknowledged(task, state string, at time.Time) {
+	if s != nil {
+		s.resultsAcknowledged.Add(1)
+		s.workMu.Lock()
+		t := s.task(task)
+		t.acknowledged = append(t.acknowledged, at.UnixMilli())
+		if state == protocol.WorkSucceeded {
+			t.succeeded++
+		} else {
+			t.failed++
+		}
+		s.workMu.Unlock()
+	}
+}
+
+func (s *simStats) resultDropped() {
+	if s != nil {
+		s.resultsDroppedN.Add(1)
+	}
+}
+
+func (s *simStats) reportRetried() {
+	if s != nil {
+		s.reportRetries.Add(1)
+	}
+}
+
+func (s *simStats) reportFailed(err error) {
+	if s != nil {
+		s.workMu.Lock()
+		s.reportErrors[errorKind(err)]++
+		s.workMu.Unlock()
+	}
+}
+
+func (s *simStats) progressFailed() {
+	if s != nil {
+		s.progressReportErrors.Add(1)
+	}
 }
 
 func (s *simStats) registered() {
@@ -145,7 +323,45 @@ func (s *simStats) snapshot(final bool) SimStats {
 	}
 	s.mu.Unlock()
 	st.LatencyP50Ms, st.LatencyP99Ms = s.latency.drain(0.50, 0.99)
+	s.snapshotWork(&st)
 	return st
+}
+
+// snapshotWork fills in the work's statistics.
+func (s *simStats) snapshotWork(st *SimStats) {
+	st.WorkReceived = s.workReceivedN.Load()
+	st.WorkIgnored = s.workIgnoredN.Load()
+	st.Working = s.working.Load()
+	st.ResultsAcknowledged = s.resultsAcknowledged.Load()
+	st.ResultsDropped = s.resultsDroppedN.Load()
+	st.ReportRetries = s.reportRetries.Load()
+	st.ProgressReportErrors = s.progressReportErrors.Load()
+	// Copied under the lock, sorted outside it: agents keep recording.
+	type copied struct {
+		received, acknowledged []int64
+		succeeded, failed      int64
+	}
+	s.workMu.Lock()
+	st.ReportErrors = maps.Clone(s.reportErrors)
+	tasks := make(map[string]copied, len(s.tasks))
+	for name, t := range s.tasks {
+		tasks[name] = copied{slices.Clone(t.received), slices.Clone(t.acknowledged), t.succeeded, t.failed}
+	}
+	s.workMu.Unlock()
+	st.Tasks = make(map[string]TaskStats, len(tasks))
+	var allReceived, allAcknowledged []int64
+	for name, t := range tasks {
+		slices.Sort(t.received)
+		slices.Sort(t.acknowledged)
+		st.Tasks[name] = TaskStats{Received: eventTimesOf(t.received, s.agents), Acknowledged: eventTimesOf(t.acknowledged, s.agents),
+			Succeeded: t.succeeded, Failed: t.failed}
+		allReceived = append(allReceived, t.received...)
+		allAcknowledged = append(allAcknowledged, t.acknowledged...)
+	}
+	slices.Sort(allReceived)
+	slices.Sort(allAcknowledged)
+	st.WorkReceivedAt = eventTimesOf(allReceived, s.agents)
+	st.ResultsAcknowledgedAt = eventTimesOf(allAcknowledged, s.agents)
 }
 
 // histogram counts durations in log-linear buckets of microseconds: 16

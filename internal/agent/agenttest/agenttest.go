@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -154,8 +155,9 @@ type CheckIn struct {
 // server's usual answer; n counts the requests of its kind, from 0.
 type Hook func(n int, w http.ResponseWriter, r *http.Request) bool
 
-// TaskServer is a task service: it registers agents that send Token and
-// answers their check-ins at once, or holds them up to MaxHold.
+// TaskServer is a task service: it registers agents that send Token,
+// answers their check-ins at once, or holds them up to MaxHold, hands them
+// work (Work, Offer) and records their reports on it.
 type TaskServer struct {
 	Name, Site, URL string
 
@@ -164,12 +166,17 @@ type TaskServer struct {
 	maxHold       time.Duration
 	nextCheckIn   time.Duration
 	work          []protocol.WorkItem
+	offer         []protocol.WorkItem
 	onRegister    Hook
 	onWork        Hook
+	onReport      Hook
 	registrations []Registration
 	checkIns      []CheckIn
-	creds         *credentials
-	requestIDs    map[string]bool
+	reports       []Report
+	// results are the final reports recorded, by computer and work ID.
+	results    map[string]protocol.WorkStatus
+	creds      *credentials
+	requestIDs map[string]bool
 
 	// Conns counts the connections accepted.
 	Conns atomic.Int64
@@ -178,7 +185,8 @@ type TaskServer struct {
 // NewTaskServer serves a task service named name, of site, that accepts
 // the bootstrap token token.
 func NewTaskServer(t testing.TB, ca *CA, name, site, token string) *TaskServer {
-	s := &TaskServer{Name: name, Site: site, token: token, creds: &credentials{m: map[string]string{}}, requestIDs: map[string]bool{}}
+	s := &TaskServer{Name: name, Site: site, token: token, creds: &credentials{m: map[string]string{}}, requestIDs: map[string]bool{},
+		results: map[string]protocol.WorkStatus{}}
 	s.URL = ca.serve(t, http.HandlerFunc(s.serveHTTP), func(_ net.Conn, st http.ConnState) {
 		if st == http.StateNew {
 			s.Conns.Add(1)
@@ -191,9 +199,11 @@ func NewTaskServer(t testing.TB, ca *CA, name, site, token string) *TaskServer {
 func (s *TaskServer) Set(f func(c *Behaviour)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b := Behaviour{Token: s.token, MaxHold: s.maxHold, NextCheckIn: s.nextCheckIn, Work: s.work, OnRegister: s.onRegister, OnWork: s.onWork}
+	b := Behaviour{Token: s.token, MaxHold: s.maxHold, NextCheckIn: s.nextCheckIn, Work: s.work, Offer: s.offer,
+		OnRegister: s.onRegister, OnWork: s.onWork, OnReport: s.onReport}
 	f(&b)
-	s.token, s.maxHold, s.nextCheckIn, s.work, s.onRegister, s.onWork = b.Token, b.MaxHold, b.NextCheckIn, b.Work, b.OnRegister, b.OnWork
+	s.token, s.maxHold, s.nextCheckIn, s.work, s.offer = b.Token, b.MaxHold, b.NextCheckIn, b.Work, b.Offer
+	s.onRegister, s.onWork, s.onReport = b.OnRegister, b.OnWork, b.OnReport
 }
 
 // Behaviour is what a test may change of a TaskServer.
@@ -205,10 +215,28 @@ type Behaviour struct {
 	MaxHold time.Duration
 	// NextCheckIn is the answers' NextCheckInMillis.
 	NextCheckIn time.Duration
-	// Work is given once, at the next check-in.
+	// Work is given once, at the next check-in, whatever the check-in's
+	// busy parameter says.
 	Work []protocol.WorkItem
-	// OnRegister and OnWork may answer instead of the server.
-	OnRegister, OnWork Hook
+	// Offer is handed to every agent, as the task service hands claimed
+	// work: at each check-in that is not busy, until the agent's result of
+	// the item is recorded.
+	Offer []protocol.WorkItem
+	// OnRegister, OnWork and OnReport may answer instead of the server.
+	OnRegister, OnWork, OnReport Hook
+}
+
+// Report is a report on work that a TaskServer received: Status is 0
+// until it was answered.
+type Report struct {
+	// Computer is the reporting agent's Computer, "" for an unknown
+	// credential.
+	Computer   string
+	Credential string
+	ID         string
+	Work       protocol.WorkStatus
+	At         time.Time
+	Status     int
 }
 
 // credentials are the credentials issued, as the API server keeps them:
@@ -265,6 +293,24 @@ func (s *TaskServer) CheckIns() []CheckIn {
 	return append([]CheckIn(nil), s.checkIns...)
 }
 
+// Reports returns the reports received so far.
+func (s *TaskServer) Reports() []Report {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Report(nil), s.reports...)
+}
+
+// Results returns the final reports recorded, by "<computer> <work ID>".
+func (s *TaskServer) Results() map[string]protocol.WorkStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := make(map[string]protocol.WorkStatus, len(s.results))
+	for k, v := range s.results {
+		m[k] = v
+	}
+	return m
+}
+
 // SuccessfulCheckIns counts the check-ins answered with 200.
 func (s *TaskServer) SuccessfulCheckIns() int {
 	n := 0
@@ -282,6 +328,9 @@ func (s *TaskServer) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.register(w, r)
 	case r.Method == http.MethodGet && r.URL.Path == protocol.WorkPath:
 		s.checkIn(w, r)
+	case r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, protocol.WorkPath+"/") &&
+		strings.HasSuffix(r.URL.Path, "/status") && r.URL.Path == protocol.WorkStatusPath(workID(r.URL.Path)):
+		s.report(w, r, workID(r.URL.Path))
 	default:
 		writeError(w, http.StatusNotFound, "no such endpoint")
 	}
@@ -378,6 +427,13 @@ func (s *TaskServer) checkIn(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	work := s.work
 	s.work = nil
+	if r.URL.Query().Get(protocol.QueryBusy) == "" {
+		for _, item := range s.offer {
+			if _, done := s.results[computer+" "+item.ID]; !done && !slices.ContainsFunc(work, func(w protocol.WorkItem) bool { return w.ID == item.ID }) {
+				work = append(work, item)
+			}
+		}
+	}
 	s.mu.Unlock()
 	if len(work) == 0 {
 		if hold := min(time.Duration(wait)*time.Second, maxHold); hold > 0 {
@@ -391,6 +447,70 @@ func (s *TaskServer) checkIn(w http.ResponseWriter, r *http.Request) {
 	status(http.StatusOK)
 	writeJSON(w, http.StatusOK, protocol.WorkResponse{Work: work, NextCheckInMillis: next.Milliseconds(),
 		Computer: computer, Site: s.Site, SiteServer: s.Name, HeldMillis: time.Since(start).Milliseconds()})
+}
+
+func workID(path string) string {
+	return strings.TrimSuffix(strings.TrimPrefix(path, protocol.WorkPath+"/"), "/status")
+}
+
+// report records a report as the task service does: a result once, the
+// same result again acknowledged again, another one refused with 409.
+// A report beyond the protocol's limits is refused with 400.
+func (s *TaskServer) report(w http.ResponseWriter, r *http.Request, id string) {
+	body, _ := io.ReadAll(io.LimitReader(r.Body, protocol.MaxWorkStatusBodyBytes+1))
+	var st protocol.WorkStatus
+	decodeErr := json.Unmarshal(body, &st)
+	s.mu.Lock()
+	creds := s.creds
+	s.mu.Unlock()
+	computer, known := creds.get(bearer(r))
+	s.mu.Lock()
+	n := len(s.reports)
+	s.reports = append(s.reports, Report{Computer: computer, Credential: bearer(r), ID: id, Work: st, At: time.Now()})
+	hook := s.onReport
+	s.mu.Unlock()
+	status := func(code int) {
+		s.mu.Lock()
+		s.reports[n].Status = code
+		s.mu.Unlock()
+	}
+	if hook != nil {
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		if hook(n, sw, r) {
+			status(sw.code)
+			return
+		}
+	}
+	attempt := id[strings.LastIndexByte(id, '.')+1:]
+	switch {
+	case !known:
+		status(http.StatusUnauthorized)
+		writeError(w, http.StatusUnauthorized, "the credential is not valid")
+		return
+	case decodeErr != nil || len(body) > protocol.MaxWorkStatusBodyBytes || strconv.Itoa(int(st.Attempt)) != attempt ||
+		len(st.Output) > protocol.MaxOutputBytes || len(st.Message) > protocol.MaxMessageLength ||
+		(st.State != protocol.WorkRunning && !st.Final()) || (st.State == protocol.WorkFailed) != (st.Reason != ""):
+		status(http.StatusBadRequest)
+		writeError(w, http.StatusBadRequest, "bad report")
+		return
+	}
+	key := computer + " " + id
+	s.mu.Lock()
+	recorded, done := s.results[key]
+	if !done && st.Final() {
+		s.results[key] = st
+	}
+	s.mu.Unlock()
+	if done && (recorded.State != st.State || recorded.Reason != st.Reason) {
+		status(http.StatusConflict)
+		writeError(w, http.StatusConflict, "another result is recorded")
+		return
+	}
+	if done {
+		st = recorded
+	}
+	status(http.StatusOK)
+	writeJSON(w, http.StatusOK, protocol.WorkStatusResponse{Recorded: st.State})
 }
 
 type statusWriter struct {
