@@ -235,11 +235,18 @@ var _ = Describe("DeploymentTask admission", func() {
 			return k8sClient.Status().Update(ctx, &now)
 		}, timeout, interval).Should(Succeed())
 
+		// change updates the task as a user would, again after a conflict
+		// with the controller's status writes, and returns the verdict.
 		change := func(change func(*siteopsv1.DeploymentTask)) error {
-			var now siteopsv1.DeploymentTask
-			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(t), &now)).To(Succeed())
-			change(&now)
-			return k8sClient.Update(ctx, &now)
+			var err error
+			Eventually(func(g Gomega) bool {
+				var now siteopsv1.DeploymentTask
+				g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(t), &now)).To(Succeed())
+				change(&now)
+				err = k8sClient.Update(ctx, &now)
+				return apierrors.IsConflict(err)
+			}, timeout, interval).Should(BeFalse())
+			return err
 		}
 		for what, c := range map[string]func(*siteopsv1.DeploymentTask){
 			"targets":  func(t *siteopsv1.DeploymentTask) { t.Spec.Targets.Sites = []string{"dt-elsewhere"} },
@@ -255,8 +262,7 @@ var _ = Describe("DeploymentTask admission", func() {
 		}
 
 		By("stopping it")
-		Eventually(func() error { return change(func(t *siteopsv1.DeploymentTask) { t.Spec.Stop = true }) },
-			timeout, interval).Should(Succeed())
+		Expect(change(func(t *siteopsv1.DeploymentTask) { t.Spec.Stop = true })).To(Succeed())
 		Eventually(taskPhase(ctx, t), timeout, interval).Should(Equal(siteopsv1.TaskStopped))
 
 		By("undoing the stop")
@@ -436,7 +442,7 @@ var _ = Describe("DeploymentTask", func() {
 			"dt-l-1": claimedAt(time.Now().Add(-lostAfter - time.Minute)),
 			// Within them for a few more seconds: Lost by the passing of time
 			// (the controller comes back when it turns Lost).
-			"dt-l-2": claimedAt(time.Now().Add(-lostAfter + 6*time.Second)),
+			"dt-l-2": claimedAt(time.Now().Add(-lostAfter + 8*time.Second)),
 		})
 		Eventually(taskTargets(ctx, t), timeout, interval).Should(Equal(targetCounts(2, 0, 1, 0, 1)))
 		Eventually(taskPhase(ctx, t), timeout, interval).Should(Equal(siteopsv1.TaskFailed))
