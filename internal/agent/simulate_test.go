@@ -5,11 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/siteops/site-operator/internal/agent/agenttest"
+	"github.com/siteops/site-operator/internal/protocol"
 )
 
 func TestSimulate(t *testing.T) {
@@ -162,4 +165,143 @@ func TestSimulateCountsErrors(t *testing.T) {
 	if final.CheckInErrors["401"] < 5 || final.Registrations < 10 || final.Registered != 5 {
 		t.Errorf("after revoking: %d refused check-ins, %d registrations, %d registered now", final.CheckInErrors["401"], final.Registrations, final.Registered)
 	}
+}
+
+func TestSimulatedAgentsTakeWork(t *testing.T) {
+	ca := agenttest.NewCA(t)
+	task := agenttest.NewTaskServer(t, ca, "paris-1", "paris", testToken)
+	item := scriptItem("uid-s.1", "never run", 30)
+	item.Task = "load/wave-1"
+	// Every computer's first result is refused with 503: each is retried.
+	var mu sync.Mutex
+	refused := map[string]bool{}
+	task.Set(func(b *agenttest.Behaviour) {
+		b.MaxHold, b.NextCheckIn = 200*time.Millisecond, 20*time.Millisecond
+		b.Offer = []protocol.WorkItem{item}
+		b.OnReport = func(_ int, w http.ResponseWriter, r *http.Request) bool {
+			var st protocol.WorkStatus
+			if json.NewDecoder(r.Body).Decode(&st) != nil || !st.Final() {
+				return false
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if refused[bearer(r)] {
+				return false
+			}
+			refused[bearer(r)] = true
+			agenttest.WriteError(w, http.StatusServiceUnavailable, "busy")
+			return true
+		}
+	})
+	locator := agenttest.NewLocator(t, ca, agenttest.Endpoints("paris", task.URL))
+	const count = 20
+	tm := testTimings()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	begin := time.Now()
+	var lines []SimStats
+	final, err := Simulate(ctx, SimulateOptions{
+		Count: count, Addresses: "10.50.0.0/24", Locators: []string{locator.URL}, RootCAs: pool(t, ca), Token: testToken,
+		Wait: time.Second, StatsInterval: 50 * time.Millisecond, timings: &tm,
+		WorkDuration: 150 * time.Millisecond, WorkFailPercent: 25,
+		OnStats: func(s SimStats) {
+			lines = append(lines, s)
+			if s.ResultsAcknowledged >= count && s.Working == 0 {
+				cancel()
+			}
+		},
+	})
+	end := time.Now()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if final.ResultsAcknowledged != count {
+		t.Fatalf("%d results acknowledged, want %d: %+v", final.ResultsAcknowledged, count, final)
+	}
+
+	// Each agent carried the item out once; those chosen to fail (3, 7,
+	// 11, 15 and 19: a quarter, spread) failed with exit code 1.
+	results := task.Results()
+	for i := range count {
+		host, _, _ := SimulatedIdentity("", i)
+		st, ok := results["sites/"+host+" "+item.ID]
+		switch {
+		case !ok:
+			t.Errorf("no result from %s", host)
+		case SimulatedFails(i, 25) != (i%4 == 3):
+			t.Errorf("agent %d fails: %v", i, SimulatedFails(i, 25))
+		case i%4 == 3 && (st.State != protocol.WorkFailed || st.Reason != protocol.ReasonExitCode || st.ExitCode == nil || *st.ExitCode != 1):
+			t.Errorf("%s: %+v, want Failed with exit code 1", host, st)
+		case i%4 != 3 && (st.State != protocol.WorkSucceeded || st.ExitCode == nil || *st.ExitCode != 0):
+			t.Errorf("%s: %+v, want Succeeded", host, st)
+		case st.Finished.Sub(*st.Started) < 150*time.Millisecond:
+			t.Errorf("%s: the work took %s, want the 150ms simulated", host, st.Finished.Sub(*st.Started))
+		}
+	}
+	var acked, running int
+	for _, r := range task.Reports() {
+		if r.Work.Final() && r.Status == http.StatusOK {
+			acked++
+		}
+		if r.Work.State == protocol.WorkRunning {
+			running++
+		}
+	}
+	if acked != count || running != count {
+		t.Errorf("%d results acknowledged by the server and %d progress reports, want %d each", acked, running, count)
+	}
+	var busy int
+	for _, c := range task.CheckIns() {
+		if c.Query.Get(protocol.QueryBusy) == item.ID {
+			busy++
+		}
+	}
+	if busy == 0 {
+		t.Error("no simulated agent said it was busy")
+	}
+
+	// The statistics.
+	if final.WorkReceived != count || final.Working != 0 || final.ResultsDropped != 0 ||
+		final.ReportRetries < count || final.ReportErrors["503"] < count || final.ProgressReportErrors != 0 {
+		t.Errorf("final statistics %+v", final)
+	}
+	ts, ok := final.Tasks["load/wave-1"]
+	if !ok || ts.Succeeded != 15 || ts.Failed != 5 || ts.Received.Count != count || ts.Acknowledged.Count != count {
+		t.Fatalf("task statistics %+v", final.Tasks)
+	}
+	for name, e := range map[string]EventTimes{"received": ts.Received, "acknowledged": ts.Acknowledged} {
+		if e.FirstUnixMs < begin.UnixMilli() || e.FirstUnixMs > e.P50UnixMs || e.P50UnixMs > e.P99UnixMs || e.P99UnixMs > e.MaxUnixMs ||
+			e.MaxUnixMs > end.UnixMilli() || e.Agents99UnixMs != e.MaxUnixMs {
+			t.Errorf("%s times %+v, want first <= p50 <= p99 <= max within [%d, %d], and 99%% of 20 agents at the last",
+				name, e, begin.UnixMilli(), end.UnixMilli())
+		}
+	}
+	if ts.Acknowledged.FirstUnixMs < ts.Received.FirstUnixMs+150 {
+		t.Errorf("the first result was acknowledged at %d, less than the 150ms of work after the first receipt at %d",
+			ts.Acknowledged.FirstUnixMs, ts.Received.FirstUnixMs)
+	}
+	if final.WorkReceivedAt != ts.Received || final.ResultsAcknowledgedAt != ts.Acknowledged {
+		t.Errorf("the totals %+v / %+v differ from the only task's", final.WorkReceivedAt, final.ResultsAcknowledgedAt)
+	}
+	// Before every agent received its item, agents99 is 0.
+	for _, s := range lines {
+		if r := s.Tasks["load/wave-1"].Received; r.Count < count && r.Agents99UnixMs != 0 {
+			t.Errorf("%d of %d received, yet agents99 is %d", r.Count, count, r.Agents99UnixMs)
+		}
+	}
+	var raw map[string]any
+	b, _ := json.Marshal(final)
+	_ = json.Unmarshal(b, &raw)
+	for _, field := range []string{"workReceived", "workIgnored", "working", "resultsAcknowledged", "resultsDropped", "reportRetries",
+		"reportErrors", "progressReportErrors", "workReceivedAt", "resultsAcknowledgedAt", "tasks"} {
+		if _, ok := raw[field]; !ok {
+			t.Errorf("the statistics lack %q", field)
+		}
+	}
+}
+
+// bearer is the credential of a request.
+func bearer(r *http.Request) string {
+	v, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return v
 }

@@ -4,6 +4,7 @@
 package agenttest
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
@@ -475,6 +476,8 @@ func (s *TaskServer) report(w http.ResponseWriter, r *http.Request, id string) {
 		s.mu.Unlock()
 	}
 	if hook != nil {
+		// The hook may read the body; the server has it already.
+		r.Body = io.NopCloser(bytes.NewReader(body))
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
 		if hook(n, sw, r) {
 			status(sw.code)
