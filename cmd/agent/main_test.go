@@ -14,6 +14,7 @@ import (
 
 	"github.com/siteops/site-operator/internal/agent"
 	"github.com/siteops/site-operator/internal/agent/agenttest"
+	"github.com/siteops/site-operator/internal/protocol"
 )
 
 // TestDependencies keeps the agent small and apart from the operator: the
@@ -169,5 +170,42 @@ func TestSimulateCommand(t *testing.T) {
 	}
 	if n := len(task.Registrations()); n != 20 {
 		t.Errorf("%d registrations, want 20", n)
+	}
+}
+
+func TestSimulateCommandTakesWork(t *testing.T) {
+	ca := agenttest.NewCA(t)
+	task := agenttest.NewTaskServer(t, ca, "paris-1", "paris", token)
+	task.Set(func(b *agenttest.Behaviour) {
+		b.NextCheckIn = 50 * time.Millisecond
+		b.Offer = []protocol.WorkItem{{ID: "uid-sim.1", Task: "load/w", Attempt: 1,
+			Action: protocol.Action{RunScript: &protocol.RunScript{Script: "exit 0", Interpreter: "sh", TimeoutSeconds: 60}}}}
+	})
+	locator := agenttest.NewLocator(t, ca, agenttest.Endpoints("paris", task.URL))
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"simulate", "--count", "8", "--addresses", "10.41.0.0/24",
+		"--locator", locator.URL, "--ca-file", ca.File, "--token", token, "--register-rate", "0",
+		"--wait", "1s", "--stats-interval", "200ms", "--duration", "2s",
+		"--work-duration", "300ms", "--work-fail-percent", "50"}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("simulate exited with %d: %s", code, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var final agent.SimStats
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &final); err != nil {
+		t.Fatalf("the last line is not JSON: %v\n%s", err, out.String())
+	}
+	w := final.Tasks["load/w"]
+	if final.WorkReceived != 8 || final.ResultsAcknowledged != 8 || w.Succeeded != 4 || w.Failed != 4 {
+		t.Errorf("final statistics: %d received, %d acknowledged, task %+v", final.WorkReceived, final.ResultsAcknowledged, w)
+	}
+	for _, r := range task.Results() {
+		if d := r.Finished.Sub(*r.Started); d < 300*time.Millisecond {
+			t.Errorf("simulated work took %s, want --work-duration 300ms", d)
+		}
+	}
+	if code := run(context.Background(), []string{"simulate", "--addresses", "10.41.0.0/24", "--locator", locator.URL,
+		"--ca-file", ca.File, "--token", token, "--work-fail-percent", "101"}, &out, &errOut); code != 1 {
+		t.Errorf("--work-fail-percent 101 gave exit code %d", code)
 	}
 }
