@@ -382,10 +382,13 @@ var _ = Describe("DeploymentTask", func() {
 			"Normal/Succeeded: Phase Succeeded: 3/3 succeeded, 0 failed, 0 running, 0 pending",
 		))
 
-		By("the phase latching: a Computer joining the selector now is not a target")
+		By("the phase latching: a Computer joining the selector now is not a target, and nothing is written")
+		writes := statusWrites(t)
+		Expect(writes).To(BeNumerically(">", 0), "the manager's writes of this task's status are counted")
 		createTarget(ctx, "dt-s-4", "dt-paris", kiosk)
 		Consistently(taskTargets(ctx, t), 2*time.Second, interval).Should(Equal(targetCounts(3, 0, 0, 3, 0)))
 		Expect(taskPhase(ctx, t)(Default)).To(Equal(siteopsv1.TaskSucceeded))
+		Expect(statusWrites(t)).To(Equal(writes))
 	})
 
 	It("stops once more than spec.rollout.failureThreshold of its targets failed", func() {
