@@ -17,6 +17,26 @@
 //     state directory (the credential with mode 0600).
 //   - Check in: GET the work with the credential, a long poll of Wait; then
 //     wait what the answer says (NextCheckInMillis) and check in again.
+//   - Work: the agent carries out one work item at a time, in the
+//     background while it keeps checking in with busy=<ID> (the service
+//     then hands nothing else). It takes the first item of an answer that
+//     it has not carried out (the last 64 IDs are kept in DoneFile) and
+//     is not carrying out; an ID is never run twice. It writes the item
+//     to WorkFile (0600, synced, renamed into place) before it starts,
+//     sends a Running report (at best), carries it out, keeps the result
+//     in WorkFile and sends it until the service answers: 200 records it
+//     (the ID goes to DoneFile, WorkFile is removed); 409, 404 and other
+//     4xx refuse it for good (logged, dropped); 401 is a refused
+//     credential, as for a check-in; a transport error, 5xx, 421 or 429
+//     is retried with the back-off. At start-up, an item WorkFile holds
+//     as running is reported Failed (Interrupted), never run again, and a
+//     result not acknowledged is sent.
+//   - runScript writes the script to a directory of its own under the
+//     state directory and runs its interpreter on it (sh, bash, python3,
+//     pwsh, powershell, cmd), in a process group of its own that a
+//     timeout kills whole; stdout and stderr together, of which the last
+//     protocol.MaxOutputBytes are kept. reboot succeeds, and once the
+//     service recorded it the agent runs Config.RebootCommand.
 //
 // How it reacts to the answers:
 //

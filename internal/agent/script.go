@@ -18,8 +18,8 @@ import (
 // (the API's default).
 const defaultScriptTimeout = 10 * time.Minute
 
-// Interpreters lists the interpreters a runScript item may name.
-var Interpreters = []string{"sh", "bash", "python3", "pwsh", "powershell", "cmd"}
+// interpreters lists the interpreters a runScript item may name.
+var interpreters = []string{"sh", "bash", "python3", "pwsh", "powershell", "cmd"}
 
 // interpreterCommand returns how to run a script with interp: the program,
 // the arguments before the script file, and the file's extension (some
@@ -65,7 +65,7 @@ func (a *Agent) runScript(ctx context.Context, item protocol.WorkItem, started t
 	program, args, ext, ok := interpreterCommand(interp)
 	if !ok {
 		return failedStatus(item, started, protocol.ReasonInterpreterNotFound,
-			fmt.Sprintf("the agent knows no interpreter %q: it runs %s", interp, strings.Join(Interpreters, ", "))), false
+			fmt.Sprintf("the agent knows no interpreter %q: it runs %s", interp, strings.Join(interpreters, ", "))), false
 	}
 	path, err := exec.LookPath(program)
 	if err != nil {

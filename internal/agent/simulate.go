@@ -102,9 +102,10 @@ func SimulatedIdentity(prefix string, index int) (hostname, mac, hardwareID stri
 // statistics. Each agent has its own claimed address, identity, credential
 // (in memory), and HTTP transport; they share the CA pool and a TLS
 // session cache. It costs one goroutine per agent, plus the two that
-// net/http keeps per open connection; an agent carrying out a work item
-// (which it only waits out) has one more goroutine, and one more
-// connection while a report and its check-in are both in flight.
+// net/http keeps per open connection. An agent carrying out a work item
+// (which it only waits out, without its script) has one more goroutine,
+// two while its progress report is sent, and one more connection while a
+// report and its check-in are both in flight.
 func Simulate(ctx context.Context, opts SimulateOptions) (SimStats, error) {
 	if opts.Count <= 0 {
 		return SimStats{}, errors.New("simulating: the count of agents must be positive")
