@@ -415,27 +415,31 @@ func thresholdState(task *siteopsv1.DeploymentTask, t *taskTally) taskState {
 // finishedState is the state of a task whose targets all finished.
 func finishedState(t *taskTally) taskState {
 	if t.counts.Failed == 0 {
-		return taskState{phase: siteopsv1.TaskSucceeded, reason: siteopsv1.ReasonTaskSucceeded,
-			message: fmt.Sprintf("All %d targets succeeded", t.counts.Total)}
+		return succeededState(t)
 	}
+	return failedState(t)
+}
+
+func succeededState(t *taskTally) taskState {
+	return taskState{phase: siteopsv1.TaskSucceeded, reason: siteopsv1.ReasonTaskSucceeded,
+		message: fmt.Sprintf("All %d targets succeeded", t.counts.Total)}
+}
+
+func failedState(t *taskTally) taskState {
 	return taskState{phase: siteopsv1.TaskFailed, reason: siteopsv1.ReasonTaskFailed,
 		message: "Every target finished and some failed (status.failures; each Computer's status.lastTask has its output): " +
 			countsSummary(t.counts)}
 }
 
 // latchedState is the state of a task whose stored phase is terminal: the
-// same phase and reason, with the counts of now.
+// same phase and reason, with the counts of now (a late report of a Lost
+// target may still change them).
 func latchedState(task *siteopsv1.DeploymentTask, t *taskTally) taskState {
 	switch task.Status.Phase {
-	case siteopsv1.TaskSucceeded, siteopsv1.TaskFailed:
-		st := finishedState(t)
-		st.phase = task.Status.Phase
-		if st.phase == siteopsv1.TaskFailed {
-			st.reason = siteopsv1.ReasonTaskFailed
-		} else {
-			st.reason = siteopsv1.ReasonTaskSucceeded
-		}
-		return st
+	case siteopsv1.TaskSucceeded:
+		return succeededState(t)
+	case siteopsv1.TaskFailed:
+		return failedState(t)
 	}
 	ready := meta.FindStatusCondition(task.Status.Conditions, siteopsv1.ConditionReady)
 	if ready != nil && ready.Reason == siteopsv1.ReasonThresholdPassed && task.Spec.Rollout != nil &&

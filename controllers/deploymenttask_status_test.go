@@ -451,6 +451,22 @@ func TestDeploymentTaskLatches(t *testing.T) {
 		}
 	})
 
+	t.Run("Failed stays Failed when a Lost target reports success late", func(t *testing.T) {
+		done := at(testTask(), comps, map[string]siteopsv1.DispatchEntry{
+			"a": succeeded(ago(time.Hour)), "b": claimed(ago(time.Hour))}, taskNow)
+		if done.Status.Phase != siteopsv1.TaskFailed || done.Status.Failures[0].Reason != siteopsv1.FailureLost {
+			t.Fatalf("phase %s, failures %+v; want Failed, b Lost", done.Status.Phase, done.Status.Failures)
+		}
+		later := at(done, comps, map[string]siteopsv1.DispatchEntry{
+			"a": succeeded(ago(time.Hour)), "b": succeeded(ago(time.Hour))}, taskNow.Add(time.Minute))
+		s := later.Status
+		if s.Phase != siteopsv1.TaskFailed || s.Targets != counts(2, 0, 0, 2, 0) || len(s.Failures) != 0 ||
+			condString(s.Conditions, siteopsv1.ConditionStalled) != "True/Failed" {
+			t.Errorf("later: phase %s, targets %+v, failures %+v, conditions %+v; want Failed with the counts of now",
+				s.Phase, s.Targets, s.Failures, s.Conditions)
+		}
+	})
+
 	t.Run("startTime is set once, from the earliest claim", func(t *testing.T) {
 		first := at(testTask(), comps, map[string]siteopsv1.DispatchEntry{"b": claimed(ago(time.Minute))}, taskNow)
 		want := ago(time.Minute)
