@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -45,30 +44,7 @@ var _ = Describe("Agents", Ordered, func() {
 
 	startAgent := func(name, address string) *agentProc {
 		GinkgoHelper()
-		dir := GinkgoT().TempDir()
-		a := &agentProc{name: name, stateDir: filepath.Join(dir, "state"), addressesFile: filepath.Join(dir, "addresses")}
-		Expect(os.WriteFile(a.addressesFile, []byte(address+"\n"), 0o644)).To(Succeed())
-		log, err := os.Create(filepath.Join(kc.Dir, "logs", "agent-"+name+".log"))
-		Expect(err).NotTo(HaveOccurred())
-		a.cmd = exec.Command(agentBin, "run",
-			"--locator", "https://"+locatorAddress, "--ca-file", caFile, "--token", tokenID+"."+tokenSecret,
-			"--state-dir", a.stateDir, "--addresses-file", a.addressesFile, "--hostname", name,
-			"--hardware-id", "e2e-"+name, "--mac-addresses", macFor(name), "--wait", "5s", "--log-level", "debug")
-		a.cmd.Stdout, a.cmd.Stderr = log, log
-		Expect(a.cmd.Start()).To(Succeed())
-		DeferCleanup(func() {
-			_ = a.cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan error, 1)
-			go func() { done <- a.cmd.Wait() }()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				_ = a.cmd.Process.Kill()
-				<-done
-			}
-			_ = log.Close()
-		})
-		return a
+		return startAgent(name, address, caFile, tokenID+"."+tokenSecret)
 	}
 	// status is what `agent status --json` prints.
 	status := func(g Gomega, a *agentProc) map[string]any {
@@ -241,18 +217,3 @@ var _ = Describe("Agents", Ordered, func() {
 		Expect(list.Items).To(HaveLen(4), "no second Computer for a computer that registers again")
 	})
 })
-
-// agentProc is one agent process and its state directory.
-type agentProc struct {
-	name, stateDir, addressesFile string
-	cmd                           *exec.Cmd
-}
-
-// macFor is a locally administered MAC address derived from name.
-func macFor(name string) string {
-	var h uint32 = 2166136261
-	for _, c := range []byte(name) {
-		h = (h ^ uint32(c)) * 16777619
-	}
-	return strings.ToLower(fmt.Sprintf("02:00:%02x:%02x:%02x:%02x", byte(h>>24), byte(h>>16), byte(h>>8), byte(h)))
-}

@@ -1,0 +1,102 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+)
+
+// agentProc is one agent process and its state directory.
+type agentProc struct {
+	name, stateDir, addressesFile, caFile, token string
+	env                                          []string
+	cmd                                          *exec.Cmd
+	log                                          *os.File
+}
+
+// startAgent starts a real agent process named name at address, trusting
+// caFile and registering with token ("<id>.<secret>"); env is added to its
+// environment (and so to the scripts it runs). It is stopped when the
+// spec's container ends.
+func startAgent(name, address, caFile, token string, env ...string) *agentProc {
+	GinkgoHelper()
+	dir := GinkgoT().TempDir()
+	a := &agentProc{name: name, stateDir: filepath.Join(dir, "state"), addressesFile: filepath.Join(dir, "addresses"),
+		caFile: caFile, token: token, env: env}
+	Expect(os.WriteFile(a.addressesFile, []byte(address+"\n"), 0o644)).To(Succeed())
+	a.start()
+	DeferCleanup(a.stop)
+	return a
+}
+
+// start starts the process (again, on the same state directory).
+func (a *agentProc) start() {
+	GinkgoHelper()
+	log, err := os.OpenFile(filepath.Join(kc.Dir, "logs", "agent-"+a.name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	Expect(err).NotTo(HaveOccurred())
+	a.log = log
+	a.cmd = exec.Command(agentBin, "run",
+		"--locator", "https://"+locatorAddress, "--ca-file", a.caFile, "--token", a.token,
+		"--state-dir", a.stateDir, "--addresses-file", a.addressesFile, "--hostname", a.name,
+		"--hardware-id", "e2e-"+a.name, "--mac-addresses", macFor(a.name), "--wait", "5s", "--log-level", "debug")
+	a.cmd.Env = append(os.Environ(), a.env...)
+	a.cmd.Stdout, a.cmd.Stderr = log, log
+	Expect(a.cmd.Start()).To(Succeed())
+}
+
+// stop stops the process with SIGTERM, or SIGKILL after 10 s.
+func (a *agentProc) stop() {
+	if a.cmd == nil || a.cmd.Process == nil {
+		return
+	}
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	a.wait(10 * time.Second)
+}
+
+// kill kills the process at once, as a crash or a power cut would.
+func (a *agentProc) kill() {
+	_ = a.cmd.Process.Kill()
+	a.wait(10 * time.Second)
+}
+
+func (a *agentProc) wait(d time.Duration) {
+	done := make(chan error, 1)
+	go func() { done <- a.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		_ = a.cmd.Process.Kill()
+		<-done
+	}
+	_ = a.log.Close()
+	a.cmd = nil
+}
+
+// execAgentStatus is what `agent status --json` prints for a.
+func execAgentStatus(a *agentProc) (map[string]any, error) {
+	out, err := exec.Command(agentBin, "status", "--json", "--state-dir", a.stateDir).Output()
+	if err != nil {
+		return nil, err
+	}
+	var st map[string]any
+	return st, json.Unmarshal(out, &st)
+}
+
+// macFor is a locally administered MAC address derived from name.
+func macFor(name string) string {
+	var h uint32 = 2166136261
+	for _, c := range []byte(name) {
+		h = (h ^ uint32(c)) * 16777619
+	}
+	return strings.ToLower(fmt.Sprintf("02:00:%02x:%02x:%02x:%02x", byte(h>>24), byte(h>>16), byte(h>>8), byte(h)))
+}
