@@ -111,7 +111,7 @@ var _ = Describe("Topology", func() {
 			"corp-v6-fd00-a10-32":      effective("paris-hq", ""),
 			"lyon-v6-fd00-a10-20-48":   effective("lyon", ""),
 		}
-		Expect(objs).To(HaveLen(len(want) + 3 + 4 + 1)) // subnets, sites, servers, a computer
+		Expect(objs).To(HaveLen(len(want) + 3 + 4 + 1 + 1)) // subnets, sites, servers, a computer, a task
 		for name, state := range want {
 			Eventually(getSubnetState(ctx, name), timeout, interval).Should(Equal(state), name)
 		}
