@@ -297,6 +297,41 @@ func TestDispatch(t *testing.T) {
 		})
 	})
 
+	t.Run("a check-in held while busy gets the next work once the result is recorded", func(t *testing.T) {
+		e.createTask(t, "next-a", siteopsv1.DeploymentTaskSpec{Action: script("true"),
+			Targets: siteopsv1.DeploymentTaskTargets{Computers: []string{pc1.name}}})
+		b := e.createTask(t, "next-b", siteopsv1.DeploymentTaskSpec{Action: script("true"),
+			Targets: siteopsv1.DeploymentTaskTargets{Computers: []string{pc1.name}}})
+		first := e.checkInBusy(t, pc1, 0, "")
+		if len(first.Work) != 1 {
+			t.Fatalf("pc-1 got %+v", first.Work)
+		}
+		got := make(chan protocol.WorkResponse, 1)
+		go func() { got <- e.checkInBusy(t, pc1, 10, first.Work[0].ID) }()
+		eventually(t, "pc-1's busy check-in is held", func() bool {
+			h := e.srv.polls.get(types.NamespacedName{Namespace: "branch-a", Name: pc1.name})
+			return h != nil && h.isBusy()
+		})
+		if code, perr, _ := e.report(t, pc1, first.Work[0].ID, protocol.WorkStatus{Attempt: 1, State: "Succeeded"}); code != 200 {
+			t.Fatalf("%d %+v", code, perr)
+		}
+		select {
+		case resp := <-got:
+			want := tasks.WorkID(string(b.UID), 1)
+			if first.Work[0].ID == want {
+				t.Fatalf("the first item was next-b's")
+			}
+			if len(resp.Work) != 1 || resp.Work[0].ID != want {
+				t.Errorf("answer %+v, want next-b's item", resp.Work)
+			}
+			if code, perr, _ := e.report(t, pc1, want, protocol.WorkStatus{Attempt: 1, State: "Succeeded"}); code != 200 {
+				t.Fatalf("%d %+v", code, perr)
+			}
+		case <-time.After(9 * time.Second):
+			t.Fatal("the busy check-in was not answered with the next work when the result was recorded")
+		}
+	})
+
 	t.Run("two replicas never hand the same work twice", func(t *testing.T) {
 		replica, _ := e.startReplica(t)
 		race := e.createTask(t, "race", siteopsv1.DeploymentTaskSpec{Action: script("true"),

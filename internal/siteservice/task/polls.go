@@ -42,8 +42,9 @@ type heldPoll struct {
 	start time.Time
 	timer *time.Timer
 	done  atomic.Bool
-	// busy is the work the agent said it carries out: it gets no other.
-	busy string
+	// busy is the work the agent said it carries out: it gets no other
+	// until that work's result is recorded (then it is cleared).
+	busy atomic.Pointer[string]
 	// work, when set before the answer, goes in it.
 	work atomic.Pointer[protocol.WorkItem]
 }
@@ -60,7 +61,10 @@ func (p *polls) detach(s *Server, w http.ResponseWriter, key types.NamespacedNam
 	if err != nil {
 		return false
 	}
-	held := &heldPoll{s: s, key: key, conn: conn, resp: resp, plan: plan, start: s.now(), busy: busy}
+	held := &heldPoll{s: s, key: key, conn: conn, resp: resp, plan: plan, start: s.now()}
+	if busy != "" {
+		held.busy.Store(&busy)
+	}
 	if rw.Reader.Buffered() > 0 {
 		// A pipelined request: answer this one now rather than lose it.
 		held.answer()
@@ -95,6 +99,16 @@ func (p *polls) snapshot() []*heldPoll {
 	}
 	return all
 }
+
+// get returns the held check-in of key, or nil.
+func (p *polls) get(key types.NamespacedName) *heldPoll {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.m[key]
+}
+
+// isBusy reports whether the agent said it carries out work.
+func (h *heldPoll) isBusy() bool { return h.busy.Load() != nil }
 
 // answerWork answers the held check-in with item, unless it was answered
 // already (then the agent's next check-in is offered the item again).

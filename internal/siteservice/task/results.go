@@ -92,6 +92,7 @@ func (s *Server) workStatus(w http.ResponseWriter, r *http.Request) {
 	if st.Final() {
 		s.dispatch.results.Add(1)
 		s.lastTasks.add(key, lastTaskOf(t, st, res.entry))
+		s.freed(key, id)
 	}
 	writeJSON(w, http.StatusOK, protocol.WorkStatusResponse{Recorded: res.entry.State})
 }

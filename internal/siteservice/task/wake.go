@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
+
 	"github.com/siteops/site-operator/internal/protocol"
 )
 
@@ -47,13 +49,33 @@ func (s *Server) runDispatch(ctx context.Context) {
 	}
 }
 
+// freed says that the agent of key finished the work id (its result is
+// recorded): a check-in it holds while busy with that work may now get
+// the next, at once.
+func (s *Server) freed(key types.NamespacedName, id string) {
+	h := s.polls.get(key)
+	if h == nil {
+		return
+	}
+	if b := h.busy.Load(); b == nil || *b != id || !h.busy.CompareAndSwap(b, nil) {
+		return
+	}
+	if comp := s.kube.computer(key); comp != nil {
+		s.dispatch.next(comp, "", func(item *protocol.WorkItem) {
+			if item != nil {
+				h.answerWork(item)
+			}
+		})
+	}
+}
+
 // offerHeld offers work to every held check-in whose agent is idle.
 func (s *Server) offerHeld() {
 	if s.kube.ready(context.Background()) != nil {
 		return
 	}
 	for _, h := range s.polls.snapshot() {
-		if h.busy != "" || h.done.Load() {
+		if h.isBusy() || h.done.Load() {
 			continue
 		}
 		comp := s.kube.computer(h.key)
