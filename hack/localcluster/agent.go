@@ -50,11 +50,18 @@ func startAgent(ctx context.Context, c client.Client, agentPath, stateDir, logDi
 			log("An agent runs (log: %s), registered as Computer %s/%s of site %q, checking in with %s. From another shell:\n\n"+
 				"    %s status --state-dir %s\n    kubectl get computers -o wide\n\n"+
 				"More agents register with the bootstrap token %s (Secret %s/%s%s), for example:\n\n"+
-				"    %s run --locator https://%s --ca-file %s --token %s \\\n        --state-dir /tmp/agent-2 --addresses 10.20.2.11 --hostname pc-2 --hardware-id pc-2",
+				"    %s run --locator https://%s --ca-file %s --token %s \\\n        --state-dir /tmp/agent-2 --addresses 10.20.2.11 --hostname pc-2 --hardware-id pc-2\n\n"+
+				"Run a script on %s (it runs on this machine, as you) and watch the task:\n\n"+
+				"    echo '{\"apiVersion\": \"siteops.io/v1alpha1\", \"kind\": \"DeploymentTask\", \"metadata\": {\"name\": \"hello\", \"namespace\": \"%s\"},\n"+
+				"      \"spec\": {\"action\": {\"runScript\": {\"script\": \"echo hello from $(hostname)\"}}, \"targets\": {\"computers\": [\"%s\"]}}}' |\n"+
+				"      kubectl create -f -\n"+
+				"    kubectl get dt hello -w\n"+
+				"    kubectl get computer %s -o jsonpath='{.status.lastTask.output}'",
 				logPath, agentNamespace, agentHostname, comp.Status.Site, comp.Status.SiteServer,
 				agentPath, agentDir,
 				token, simcluster.TokenNamespace, siteopsv1.BootstrapTokenSecretPrefix, id,
-				agentPath, locator, caPath, token)
+				agentPath, locator, caPath, token,
+				agentHostname, agentNamespace, agentHostname, agentHostname)
 			return p, nil
 		}
 		if time.Now().After(deadline) {
