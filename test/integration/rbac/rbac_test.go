@@ -127,6 +127,11 @@ func needed() []access {
 	for _, ns := range []string{otherNamespace, ""} {
 		n = append(n, each(read, "siteops.io", []string{"computers"}, "", ns)...)
 		n = append(n, each([]string{"get", "update", "patch"}, "siteops.io", []string{"computers"}, "status", ns)...)
+		// DeploymentTasks: read them and their dispatch state, write their
+		// status.
+		n = append(n, each(read, "siteops.io", []string{"deploymenttasks", "dispatchshards"}, "", ns)...)
+		n = append(n, each([]string{"get", "update", "patch"}, "siteops.io", []string{"deploymenttasks"}, "status", ns)...)
+		n = append(n, each([]string{"create", "patch"}, "events.k8s.io", []string{"events"}, "", ns)...)
 	}
 	// Leader election, in the manager's own namespace.
 	n = append(n, each([]string{"get", "create", "update"}, "coordination.k8s.io", []string{"leases"}, "", operatorNamespace)...)
@@ -162,6 +167,9 @@ func forbidden() []access {
 	// Computers belong to their namespaces and the task services: the
 	// manager writes only their status.
 	f = append(f, each([]string{"create", "update", "patch", "delete"}, "siteops.io", []string{"computers"}, "", otherNamespace)...)
+	// Tasks belong to their users, their dispatch state to the task
+	// services: the manager writes only the tasks' status.
+	f = append(f, each([]string{"create", "update", "patch", "delete"}, "siteops.io", []string{"deploymenttasks", "dispatchshards"}, "", otherNamespace)...)
 	// Nothing that runs code or grants more, anywhere.
 	for _, ns := range []string{operatorNamespace, otherNamespace} {
 		f = append(f, each([]string{"create"}, "", []string{"pods"}, "", ns)...)
@@ -285,6 +293,11 @@ func siteServiceNeeded() []access {
 		n = append(n, each([]string{"patch"}, "siteops.io", []string{"computers"}, "status", ns)...)
 	}
 	n = append(n, each([]string{"get", "list", "watch", "update"}, "", []string{"secrets"}, "", tokenNamespace)...)
+	// DeploymentTasks: read them, and keep their dispatch state.
+	for _, ns := range []string{otherNamespace, ""} {
+		n = append(n, each([]string{"get", "list", "watch"}, "siteops.io", []string{"deploymenttasks"}, "", ns)...)
+		n = append(n, each([]string{"get", "list", "watch", "create", "patch"}, "siteops.io", []string{"dispatchshards"}, "", ns)...)
+	}
 	return n
 }
 
@@ -296,6 +309,11 @@ func siteServiceForbidden() []access {
 	f = append(f, each([]string{"create", "update", "patch", "delete"}, "siteops.io", kinds, "", "")...)
 	f = append(f, each([]string{"update", "patch"}, "siteops.io", kinds, "status", "")...)
 	f = append(f, each([]string{"update", "delete", "deletecollection"}, "siteops.io", []string{"computers"}, "", otherNamespace)...)
+	// A task is its user's; the task services never write it or its
+	// status, and never delete dispatch state (it goes with its task).
+	f = append(f, each([]string{"create", "update", "patch", "delete"}, "siteops.io", []string{"deploymenttasks"}, "", otherNamespace)...)
+	f = append(f, each([]string{"update", "patch"}, "siteops.io", []string{"deploymenttasks"}, "status", otherNamespace)...)
+	f = append(f, each([]string{"delete", "deletecollection"}, "siteops.io", []string{"dispatchshards"}, "", otherNamespace)...)
 	f = append(f, each([]string{"create", "delete", "patch", "deletecollection"}, "", []string{"secrets"}, "", tokenNamespace)...)
 	for _, ns := range []string{operatorNamespace, otherNamespace, ""} {
 		f = append(f, each(all, "", []string{"secrets", "configmaps", "services", "pods"}, "", ns)...)
