@@ -419,7 +419,10 @@ type shardOp struct {
 type opResult struct {
 	entry siteopsv1.DispatchEntry
 	won   bool
-	err   error
+	// changed: this op changed the entry (a report recorded now, not a
+	// repeat of one recorded before).
+	changed bool
+	err     error
 }
 
 // shardWriter writes one shard of one task: one write in flight at a time,
@@ -595,6 +598,7 @@ func (w *shardWriter) decide(cur *siteopsv1.DispatchShard, batch map[string][]*s
 		}
 		for _, op := range ops {
 			r, changed := decideOne(e, exists, op, w.d.server, now)
+			r.changed = changed
 			results[op] = r
 			if changed {
 				e, exists = r.entry, true

@@ -89,7 +89,7 @@ func (s *Server) workStatus(w http.ResponseWriter, r *http.Request) {
 		comeBack(w, 5*time.Second, "the report could not be recorded")
 		return
 	}
-	if st.Final() {
+	if st.Final() && res.changed {
 		s.dispatch.results.Add(1)
 		s.lastTasks.add(key, lastTaskOf(t, st, res.entry))
 		s.freed(key, id)
