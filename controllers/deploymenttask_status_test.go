@@ -557,7 +557,11 @@ func TestCutJSON(t *testing.T) {
 // carry a message of maxMessageLength such characters. It measures 211,719
 // bytes of JSON, under the 256 KiB this test allows (etcd's limit on a
 // whole object is 1.5 MiB).
-func TestDeploymentTaskStatusSizeBound(t *testing.T) {
+// worstCaseTaskStatus is the largest status the controller can write for
+// a task: 10,000 computers with 63-character names in 600 sites, 150
+// failures and 1,000 missing names of the characters JSON escapes most,
+// every count at its largest, conditions with the longest messages.
+func worstCaseTaskStatus() siteopsv1.DeploymentTaskStatus {
 	maxName := func(prefix string, i int, fill string) string {
 		s := fmt.Sprintf("%s-%05d-", prefix, i)
 		return s + strings.Repeat(fill, 63-len(s))
@@ -580,8 +584,8 @@ func TestDeploymentTaskStatusSizeBound(t *testing.T) {
 	status := verdictOf(task, comps, entries).status
 	if len(status.Sites) != siteopsv1.MaxTaskSites || len(status.Failures) != siteopsv1.MaxTaskFailures ||
 		len(status.MissingComputers) != siteopsv1.MaxMissingComputers {
-		t.Fatalf("lists not full: %d sites, %d failures, %d missing", len(status.Sites), len(status.Failures),
-			len(status.MissingComputers))
+		panic(fmt.Sprintf("lists not full: %d sites, %d failures, %d missing", len(status.Sites), len(status.Failures),
+			len(status.MissingComputers)))
 	}
 	big := counts(1<<31-1, 1<<31-1, 1<<31-1, 1<<31-1, 1<<31-1)
 	status.Targets = big
@@ -596,6 +600,11 @@ func TestDeploymentTaskStatusSizeBound(t *testing.T) {
 		status.Conditions[i].Message = boundedMessage(strings.Repeat("<", 2*maxMessageLength))
 		status.Conditions[i].ObservedGeneration = 1<<63 - 1
 	}
+	return *status
+}
+
+func TestDeploymentTaskStatusSizeBound(t *testing.T) {
+	status := worstCaseTaskStatus()
 	data, err := json.Marshal(status)
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -457,6 +458,31 @@ var _ = Describe("DeploymentTask", func() {
 			Expect(f.Message).To(ContainSubstring("dt-srv"))
 		}
 		Expect(s.Failures[0].Computer).To(Equal("dt-l-1"), "oldest first")
+	})
+
+	It("accepts the largest status the controller can write, under 256 KiB", func() {
+		// The API server's own checks (every maxLength, maxItems, pattern
+		// and enum of the status schema) on the worst case the status
+		// computation can produce for 10,000 computers in 600 sites.
+		t := createTask(ctx, scriptTask("dt-size", "size", func(t *siteopsv1.DeploymentTask) {
+			t.Spec.Schedule = &siteopsv1.DeploymentTaskSchedule{StartAt: ptr.To(metav1.NewTime(time.Now().Add(time.Hour)))}
+		}))
+		worst := controllers.WorstCaseTaskStatus()
+		var written siteopsv1.DeploymentTask
+		Eventually(func() error {
+			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(t), &written); err != nil {
+				return err
+			}
+			worst.ObservedGeneration = written.Generation
+			written.Status = worst
+			return k8sClient.Status().Update(ctx, &written)
+		}, timeout, interval).Should(Succeed())
+		data, err := json.Marshal(written)
+		Expect(err).NotTo(HaveOccurred())
+		fmt.Fprintf(GinkgoWriter, "the API server accepted a DeploymentTask of %d bytes with the worst-case status\n", len(data))
+		Expect(len(data)).To(BeNumerically("<", 256<<10))
+		Expect(written.Status.Failures).To(HaveLen(siteopsv1.MaxTaskFailures))
+		Expect(written.Status.Sites).To(HaveLen(siteopsv1.MaxTaskSites))
 	})
 
 	It("is Stalled with InvalidSelector when its selector cannot be used", func() {

@@ -342,10 +342,11 @@ type DeploymentTaskStatus struct {
 	// +optional
 	Targets TargetCounts `json:"targets,omitzero"`
 
-	// sites counts the targets per site (at most 500 sites).
+	// sites counts the targets per site (at most 500 sites). Atomic: the
+	// manager writes it whole, and its managed fields stay one entry
+	// rather than one per site.
 	// +optional
-	// +listType=map
-	// +listMapKey=site
+	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=500
 	Sites []TaskSiteStatus `json:"sites,omitempty"`
 
