@@ -47,7 +47,8 @@ type simProcess struct {
 // startAgents starts n agents in processes of at most perProcess agents,
 // sharing registerRate: process p runs agents p·perProcess onwards,
 // claiming addresses from 10.64+p.0.0/16 and binding to 127.1+p.0.0/16.
-func startAgents(bin, dir string, n, perProcess int, registerRate float64, locatorURL, caFile string) (*simulation, error) {
+// extra are more flags for every process.
+func startAgents(bin, dir string, n, perProcess int, registerRate float64, locatorURL, caFile string, extra ...string) (*simulation, error) {
 	nProcs := (n + perProcess - 1) / perProcess
 	if nProcs > 63 {
 		return nil, fmt.Errorf("%d simulate processes: at most 63 (10.64.0.0/10 holds 64 /16s)", nProcs)
@@ -57,7 +58,7 @@ func startAgents(bin, dir string, n, perProcess int, registerRate float64, locat
 		first := p * perProcess
 		count := min(perProcess, n-first)
 		sp := &simProcess{count: count, logFile: filepath.Join(dir, fmt.Sprintf("agents-%d.log", p)), exited: make(chan struct{})}
-		sp.cmd = exec.Command(bin, "simulate",
+		args := []string{"simulate",
 			"--count", strconv.Itoa(count),
 			"--first-index", strconv.Itoa(first),
 			"--addresses", fmt.Sprintf("10.%d.0.0/16", 64+p),
@@ -67,7 +68,8 @@ func startAgents(bin, dir string, n, perProcess int, registerRate float64, locat
 			"--token", token,
 			"--register-rate", strconv.FormatFloat(registerRate*float64(count)/float64(n), 'f', 3, 64),
 			"--stats-interval", statsInterval.String(),
-		)
+		}
+		sp.cmd = exec.Command(bin, append(args, extra...)...)
 		logf, err := os.Create(sp.logFile)
 		if err != nil {
 			s.stop()

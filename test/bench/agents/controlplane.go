@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	dto "github.com/prometheus/client_model/go"
@@ -138,8 +139,8 @@ func (cp *controlPlane) writeKubeconfig(dir string) (string, error) {
 	return path, os.WriteFile(path, data, 0o600)
 }
 
-// computerWriteVerbs are the verbs of apiserver_request_total that write.
-var computerWriteVerbs = []string{"POST", "PUT", "PATCH", "APPLY", "DELETE"}
+// writeVerbs are the verbs of apiserver_request_total that write.
+var writeVerbs = []string{"POST", "PUT", "PATCH", "APPLY", "DELETE"}
 
 // apiWrites are the API server's write requests to Computers, by verb and
 // subresource ("PATCH status", "POST").
@@ -168,7 +169,7 @@ func (w apiWrites) String() string {
 		return "none"
 	}
 	var parts []string
-	for _, verb := range computerWriteVerbs {
+	for _, verb := range writeVerbs {
 		for _, sub := range []string{"", "status"} {
 			if v := w[strings.TrimSpace(verb+" "+sub)]; v != 0 {
 				parts = append(parts, fmt.Sprintf("%s %.0f", strings.TrimSpace(verb+" "+sub), v))
@@ -181,23 +182,129 @@ func (w apiWrites) String() string {
 // computerWrites reads apiserver_request_total from the API server's
 // /metrics and returns its writes to Computers.
 func (cp *controlPlane) computerWrites(ctx context.Context) (apiWrites, error) {
-	families, err := cp.scrape(ctx)
+	all, err := cp.writes(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := apiWrites{}
-	for key, v := range managertest.SumCounter(families, "apiserver_request_total", "resource", "verb", "subresource") {
-		fields := strings.SplitN(key, " ", 3)
-		if len(fields) != 3 || fields[0] != "computers" {
+	for resource, byVerb := range all {
+		name, sub, _ := strings.Cut(resource, "/")
+		if name != "computers" {
 			continue
 		}
-		for _, verb := range computerWriteVerbs {
-			if fields[1] == verb {
-				out[strings.TrimSpace(verb+" "+fields[2])] += v
-			}
+		for verb, v := range byVerb {
+			out[strings.TrimSpace(verb+" "+sub)] += v
 		}
 	}
 	return out, nil
+}
+
+// resourceWrites are the API server's write requests by resource
+// ("computers", "computers/status", "events", …; the API group is left
+// out: core and events.k8s.io Events both count as "events") and verb.
+type resourceWrites map[string]map[string]float64
+
+// writes reads apiserver_request_total from the API server's /metrics and
+// returns every write it counted.
+func (cp *controlPlane) writes(ctx context.Context) (resourceWrites, error) {
+	families, err := cp.scrape(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := resourceWrites{}
+	for key, v := range managertest.SumCounter(families, "apiserver_request_total", "resource", "verb", "subresource") {
+		fields := strings.SplitN(key, " ", 3)
+		if len(fields) != 3 || fields[0] == "" || !slices.Contains(writeVerbs, fields[1]) {
+			continue
+		}
+		resource := fields[0]
+		if fields[2] != "" {
+			resource += "/" + fields[2]
+		}
+		if out[resource] == nil {
+			out[resource] = map[string]float64{}
+		}
+		out[resource][fields[1]] += v
+	}
+	return out, nil
+}
+
+// sub returns the writes since before.
+func (w resourceWrites) sub(before resourceWrites) resourceWrites {
+	out := resourceWrites{}
+	for resource, byVerb := range w {
+		for verb, v := range byVerb {
+			if d := v - before[resource][verb]; d != 0 {
+				if out[resource] == nil {
+					out[resource] = map[string]float64{}
+				}
+				out[resource][verb] = d
+			}
+		}
+	}
+	return out
+}
+
+// scale multiplies every count by f.
+func (w resourceWrites) scale(f float64) resourceWrites {
+	out := resourceWrites{}
+	for resource, byVerb := range w {
+		out[resource] = map[string]float64{}
+		for verb, v := range byVerb {
+			out[resource][verb] = v * f
+		}
+	}
+	return out
+}
+
+// of is the writes to resource, every verb.
+func (w resourceWrites) of(resource string) float64 {
+	var t float64
+	for _, v := range w[resource] {
+		t += v
+	}
+	return t
+}
+
+func (w resourceWrites) total() float64 {
+	var t float64
+	for resource := range w {
+		t += w.of(resource)
+	}
+	return t
+}
+
+// resources are the resources written, those of first in that order,
+// then the others by name.
+func (w resourceWrites) resources(first []string) []string {
+	out := slices.Clone(first)
+	var others []string
+	for resource := range w {
+		if !slices.Contains(first, resource) {
+			others = append(others, resource)
+		}
+	}
+	slices.Sort(others)
+	return append(out, others...)
+}
+
+// describe is one resource's writes with their verbs: "141 (POST 64,
+// PATCH 77)", or "0".
+func (w resourceWrites) describe(resource string) string {
+	total := w.of(resource)
+	if total == 0 {
+		return "0"
+	}
+	var parts []string
+	for _, verb := range writeVerbs {
+		if v := w[resource][verb]; v != 0 {
+			parts = append(parts, fmt.Sprintf("%s %.0f", verb, v))
+		}
+	}
+	if len(parts) == 1 {
+		return fmt.Sprintf("%.0f (%s)", total, strings.Fields(parts[0])[0])
+	}
+	return fmt.Sprintf("%.0f (%s)", total, strings.Join(parts, ", "))
 }
 
 func (cp *controlPlane) scrape(ctx context.Context) ([]*dto.MetricFamily, error) {

@@ -60,6 +60,9 @@ type levelResult struct {
 	baseline, steady, peak               int64 // task-service RSS, VmHWM
 	taskCPU, agentsCPU                   time.Duration
 	load                                 [2]float64 // 1-minute load average at the window's start and end
+
+	// task is what task mode measured instead of the window.
+	task *taskResult
 }
 
 // summary is a few order statistics of samples.
@@ -156,7 +159,12 @@ func runLevel(ctx context.Context, opts options, bins binaries, workDir string, 
 	}
 
 	log.Printf("Starting %d agents (register rate %.0f/s, locator %s)", n, opts.registerRate, loc.url)
-	sim, err := startAgents(bins.agent, dir, n, opts.agentsPerProcess, opts.registerRate, loc.url, p.caFile)
+	var extra []string
+	if opts.task {
+		extra = []string{"--work-duration", opts.workDuration.String(),
+			"--work-fail-percent", strconv.FormatFloat(opts.workFailPercent, 'f', -1, 64)}
+	}
+	sim, err := startAgents(bins.agent, dir, n, opts.agentsPerProcess, opts.registerRate, loc.url, p.caFile, extra...)
 	if err != nil {
 		return nil, err
 	}
@@ -172,6 +180,11 @@ func runLevel(ctx context.Context, opts options, bins binaries, workDir string, 
 		return res, err
 	}
 	res.registerWrites = writesRegistered.sub(writesBefore)
+	if opts.task {
+		log.Printf("Every agent registered after %s", res.tRegistered.Round(time.Second))
+		res.task = &taskResult{}
+		return res, runTask(ctx, opts, cp, ts, sim, res, alive)
+	}
 	log.Printf("Every agent registered after %s; settling for %s", res.tRegistered.Round(time.Second), opts.settle)
 	if err := sleep(ctx, opts.settle); err != nil {
 		return res, err

@@ -71,6 +71,13 @@ type options struct {
 	crds             string
 	workDir          string
 	keepWorkDir      bool
+
+	// The task mode (task.go).
+	task            bool
+	workDuration    time.Duration
+	workFailPercent float64
+	taskSettle      time.Duration
+	taskTimeout     time.Duration
 }
 
 func parseFlags() (options, error) {
@@ -93,6 +100,11 @@ func parseFlags() (options, error) {
 	flag.StringVar(&opts.crds, "crds", "config/crd/bases", "Directory of the CRDs to install.")
 	flag.StringVar(&opts.workDir, "work-dir", "", "Directory for the binaries, certificates, configuration and logs; empty means a new temporary directory.")
 	flag.BoolVar(&opts.keepWorkDir, "keep", false, "Keep the work directory (the processes' logs) after the run.")
+	flag.BoolVar(&opts.task, "task", false, "Task mode: once every agent is registered, run the DeploymentTask controller in this process and measure one DeploymentTask for every agent, instead of the check-in window (docs/benchmarks.md, \"DeploymentTasks: dispatch and results\").")
+	flag.DurationVar(&opts.workDuration, "work-duration", 200*time.Millisecond, "Task mode: how long a simulated agent's work takes (agent simulate --work-duration).")
+	flag.Float64Var(&opts.workFailPercent, "work-fail-percent", 0, "Task mode: the share of agents, 0 to 100, whose work fails (agent simulate --work-fail-percent).")
+	flag.DurationVar(&opts.taskSettle, "task-settle", 0, "Task mode: wait between the last registration and the task's creation, also the stretch the baseline of Computer writes is read from; 0 means 60s when the check-in cycle is the 60s minimum, else 1.1 × the cycle + 30s (as long as the task should take).")
+	flag.DurationVar(&opts.taskTimeout, "task-timeout", 0, "Task mode: longest wait for the task to finish; 0 means max(10m, 3 × the check-in cycle).")
 	flag.Parse()
 	for _, f := range strings.Split(*levels, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -106,6 +118,8 @@ func parseFlags() (options, error) {
 		return opts, fmt.Errorf("-agents-per-process must be from 1 to 12,000")
 	case opts.registerRate <= 0, opts.maxCheckInRate <= 0, opts.statusInterval < 1:
 		return opts, fmt.Errorf("-register-rate, -max-check-in-rate and -status-interval must be positive")
+	case opts.workDuration <= 0 || opts.workFailPercent < 0 || opts.workFailPercent > 100:
+		return opts, fmt.Errorf("-work-duration must be positive and -work-fail-percent from 0 to 100")
 	}
 	return opts, nil
 }

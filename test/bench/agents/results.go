@@ -21,6 +21,10 @@ func printResults(w io.Writer, opts options, results []*levelResult) {
 	if len(results) == 0 {
 		return
 	}
+	if opts.task {
+		printTaskResults(w, opts, results)
+		return
+	}
 	fmt.Fprintf(w, "\nMachine: %d cores, %s. Task service: maxCheckInRate %.0f/s, statusIntervalSeconds %d, other settings default. Register rate %.0f/s.\n\n",
 		runtime.NumCPU(), runtime.Version(), opts.maxCheckInRate, opts.statusInterval, opts.registerRate)
 	header := []string{"measure"}
