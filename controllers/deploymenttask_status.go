@@ -207,8 +207,19 @@ func desiredTaskStatus(scope *taskScope) taskVerdict {
 	status.Phase = st.phase
 	status.Targets = tally.counts
 	status.Progress = fmt.Sprintf("%d/%d", tally.counts.Succeeded, tally.counts.Total)
+	// startTime is set when work may first be handed out: the task
+	// services claim work only once it is set for the current generation,
+	// so the spec (immutable from then on, by the CRD's CEL rule) cannot
+	// change under work already handed out. A claim older than that (a
+	// task stored before this rule) sets it too.
 	if status.StartTime == nil {
-		status.StartTime = tally.firstClaim
+		switch {
+		case tally.firstClaim != nil:
+			status.StartTime = tally.firstClaim
+		case st.phase == siteopsv1.TaskRunning:
+			started := metav1.NewTime(scope.now).Rfc3339Copy()
+			status.StartTime = &started
+		}
 	}
 	if terminalPhase(st.phase) && status.CompletionTime == nil {
 		completed := metav1.NewTime(scope.now).Rfc3339Copy()

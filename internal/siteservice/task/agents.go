@@ -163,6 +163,19 @@ func (r *registry) owe(key types.NamespacedName, ct siteopsv1.ComputerTask) {
 	}
 }
 
+// dropLastTask forgets the result key's next status write owes, if any: a
+// newer one is written now.
+func (r *registry) dropLastTask(key types.NamespacedName) {
+	r.mu.Lock()
+	a := r.agents[key]
+	r.mu.Unlock()
+	if a != nil {
+		a.mu.Lock()
+		a.lastTask = nil
+		a.mu.Unlock()
+	}
+}
+
 // spillAll hands every result still owed to spill: the service stops.
 func (r *registry) spillAll() {
 	r.mu.Lock()

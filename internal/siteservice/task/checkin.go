@@ -211,6 +211,15 @@ func (s *Server) work(w http.ResponseWriter, r *http.Request) {
 	}
 	plan.Hold = s.pacer.Held(plan, nil)
 	if s.polls.detach(s, w, key, resp, plan, busy) {
+		// Work that became due since workFor looked: the wake-up that
+		// announced it may have found no held check-in of this agent.
+		if h := s.polls.get(key); h != nil && !h.isBusy() {
+			s.dispatch.next(comp, "", func(item *protocol.WorkItem) {
+				if item != nil {
+					h.answerWork(item)
+				}
+			})
+		}
 		return
 	}
 	held := s.hold(r.Context(), plan.Hold)

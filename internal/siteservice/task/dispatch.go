@@ -72,9 +72,20 @@ type taskView struct {
 	generation  int64
 	openNow     bool // the schedule was open at the last tick
 
-	// Counts over the task's shards, kept by the shard writers.
+	// started: the manager set status.startTime for the current
+	// generation, so the spec can no longer change: work may be claimed.
+	started bool
+
+	// counts are shared by every view of the task (a view is replaced on
+	// each update of the task).
+	*taskCounts
+}
+
+// taskCounts are a task's counts over its shards, kept by the shard
+// writers, and the claims in flight.
+type taskCounts struct {
 	running, failed, entries atomic.Int64
-	claiming                 atomic.Int64 // claims in flight
+	claiming                 atomic.Int64
 }
 
 func newDispatcher(k *kube, server string, log *slog.Logger, wake func()) *dispatcher {
@@ -155,23 +166,22 @@ func (d *dispatcher) taskChanged(obj any) {
 	action, known := actionOf(t.Spec.Action)
 	v.action = action
 	v.active = !terminal(t) && errT == nil && errS == nil && known
+	v.started = t.Status.StartTime != nil && t.Status.ObservedGeneration == t.Generation
 	if v.active {
 		v.openNow = v.schedule.Open(d.now())
 	}
 	d.mu.Lock()
 	old := d.tasks[v.uid]
 	if old != nil {
-		v.running.Store(old.running.Load())
-		v.failed.Store(old.failed.Load())
-		v.entries.Store(old.entries.Load())
-		v.claiming.Store(old.claiming.Load())
-		// The shard writers keep their view: they read the counts through
-		// the map, by UID.
+		v.taskCounts = old.taskCounts
+	} else {
+		v.taskCounts = &taskCounts{}
 	}
 	d.tasks[v.uid] = v
 	d.mu.Unlock()
-	// A status update of the manager changes nothing to hand out.
-	if v.active && (old == nil || !old.active || old.generation != v.generation) {
+	// A status update of the manager changes nothing to hand out, but the
+	// one that starts the task.
+	if v.active && (old == nil || !old.active || old.generation != v.generation || (v.started && !old.started)) {
 		d.wake()
 	}
 }
@@ -280,13 +290,12 @@ func (d *dispatcher) tick() {
 	}
 }
 
-// active returns the namespace's tasks that may hand out work, oldest
-// first.
-func (d *dispatcher) active(namespace string) []*taskView {
+// inNamespace returns the namespace's tasks, oldest first.
+func (d *dispatcher) inNamespace(namespace string) []*taskView {
 	d.mu.Lock()
 	var out []*taskView
 	for _, t := range d.tasks {
-		if t.active && t.namespace == namespace {
+		if t.namespace == namespace {
 			out = append(out, t)
 		}
 	}
@@ -320,7 +329,7 @@ func (t *taskView) item(attempt int32) protocol.WorkItem {
 // window is open, its rollout has room, and its failures are under the
 // threshold.
 func (t *taskView) mayClaim(now time.Time) bool {
-	if !t.schedule.Open(now) {
+	if !t.active || !t.started || !t.schedule.Open(now) {
 		return false
 	}
 	running := int(t.running.Load() + t.claiming.Load())
@@ -343,15 +352,22 @@ func (d *dispatcher) next(comp *siteopsv1.Computer, busy string, then func(*prot
 		return
 	}
 	now := d.now()
-	for _, t := range d.active(comp.Namespace) {
+	for _, t := range d.inNamespace(comp.Namespace) {
 		w := d.writer(t.uid, t.namespace, t.name, tasks.ShardOf(comp.Name))
 		e, ok := w.entry(comp.Name)
 		if ok {
-			if e.State == siteopsv1.DispatchClaimed || e.State == siteopsv1.DispatchRunning {
-				d.reoffered.Add(1)
-				item := t.item(e.Attempt)
-				then(&item)
-				return
+			// Work claimed for it and never reported: the answer that
+			// carried it was lost. It is offered again, even once the task
+			// stopped (it was handed out before). Running work is not: its
+			// agent had it, and an agent that lost its state must not run
+			// it twice.
+			if e.State == siteopsv1.DispatchClaimed {
+				if t.action.RunScript != nil || t.action.Reboot != nil {
+					d.reoffered.Add(1)
+					item := t.item(e.Attempt)
+					then(&item)
+					return
+				}
 			}
 			continue // done with this task
 		}
@@ -449,6 +465,7 @@ func (w *shardWriter) take(sh *siteopsv1.DispatchShard) bool {
 		return false
 	}
 	w.cur = sh
+	before := w.running
 	var running, failed int64
 	for _, e := range sh.Entries {
 		switch e.State {
@@ -462,9 +479,12 @@ func (w *shardWriter) take(sh *siteopsv1.DispatchShard) bool {
 	w.mu.Unlock()
 	w.d.recount(w.uid)
 	// A result frees room under maxConcurrent: work may be due for
-	// others. Without the bound, a shard's change makes no work due.
-	if t := w.d.task(w.uid); t != nil && t.active && t.rollout != nil && t.rollout.MaxConcurrent != nil {
-		w.d.wake()
+	// others. Without the bound, or when nothing finished (claims only add
+	// to what runs), a shard's change makes no work due.
+	if running < before {
+		if t := w.d.task(w.uid); t != nil && t.active && t.rollout != nil && t.rollout.MaxConcurrent != nil {
+			w.d.wake()
+		}
 	}
 	return true
 }
@@ -524,15 +544,24 @@ func (w *shardWriter) write(batch map[string][]*shardOp) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var (
-		results map[*shardOp]opResult
-		patch   map[string]siteopsv1.DispatchEntry
-		lastErr error
+		results   map[*shardOp]opResult
+		patch     map[string]siteopsv1.DispatchEntry
+		lastErr   error
+		refreshed bool
 	)
 	for attempt := 0; attempt < writeAttempts; attempt++ {
 		w.mu.Lock()
 		cur := w.cur
 		w.mu.Unlock()
 		results, patch = w.decide(cur, batch)
+		if !refreshed && refusesReport(results) {
+			// The view may lag a claim another service made: a report is
+			// refused only on what the API server holds.
+			refreshed = true
+			if err := w.refresh(ctx); err == nil {
+				continue
+			}
+		}
 		if len(patch) == 0 {
 			lastErr = nil
 			break
@@ -560,14 +589,9 @@ func (w *shardWriter) write(batch map[string][]*shardOp) {
 		}
 		// Someone else wrote the shard: read it and decide again.
 		w.d.conflicts.Add(1)
-		live := &siteopsv1.DispatchShard{}
-		if err := w.d.k.live.Get(ctx, types.NamespacedName{Namespace: w.namespace, Name: tasks.ShardName(w.task, w.n)}, live); err != nil {
-			if !apierrors.IsNotFound(err) {
-				lastErr = err
-				break
-			}
-		} else if live.Spec.TaskUID == w.uid {
-			w.take(live)
+		if err := w.refresh(ctx); err != nil {
+			lastErr = err
+			break
 		}
 	}
 	for computer, ops := range batch {
@@ -582,6 +606,31 @@ func (w *shardWriter) write(batch map[string][]*shardOp) {
 			}
 		}
 	}
+}
+
+// refresh reads the shard from the API server.
+func (w *shardWriter) refresh(ctx context.Context) error {
+	live := &siteopsv1.DispatchShard{}
+	if err := w.d.k.live.Get(ctx, types.NamespacedName{Namespace: w.namespace, Name: tasks.ShardName(w.task, w.n)}, live); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return err
+	}
+	if live.Spec.TaskUID == w.uid {
+		w.take(live)
+	}
+	return nil
+}
+
+// refusesReport reports whether a report of the batch was refused.
+func refusesReport(results map[*shardOp]opResult) bool {
+	for op, r := range results {
+		if !op.claim && (errors.Is(r.err, errNoSuchWork) || errors.Is(r.err, errStaleAttempt)) {
+			return true
+		}
+	}
+	return false
 }
 
 // decide applies the batch to cur, each computer's ops in order: it

@@ -77,7 +77,16 @@ func (e *apiEnv) createTask(t *testing.T, name string, spec siteopsv1.Deployment
 	if err := e.cl.Create(context.Background(), task); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the service sees task "+name, func() bool { return e.srv.dispatch.task(string(task.UID)) != nil })
+	// What the manager does when work may start (no manager runs here).
+	now := metav1.Now()
+	task.Status.StartTime, task.Status.ObservedGeneration, task.Status.Phase = &now, task.Generation, siteopsv1.TaskRunning
+	if err := e.cl.Status().Update(context.Background(), task); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the service sees task "+name+" started", func() bool {
+		v := e.srv.dispatch.task(string(task.UID))
+		return v != nil && v.started
+	})
 	return task
 }
 
@@ -359,7 +368,7 @@ func TestDispatch(t *testing.T) {
 			}
 			eventually(t, "the replica sees the result", func() bool {
 				return replica.dispatch.task(string(race.UID)) != nil && func() bool {
-					for _, tv := range replica.dispatch.active("branch-a") {
+					for _, tv := range replica.dispatch.inNamespace("branch-a") {
 						if tv.name == "one-at-a-time" {
 							w := replica.dispatch.writer(tv.uid, tv.namespace, tv.name, tasks.ShardOf(pc2.name))
 							en, ok := w.entry(pc2.name)

@@ -62,8 +62,18 @@ func (s *Server) workStatus(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusNotFound, "id", "work %s is not known to this service: no DeploymentTask with that UID in namespace %s", id, comp.Namespace)
 		return
 	}
+	key := types.NamespacedName{Namespace: comp.Namespace, Name: comp.Name}
 	done := make(chan opResult, 1)
-	s.dispatch.report(comp, t, st, func(r opResult) { done <- r })
+	s.dispatch.report(comp, t, st, func(r opResult) {
+		// What follows a recorded result happens here, once per result,
+		// whether or not this handler still waits for it.
+		if r.err == nil && r.changed && st.Final() {
+			s.dispatch.results.Add(1)
+			s.lastTasks.add(key, lastTaskOf(t, st, r.entry))
+			s.freed(key, id)
+		}
+		done <- r
+	})
 	var res opResult
 	select {
 	case res = <-done:
@@ -73,7 +83,6 @@ func (s *Server) workStatus(w http.ResponseWriter, r *http.Request) {
 	case <-r.Context().Done():
 		return
 	}
-	key := types.NamespacedName{Namespace: comp.Namespace, Name: comp.Name}
 	switch {
 	case errors.Is(res.err, errNoSuchWork):
 		fail(w, http.StatusNotFound, "id", "work %s was not handed to Computer %s", id, key)
@@ -88,11 +97,6 @@ func (s *Server) workStatus(w http.ResponseWriter, r *http.Request) {
 		s.log.Warn("Recording a report", "computer", key.String(), "work", id, "error", res.err)
 		comeBack(w, 5*time.Second, "the report could not be recorded")
 		return
-	}
-	if st.Final() && res.changed {
-		s.dispatch.results.Add(1)
-		s.lastTasks.add(key, lastTaskOf(t, st, res.entry))
-		s.freed(key, id)
 	}
 	writeJSON(w, http.StatusOK, protocol.WorkStatusResponse{Recorded: res.entry.State})
 }
@@ -158,6 +162,10 @@ type lastTaskWriter struct {
 	deferred        atomic.Int64
 }
 
+// lastTaskWriteTimeout bounds one write, so that a stalled API server
+// cannot hold the service's shutdown.
+const lastTaskWriteTimeout = 10 * time.Second
+
 // Budget of the results written at once.
 const (
 	immediateLastTaskRate  = 20
@@ -180,8 +188,11 @@ func (l *lastTaskWriter) add(key types.NamespacedName, ct siteopsv1.ComputerTask
 	l.addNow(key, ct)
 }
 
-// addNow writes ct at once, whatever the budget.
+// addNow writes ct at once, whatever the budget. An older result the
+// Computer's next status write still owes is dropped: it must not land
+// after this one.
 func (l *lastTaskWriter) addNow(key types.NamespacedName, ct siteopsv1.ComputerTask) {
+	l.s.agents.dropLastTask(key)
 	l.mu.Lock()
 	l.m[key] = ct
 	l.mu.Unlock()
@@ -223,7 +234,10 @@ func (l *lastTaskWriter) flush(ctx context.Context) {
 			go func() {
 				defer wg.Done()
 				for key := range work {
-					if err := patchStatus(ctx, l.s.kube.writer, key, map[string]any{"lastTask": batch[key]}); err != nil {
+					wctx, cancel := context.WithTimeout(ctx, lastTaskWriteTimeout)
+					err := patchStatus(wctx, l.s.kube.writer, key, map[string]any{"lastTask": batch[key]})
+					cancel()
+					if err != nil {
 						l.failed.Add(1)
 						l.s.log.Warn("Writing a Computer's last task", "computer", key.String(), "error", err)
 						continue
