@@ -303,9 +303,12 @@ var _ = Describe("DeploymentTask", func() {
 		Expect(condString(s.Conditions, siteopsv1.ConditionReconciling)).To(Equal("True/Pending"))
 		Expect(meta.FindStatusCondition(s.Conditions, siteopsv1.ConditionReady).Message).To(ContainSubstring("work may start at"))
 
-		By("starting at once: Running, though nothing is handed out yet")
+		By("starting at once: Running, and startTime set before anything is handed out (task services wait for it)")
 		updateObject(ctx, t, func(t *siteopsv1.DeploymentTask) { t.Spec.Schedule = nil })
 		Eventually(taskPhase(ctx, t), timeout, interval).Should(Equal(siteopsv1.TaskRunning))
+		started := taskStatus(ctx, t)(Default).StartTime
+		Expect(started).NotTo(BeNil())
+		Expect(started.Time).To(BeTemporally("~", time.Now(), 5*time.Second))
 
 		By("a task service claiming three targets")
 		claim := time.Now().Add(-10 * time.Second).Truncate(time.Second)
@@ -313,8 +316,7 @@ var _ = Describe("DeploymentTask", func() {
 			"dt-r-paris-1": claimedAt(claim), "dt-r-paris-2": claimedAt(claim.Add(time.Second)), "dt-r-lyon-1": claimedAt(claim)})
 		Eventually(taskTargets(ctx, t), timeout, interval).Should(Equal(targetCounts(4, 1, 3, 0, 0)))
 		s = taskStatus(ctx, t)(Default)
-		Expect(s.StartTime).NotTo(BeNil())
-		Expect(s.StartTime.Time).To(BeTemporally("==", claim))
+		Expect(s.StartTime.Time).To(BeTemporally("==", started.Time), "startTime is set once")
 
 		By("their agents reporting, and the fourth target claimed and succeeding")
 		dispatch(ctx, t, map[string]siteopsv1.DispatchEntry{
@@ -327,7 +329,7 @@ var _ = Describe("DeploymentTask", func() {
 		s = taskStatus(ctx, t)(Default)
 		Expect(s.Targets).To(Equal(targetCounts(4, 0, 0, 3, 1)))
 		Expect(s.Progress).To(Equal("3/4"))
-		Expect(s.StartTime.Time).To(BeTemporally("==", claim), "startTime is set once")
+		Expect(s.StartTime.Time).To(BeTemporally("==", started.Time), "startTime is set once")
 		Expect(s.CompletionTime).NotTo(BeNil())
 		Expect(s.Failures).To(HaveLen(1))
 		Expect(s.Failures[0].Computer).To(Equal("dt-r-paris-2"))

@@ -329,8 +329,10 @@ type DeploymentTaskStatus struct {
 	// +kubebuilder:validation:MaxLength=32
 	Progress string `json:"progress,omitempty"`
 
-	// startTime is when the first work was handed out; from then on the
-	// spec is immutable except spec.stop.
+	// startTime is when the task started: the manager sets it when work
+	// may first be handed out, and the task services hand out none before
+	// it is set for the current generation. From then on the spec is
+	// immutable except spec.stop.
 	// +optional
 	StartTime *metav1.Time `json:"startTime,omitempty"`
 
