@@ -6,6 +6,7 @@ package task
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"testing"
 	"time"
@@ -144,7 +145,7 @@ func TestReportReadsTheAPIBeforeRefusing(t *testing.T) {
 	var sh siteopsv1.DispatchShard
 	_ = fc.Get(context.Background(), types.NamespacedName{Namespace: "ns", Name: tasks.ShardName("t", tasks.ShardOf("pc-1"))}, &sh)
 	t.Logf("API holds %+v; replica B answered err=%v", sh.Entries["pc-1"].State, r.err)
-	if r.err == errNoSuchWork {
+	if errors.Is(r.err, errNoSuchWork) {
 		t.Errorf("replica B answers 404 (the agent drops the result for good) while the API holds the claim")
 	}
 }
