@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -211,6 +212,76 @@ func (cp *controlPlane) writes(ctx context.Context) (resourceWrites, error) {
 	if err != nil {
 		return nil, err
 	}
+	return writesOf(families), nil
+}
+
+// writesAndLatency reads the writes as writes does, and the time the API
+// server took to answer them (apiserver_request_duration_seconds, summed).
+func (cp *controlPlane) writesAndLatency(ctx context.Context) (resourceWrites, writeLatency, error) {
+	families, err := cp.scrape(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	lat := writeLatency{}
+	for _, f := range families {
+		if f.GetName() != "apiserver_request_duration_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			verb := labelOf(m, "verb")
+			if !slices.Contains(writeVerbs, verb) {
+				continue
+			}
+			resource := labelOf(m, "resource")
+			if sub := labelOf(m, "subresource"); sub != "" {
+				resource += "/" + sub
+			}
+			h := m.GetHistogram()
+			l := lat[resource]
+			l.seconds += h.GetSampleSum()
+			l.count += float64(h.GetSampleCount())
+			lat[resource] = l
+		}
+	}
+	return writesOf(families), lat, nil
+}
+
+// writeLatency is, by resource, how many writes the API server answered
+// and the seconds it took, summed.
+type writeLatency map[string]struct{ count, seconds float64 }
+
+// sub returns the latency since before.
+func (l writeLatency) sub(before writeLatency) writeLatency {
+	out := writeLatency{}
+	for k, v := range l {
+		b := before[k]
+		if v.count > b.count {
+			out[k] = struct{ count, seconds float64 }{v.count - b.count, v.seconds - b.seconds}
+		}
+	}
+	return out
+}
+
+// mean is the mean time the API server took for a write to resource.
+func (l writeLatency) mean(resource string) time.Duration {
+	v := l[resource]
+	if v.count == 0 {
+		return 0
+	}
+	return time.Duration(v.seconds / v.count * float64(time.Second))
+}
+
+func labelOf(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+// writesOf sums apiserver_request_total's writes by resource and verb.
+func writesOf(families []*dto.MetricFamily) resourceWrites {
 	out := resourceWrites{}
 	for key, v := range managertest.SumCounter(families, "apiserver_request_total", "resource", "verb", "subresource") {
 		fields := strings.SplitN(key, " ", 3)
@@ -226,7 +297,7 @@ func (cp *controlPlane) writes(ctx context.Context) (resourceWrites, error) {
 		}
 		out[resource][fields[1]] += v
 	}
-	return out, nil
+	return out
 }
 
 // sub returns the writes since before.

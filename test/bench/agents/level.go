@@ -126,7 +126,7 @@ func runLevel(ctx context.Context, opts options, bins binaries, workDir string, 
 		return nil, err
 	}
 	log.Printf("Starting the task service at %s (log %s)", taskURL, filepath.Join(dir, "task-service.log"))
-	ts, err := startTaskService(bins.taskService, dir, cfg)
+	ts, err := startTaskService(bins.taskService, dir, cfg, opts.taskServiceEnv...)
 	if err != nil {
 		return nil, err
 	}
@@ -183,7 +183,7 @@ func runLevel(ctx context.Context, opts options, bins binaries, workDir string, 
 	if opts.task {
 		log.Printf("Every agent registered after %s", res.tRegistered.Round(time.Second))
 		res.task = &taskResult{}
-		return res, runTask(ctx, opts, cp, ts, sim, res, alive)
+		return res, runTask(ctx, opts, dir, cp, ts, sim, res, alive)
 	}
 	log.Printf("Every agent registered after %s; settling for %s", res.tRegistered.Round(time.Second), opts.settle)
 	if err := sleep(ctx, opts.settle); err != nil {

@@ -78,6 +78,9 @@ type options struct {
 	workFailPercent float64
 	taskSettle      time.Duration
 	taskTimeout     time.Duration
+	// Diagnostics.
+	perf           time.Duration
+	taskServiceEnv []string
 }
 
 func parseFlags() (options, error) {
@@ -105,7 +108,12 @@ func parseFlags() (options, error) {
 	flag.Float64Var(&opts.workFailPercent, "work-fail-percent", 0, "Task mode: the share of agents, 0 to 100, whose work fails (agent simulate --work-fail-percent).")
 	flag.DurationVar(&opts.taskSettle, "task-settle", 0, "Task mode: wait between the last registration and the task's creation, also the stretch the baseline of Computer writes is read from; 0 means 60s when the check-in cycle is the 60s minimum, else 1.1 × the cycle + 30s (as long as the task should take).")
 	flag.DurationVar(&opts.taskTimeout, "task-timeout", 0, "Task mode: longest wait for the task to finish; 0 means max(10m, 3 × the check-in cycle).")
+	flag.DurationVar(&opts.perf, "perf", 0, "Task mode: record the task service, kube-apiserver and the simulate processes with `perf record -g` for this long from T0, into the work directory (perf.data, perf-report.txt); 0 records nothing.")
+	taskServiceEnv := flag.String("task-service-env", "", "More environment variables of the task service, comma-separated (\"GODEBUG=gctrace=1\": its garbage collections go to its log).")
 	flag.Parse()
+	if *taskServiceEnv != "" {
+		opts.taskServiceEnv = strings.Split(*taskServiceEnv, ",")
+	}
 	for _, f := range strings.Split(*levels, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 || n > 500_000 {

@@ -117,8 +117,9 @@ func taskServiceConfig(opts options, port, healthPort int, p pki, kubeconfig str
 }
 
 // startTaskService writes cfg into dir and starts the task service with
-// it; its log goes to dir/task-service.log.
-func startTaskService(bin, dir string, cfg config.Config) (*taskService, error) {
+// it; its log goes to dir/task-service.log. env are more environment
+// variables ("GODEBUG=gctrace=1").
+func startTaskService(bin, dir string, cfg config.Config, env ...string) (*taskService, error) {
 	data, err := cfg.Marshal()
 	if err != nil {
 		return nil, err
@@ -138,6 +139,9 @@ func startTaskService(bin, dir string, cfg config.Config) (*taskService, error) 
 		return nil, err
 	}
 	ts.cmd = exec.Command(bin, "--config", cfgFile)
+	if len(env) > 0 {
+		ts.cmd.Env = append(os.Environ(), env...)
+	}
 	ts.cmd.Stdout, ts.cmd.Stderr = logf, logf
 	if err := ts.cmd.Start(); err != nil {
 		logf.Close()

@@ -13,6 +13,7 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -120,6 +121,7 @@ type taskResult struct {
 	lastWritten, lastDeferred, lastFailed float64
 	serviceStatusWrites                   float64 // check-ins' Computer status writes (they carry deferred results)
 	writes                                resourceWrites
+	latency                               writeLatency
 	// baseline: the writes of the same length of time right before T0,
 	// read over baselineSpan and scaled to tEnd; extrapolated when the
 	// samples before T0 covered less than tEnd.
@@ -127,7 +129,11 @@ type taskResult struct {
 	baselineSpan  time.Duration
 	extrapolated  bool
 	lastTaskShown int // Computers whose status.lastTask is this task's, at the end
-	taskJSON      int
+	// refreshesDue: Computers whose lastSeen, as written before T0, was a
+	// status interval old by the end: the check-ins owed their refresh
+	// during the task (or before it, not yet written), task or not.
+	refreshesDue int
+	taskJSON     int
 
 	// The dispatch shards at the end.
 	shards, entries int
@@ -171,7 +177,9 @@ func (o options) taskTimeoutFor(cycle time.Duration) time.Duration {
 }
 
 // runTask measures one DeploymentTask for all of res.agents, registered.
-func runTask(ctx context.Context, opts options, cp *controlPlane, ts *taskService, sim *simulation, res *levelResult, alive func() error) error {
+// dir is the level's work directory: the timeline and the profiles go
+// there.
+func runTask(ctx context.Context, opts options, dir string, cp *controlPlane, ts *taskService, sim *simulation, res *levelResult, alive func() error) error {
 	tr := res.task
 	tr.workDuration, tr.failPercent = opts.workDuration, opts.workFailPercent
 	n := res.agents
@@ -226,7 +234,7 @@ func runTask(ctx context.Context, opts options, cp *controlPlane, ts *taskServic
 	}
 	tr.heldAtT0, tr.activeAtT0, tr.maxHeld = m0[mLongPolls], m0[mActive], m0[mLongPollsMax]
 	tr.cycle = time.Duration(m0[mCycle] * float64(time.Second))
-	w0, err := cp.writes(ctx)
+	w0, lat0, err := cp.writesAndLatency(ctx)
 	if err != nil {
 		return err
 	}
@@ -237,6 +245,18 @@ func runTask(ctx context.Context, opts options, cp *controlPlane, ts *taskServic
 	tr.rssT0 = mem0.rss
 	// Writing 5 to clear_refs resets VmHWM to the current RSS (Linux ≥ 4.0).
 	tr.peakFromT0 = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", ts.pid()), []byte("5"), 0) == nil
+	// When each Computer's lastSeen was written: its refresh falls due a
+	// status interval later, task or not.
+	var comps siteopsv1.ComputerList
+	if err := ctrlCache.List(ctx, &comps, client.InNamespace(tenantNamespace)); err != nil {
+		return fmt.Errorf("listing the Computers: %w", err)
+	}
+	var lastSeen []time.Time
+	for _, c := range comps.Items {
+		if c.Status.LastSeen != nil {
+			lastSeen = append(lastSeen, c.Status.LastSeen.Time)
+		}
+	}
 	cpu0 := sampleCPUs(ts, sim, procs)
 	tr.load[0] = loadAverage()
 	task := &siteopsv1.DeploymentTask{
@@ -249,6 +269,18 @@ func runTask(ctx context.Context, opts options, cp *controlPlane, ts *taskServic
 			Targets: siteopsv1.DeploymentTaskTargets{Selector: &metav1.LabelSelector{}},
 		},
 	}
+	var prof *perfRecording
+	if opts.perf > 0 {
+		if prof, err = startPerf(dir, opts.perf, ts, sim, procs); err != nil {
+			return err
+		}
+		defer prof.report()
+	}
+	timeline, err := newTimeline(filepath.Join(dir, "task-timeline.csv"))
+	if err != nil {
+		return err
+	}
+	defer timeline.close()
 	log.Printf("Creating DeploymentTask %s for every Computer of %s (%d agents, %.0f check-ins held)", taskName, tenantNamespace, n, tr.heldAtT0)
 	t0 := time.Now()
 	if err := cp.client.Create(ctx, task); err != nil {
@@ -280,6 +312,7 @@ func runTask(ctx context.Context, opts options, cp *controlPlane, ts *taskServic
 			if m1, err = ts.metrics(ctx); err != nil {
 				return err
 			}
+			timeline.add(t0, sampleCPUs(ts, sim, procs), m1, ts, &cur)
 			if tr.tDone != 0 && lastTasksSettled(m0, m1, float64(tr.counts.Succeeded+tr.counts.Failed)) {
 				break
 			}
@@ -299,10 +332,11 @@ func runTask(ctx context.Context, opts options, cp *controlPlane, ts *taskServic
 		}
 	}
 	end := time.Now()
-	w1, err := cp.writes(ctx)
+	w1, lat1, err := cp.writesAndLatency(ctx)
 	if err != nil {
 		return err
 	}
+	tr.latency = lat1.sub(lat0)
 	cpu1 := sampleCPUs(ts, sim, procs)
 	mem1, err := readMemory(ts.pid())
 	if err != nil {
@@ -339,7 +373,12 @@ func runTask(ctx context.Context, opts options, cp *controlPlane, ts *taskServic
 	if err := tr.readShards(ctx, cp, string(final.UID)); err != nil {
 		return err
 	}
-	var comps siteopsv1.ComputerList
+	interval := time.Duration(opts.statusInterval) * time.Second
+	for _, ls := range lastSeen {
+		if !ls.Add(interval).After(end) {
+			tr.refreshesDue++
+		}
+	}
 	if err := ctrlCache.List(ctx, &comps, client.InNamespace(tenantNamespace)); err != nil {
 		return fmt.Errorf("listing the Computers: %w", err)
 	}
@@ -652,4 +691,95 @@ func sampleCPUs(ts *taskService, sim *simulation, procs map[string]int) cpuSampl
 	s.harness, _ = cpuTime(os.Getpid())
 	s.agents = sim.cpu()
 	return s
+}
+
+// timeline writes, about every second from T0, the CPU the processes used
+// since the last line, the task service's counters and the task's counts,
+// as CSV: where the time of a slow task went.
+type timeline struct {
+	f    *os.File
+	last cpuSample
+	at   time.Duration
+}
+
+func newTimeline(path string) (*timeline, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	_, err = fmt.Fprintln(f, "seconds,task_service_cpu_pct,apiserver_cpu_pct,etcd_cpu_pct,harness_cpu_pct,simulate_cpu_pct,task_service_rss_mib,"+
+		"held,check_ins,dispatched,offered_again,results,shard_writes,last_task_written,last_task_deferred,computer_status_writes,"+
+		"pending,running,succeeded,failed")
+	return &timeline{f: f}, err
+}
+
+func (t *timeline) add(t0 time.Time, cpu cpuSample, m taskMetrics, ts *taskService, task *siteopsv1.DeploymentTask) {
+	at := time.Since(t0)
+	if t.last != (cpuSample{}) {
+		dt := (at - t.at).Seconds()
+		pct := func(a, b time.Duration) float64 { return 100 * (a - b).Seconds() / dt }
+		mem, _ := readMemory(ts.pid())
+		c := task.Status.Targets
+		fmt.Fprintf(t.f, "%.1f,%.0f,%.0f,%.0f,%.0f,%.0f,%d,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,%.0f,%d,%d,%d,%d\n",
+			at.Seconds(), pct(cpu.task, t.last.task), pct(cpu.api, t.last.api), pct(cpu.etcd, t.last.etcd), pct(cpu.harness, t.last.harness),
+			pct(cpu.agents, t.last.agents), mem.rss>>20, m[mLongPolls], m[mCheckIns], m[mDispatched], m[mOfferedAgain], m[mResults],
+			m[mShardWrites], m[mLastWritten], m[mLastDeferred], m[mServiceComputer], c.Pending, c.Running, c.Succeeded, c.Failed)
+	}
+	t.last, t.at = cpu, at
+}
+
+func (t *timeline) close() { _ = t.f.Close() }
+
+// perfRecording is a `perf record` of the task service, kube-apiserver and
+// the simulate processes from T0.
+type perfRecording struct {
+	cmd        *exec.Cmd
+	done       chan struct{}
+	data, text string
+}
+
+func startPerf(dir string, d time.Duration, ts *taskService, sim *simulation, procs map[string]int) (*perfRecording, error) {
+	pids := []string{strconv.Itoa(ts.pid())}
+	if pid, ok := procs["kube-apiserver"]; ok {
+		pids = append(pids, strconv.Itoa(pid))
+	}
+	for _, p := range sim.procs {
+		pids = append(pids, strconv.Itoa(p.cmd.Process.Pid))
+	}
+	p := &perfRecording{data: filepath.Join(dir, "perf.data"), text: filepath.Join(dir, "perf-report.txt"), done: make(chan struct{})}
+	p.cmd = exec.Command("perf", "record", "-F", "199", "-g", "-o", p.data, "-p", strings.Join(pids, ","), "--", "sleep", strconv.Itoa(int(d.Seconds())))
+	logf, err := os.Create(filepath.Join(dir, "perf.log"))
+	if err != nil {
+		return nil, err
+	}
+	p.cmd.Stdout, p.cmd.Stderr = logf, logf
+	if err := p.cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("starting perf: %w", err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	log.Printf("Recording the task service, kube-apiserver and the simulate processes with perf for %s into %s", d, p.data)
+	return p, nil
+}
+
+// report waits for the recording and writes its report by process and
+// function, without call graphs, next to it.
+func (p *perfRecording) report() {
+	<-p.done
+	out, err := os.Create(p.text)
+	if err != nil {
+		log.Printf("perf report: %v", err)
+		return
+	}
+	defer out.Close()
+	cmd := exec.Command("perf", "report", "-i", p.data, "--no-children", "--sort", "comm,sym", "--stdio", "-g", "none", "--percent-limit", "0.3")
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Run(); err != nil {
+		log.Printf("perf report: %v", err)
+	}
+	log.Printf("perf report in %s", p.text)
 }

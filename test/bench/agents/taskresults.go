@@ -58,7 +58,11 @@ func printTaskResults(w io.Writer, opts options, results []*levelResult) {
 	}
 	for _, resource := range union.resources(taskResources) {
 		row("  "+resource, func(r *levelResult, tr *taskResult) string {
-			return fmt.Sprintf("%s; before T0: %.0f", tr.writes.describe(resource), tr.baseline.of(resource))
+			lat := ""
+			if d := tr.latency.mean(resource); d > 0 {
+				lat = fmt.Sprintf(", API server %.1f ms each", float64(d.Microseconds())/1000)
+			}
+			return fmt.Sprintf("%s%s; before T0: %.0f", tr.writes.describe(resource), lat, tr.baseline.of(resource))
 		})
 	}
 	for _, tr := range taskRowsAfterWrites {
@@ -135,7 +139,7 @@ var taskRows = []taskRow{
 	{"**API writes, T0 → end: total (per target)**", func(r *levelResult, tr *taskResult) string {
 		return fmt.Sprintf("**%.0f (%.3f)**", tr.writes.total(), tr.writes.total()/float64(r.agents))
 	}},
-	{"by resource (verbs); the same-length stretch before T0", func(*levelResult, *taskResult) string { return "" }},
+	{"by resource (verbs), the API server's mean time per write; the same-length stretch before T0", func(*levelResult, *taskResult) string { return "" }},
 }
 
 var taskRowsAfterWrites = []taskRow{
@@ -150,6 +154,9 @@ var taskRowsAfterWrites = []taskRow{
 		during := tr.writes.of("computers") + tr.writes.of("computers/status")
 		base := tr.baseline.of("computers") + tr.baseline.of("computers/status")
 		return fmt.Sprintf("%.0f / %.0f / %.0f (%.3f)", during, base, during-base, (during-base)/float64(r.agents))
+	}},
+	{"Computers whose lastSeen refresh fell due by the end (lastSeen at T0 + status interval): writes owed task or not", func(_ *levelResult, tr *taskResult) string {
+		return fmt.Sprint(tr.refreshesDue)
 	}},
 	{"API writes less the baseline's Computer writes, per target", func(r *levelResult, tr *taskResult) string {
 		base := tr.baseline.of("computers") + tr.baseline.of("computers/status")
