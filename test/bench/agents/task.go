@@ -26,6 +26,7 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
@@ -573,6 +574,8 @@ func (w *shardWatch) lags() (record, claim dist) {
 	return distOf(w.recordLag), distOf(w.claimLag)
 }
 
+var skipNameValidation = true
+
 // startTaskController runs the DeploymentTask controller alone in a
 // controller-runtime manager on the envtest API server, as cmd/manager
 // builds it (its scheme, its cache options, its Event recorder, no
@@ -593,6 +596,9 @@ func startTaskController(ctx context.Context, cp *controlPlane, watch *shardWatc
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		LeaderElection:         false,
+		// Each level starts a manager in this process again: controller
+		// names are checked across the process, not the manager.
+		Controller: ctrlconfig.Controller{SkipNameValidation: &skipNameValidation},
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating the manager: %w", err)
