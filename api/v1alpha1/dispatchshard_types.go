@@ -102,8 +102,12 @@ type DispatchShard struct {
 	Spec DispatchShardSpec `json:"spec"`
 
 	// entries are the computers of this shard that were handed the work,
-	// by Computer name.
+	// by Computer name. Atomic: the task services write many entries per
+	// request, and the API server then keeps one managed-fields entry for
+	// the map instead of one per computer and field, which would cost more
+	// than the entries themselves on every write.
 	// +optional
+	// +mapType=atomic
 	// +kubebuilder:validation:MaxProperties=50000
 	Entries map[string]DispatchEntry `json:"entries,omitempty"`
 }
