@@ -117,6 +117,7 @@ type taskResult struct {
 	counts                                siteopsv1.TargetCounts
 	tStart, tCompletion                   time.Duration // status.startTime, completionTime − T0 (whole seconds)
 	tEnd                                  time.Duration // the final phase seen and the last-task counters settled
+	timedOut                              string        // why the task did not finish within -task-timeout
 	dispatched, offeredAgain, results     float64
 	shardWrites, conflicts, shardFailed   float64
 	lastWritten, lastDeferred, lastFailed float64
@@ -325,8 +326,13 @@ func runTask(ctx context.Context, opts options, dir string, cp *controlPlane, ts
 				m1[mShardWrites]-m0[mShardWrites], m1[mLastWritten]-m0[mLastWritten], m1[mLastDeferred]-m0[mLastDeferred])
 		}
 		if now.After(deadline) {
-			return fmt.Errorf("DeploymentTask %s not finished %s after its creation: phase %q, targets %+v", taskName,
+			// What was measured until now is still reported; the run is
+			// invalid (invalid).
+			tr.timedOut = fmt.Sprintf("not finished %s after its creation: phase %q, targets %+v",
 				now.Sub(t0).Round(time.Second), cur.Status.Phase, cur.Status.Targets)
+			tr.phase, tr.counts = cur.Status.Phase, cur.Status.Targets
+			log.Printf("DeploymentTask %s %s", taskName, tr.timedOut)
+			break
 		}
 		if err := sleep(ctx, 250*time.Millisecond); err != nil {
 			return err
@@ -525,7 +531,9 @@ func (tr *taskResult) readShards(ctx context.Context, cp *controlPlane, uid stri
 // the task or the shards, or the task too large.
 func (tr *taskResult) invalid(n int) error {
 	var errs []error
-	if int(tr.counts.Total) != n || tr.entries != n {
+	if tr.timedOut != "" {
+		errs = append(errs, fmt.Errorf("DeploymentTask %s %s", taskName, tr.timedOut))
+	} else if int(tr.counts.Total) != n || tr.entries != n {
 		errs = append(errs, fmt.Errorf("the task counts %d targets and its shards %d entries, for %d agents", tr.counts.Total, tr.entries, n))
 	}
 	if tr.taskJSON >= maxTaskJSON {

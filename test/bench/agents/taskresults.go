@@ -101,12 +101,18 @@ var taskRows = []taskRow{
 		return fmt.Sprintf("%s / %s / %s", secs(tr.acknowledged.first), secs(tr.acknowledged.p50), secs(tr.acknowledged.last))
 	}},
 	{"**T0 → task status final with total = agents** (read every 250 ms): phase", func(_ *levelResult, tr *taskResult) string {
+		if tr.timedOut != "" {
+			return "**" + tr.timedOut + "**"
+		}
 		return fmt.Sprintf("**%s**: %s (%d succeeded, %d failed)", secs(tr.tDone), tr.phase, tr.counts.Succeeded, tr.counts.Failed)
 	}},
 	{"status.startTime / completionTime − T0 (whole seconds)", func(_ *levelResult, tr *taskResult) string {
 		return fmt.Sprintf("%s / %s", secs(tr.tStart), secs(tr.tCompletion))
 	}},
 	{"T0 → end of measurement (final status seen and every result's lastTask written or deferred)", func(_ *levelResult, tr *taskResult) string {
+		if tr.timedOut != "" {
+			return secs(tr.tEnd) + " (-task-timeout)"
+		}
 		return secs(tr.tEnd)
 	}},
 	{"agents: items received / results acknowledged (succeeded, failed) / items ignored", func(_ *levelResult, tr *taskResult) string {
