@@ -92,6 +92,10 @@ bench-agents: ## One task service with AGENTS registered agents checking in (abo
 
 AGENTS ?= 1000,10000,50000
 
+.PHONY: bench-tasks
+bench-tasks: ## One DeploymentTask for every one of AGENTS simulated agents of one task service (AGENTS=1000,10000,50000; 50,000 takes about 30 minutes); see docs/benchmarks.md.
+	KUBEBUILDER_ASSETS="$$($(CONTROLPLANE))" go run ./test/bench/agents -task -agents $(AGENTS)
+
 .PHONY: bench-directory
 bench-directory: ## DirectoryImport of 500 sites and 5,000 subnets from a real Samba DC, against creating them directly (needs samba); see docs/benchmarks.md.
 	KUBEBUILDER_ASSETS="$$($(CONTROLPLANE))" go run ./test/bench/directory -sites 500 -subnets 5000
