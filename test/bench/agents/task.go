@@ -107,17 +107,21 @@ type taskResult struct {
 	heldAtT0, activeAtT0, maxHeld float64
 
 	// From T0 (just before the create).
-	received, acknowledged                eventTimes
-	succeededAgents, failedAgents         int64 // acknowledged, by state (agents' lines)
-	workIgnored, reportRetries, dropped   int64
-	progressErrors                        int64
-	reportErrors                          map[string]int64
-	tDone                                 time.Duration // the harness saw the final phase with total = agents
-	phase                                 string
-	counts                                siteopsv1.TargetCounts
-	tStart, tCompletion                   time.Duration // status.startTime, completionTime − T0 (whole seconds)
-	tEnd                                  time.Duration // the final phase seen and the last-task counters settled
-	timedOut                              string        // why the task did not finish within -task-timeout
+	received, acknowledged              eventTimes
+	succeededAgents, failedAgents       int64 // acknowledged, by state (agents' lines)
+	workIgnored, reportRetries, dropped int64
+	progressErrors                      int64
+	reportErrors                        map[string]int64
+	tDone                               time.Duration // the harness saw the final phase with total = agents
+	phase                               string
+	counts                              siteopsv1.TargetCounts
+	tStart, tCompletion                 time.Duration // status.startTime, completionTime − T0 (whole seconds)
+	tEnd                                time.Duration // the final phase seen and the last-task counters settled
+	timedOut                            string        // why the task did not finish within -task-timeout
+	// The task service's /metrics while the task ran: scrapes that failed
+	// (10 s timeout) and the longest time between two that worked.
+	scrapeFailures                        int
+	longestScrape                         time.Duration
 	dispatched, offeredAgain, results     float64
 	shardWrites, conflicts, shardFailed   float64
 	lastWritten, lastDeferred, lastFailed float64
@@ -310,13 +314,22 @@ func runTask(ctx context.Context, opts options, dir string, cp *controlPlane, ts
 			log.Printf("  %s: the task is %s (%s)", secs(tr.tDone), cur.Status.Phase, cur.Status.Progress)
 		}
 		if now.Sub(lastMetrics) >= time.Second {
-			lastMetrics = now
-			if m1, err = ts.metrics(ctx); err != nil {
-				return err
-			}
-			timeline.add(t0, sampleCPUs(ts, sim, procs), m1, ts, &cur)
-			if tr.tDone != 0 && lastTasksSettled(m0, m1, float64(tr.counts.Succeeded+tr.counts.Failed)) {
-				break
+			m, err := ts.metrics(ctx)
+			if err != nil {
+				// An overloaded service may answer late: a result, not
+				// an invalid run (the process is alive).
+				tr.scrapeFailures++
+				log.Printf("  %s: %v", secs(time.Since(t0)), err)
+			} else {
+				if gap := time.Since(lastMetrics); m1 != nil && gap > tr.longestScrape {
+					tr.longestScrape = gap
+				}
+				m1 = m
+				lastMetrics = time.Now()
+				timeline.add(t0, sampleCPUs(ts, sim, procs), m1, ts, &cur)
+				if tr.tDone != 0 && lastTasksSettled(m0, m1, float64(tr.counts.Succeeded+tr.counts.Failed)) {
+					break
+				}
 			}
 		}
 		if now.Sub(lastLog) >= 10*time.Second {

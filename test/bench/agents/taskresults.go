@@ -186,6 +186,9 @@ var taskRowsAfterWrites = []taskRow{
 		}
 		return fmt.Sprintf("%s / %s", mib(tr.rssT0), peak)
 	}},
+	{"task service's /metrics during the task: failed scrapes (10 s timeout) / longest gap between two", func(_ *levelResult, tr *taskResult) string {
+		return fmt.Sprintf("%d / %s", tr.scrapeFailures, secs(tr.longestScrape))
+	}},
 	{"1-minute load average at T0 / end", func(_ *levelResult, tr *taskResult) string {
 		return fmt.Sprintf("%.1f / %.1f", tr.load[0], tr.load[1])
 	}},
