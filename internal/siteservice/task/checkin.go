@@ -194,7 +194,7 @@ func (s *Server) work(w http.ResponseWriter, r *http.Request) {
 	plan := s.pacer.Plan(s.activeAgents(), wait)
 	if item := s.workFor(r.Context(), comp, busy); item != nil {
 		resp.Work = append(resp.Work, *item)
-		resp.NextCheckInMillis = s.pacer.Next(plan, 0, nil).Milliseconds()
+		resp.NextCheckInMillis = s.pacer.Scatter(plan, nil).Milliseconds()
 		writeJSON(w, http.StatusOK, resp)
 		return
 	}

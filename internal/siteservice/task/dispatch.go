@@ -48,6 +48,12 @@ type dispatcher struct {
 	mu     sync.Mutex
 	tasks  map[string]*taskView // by UID
 	shards map[shardKey]*shardWriter
+	// gathering counts the passes under way (gather): while one runs, the
+	// shard writers queue what is submitted and start no write, so that a
+	// task due for thousands of held check-ins at once is claimed in one
+	// write per shard rather than a first write of one claim each.
+	gathering int
+	deferred  []*shardWriter
 
 	dispatched, reoffered, results, conflicts, shardWrites, shardWriteFailures atomic.Int64
 }
@@ -512,12 +518,58 @@ func (w *shardWriter) submit(computer string, op *shardOp, then func(opResult)) 
 	op.then = append(op.then, then)
 	w.mu.Lock()
 	w.pending[computer] = append(w.pending[computer], op)
-	start := !w.writing
-	w.writing = true
+	idle := !w.writing
+	w.mu.Unlock()
+	if idle && !w.d.deferWrite(w) {
+		w.start()
+	}
+}
+
+// start starts the write loop, unless it runs or nothing waits.
+func (w *shardWriter) start() {
+	w.mu.Lock()
+	start := !w.writing && len(w.pending) > 0
+	if start {
+		w.writing = true
+	}
 	w.mu.Unlock()
 	if start {
 		go w.loop()
 	}
+}
+
+// deferWrite reports whether a pass gathers the submits: then w is started
+// when the last pass under way ends.
+func (d *dispatcher) deferWrite(w *shardWriter) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.gathering == 0 {
+		return false
+	}
+	d.deferred = append(d.deferred, w)
+	return true
+}
+
+// gather runs pass, which submits claims for many computers, and starts
+// the writes they wait for once it returns: each shard's first write
+// carries every claim the pass made in it.
+func (d *dispatcher) gather(pass func()) {
+	d.mu.Lock()
+	d.gathering++
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.gathering--
+		var ws []*shardWriter
+		if d.gathering == 0 {
+			ws, d.deferred = d.deferred, nil
+		}
+		d.mu.Unlock()
+		for _, w := range ws {
+			w.start()
+		}
+	}()
+	pass()
 }
 
 // loop writes batches until none waits.

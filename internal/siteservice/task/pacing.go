@@ -21,9 +21,15 @@ import (
 //
 // (held on average N·w/T ≤ MaxHeld at once), and the agent waits T − w
 // after the answer, spread by ±Jitter of T so that agents that started
-// together drift apart. With 10,000 agents at 200/s and a 60 s minimum,
-// T = 60 s: every agent is held all the time. With 50,000, T = 250 s: each
-// is held 60 s and sleeps about 190 s.
+// together drift apart. With 50,000 agents at 200/s, T = 250 s: each is
+// held 60 s and sleeps about 190 s.
+//
+// When the hold is the whole cycle (w = T: 10,000 agents at 200/s and a
+// 60 s minimum), the agent comes back at once after a hold that ran out,
+// or after N/MaxRate when the hold was shorter than that: every agent is
+// in a long poll all the time, so work reaches all of them at once, and
+// the rate bound still holds. The holds' own spread (Held) keeps agents
+// that started together apart.
 type Pacer struct {
 	// MaxRate is the bound on check-ins per second.
 	MaxRate float64
@@ -45,18 +51,24 @@ type Plan struct {
 	Hold time.Duration
 	// Cycle is T, the time from one check-in to the next.
 	Cycle time.Duration
+	// Whole: the check-in is held its whole cycle.
+	Whole bool
+	// Floor is the shortest cycle the rate bound allows: N / MaxRate.
+	Floor time.Duration
 }
 
 // Plan returns the plan of a check-in among active agents, where the agent
 // asked to be held for wait.
 func (p Pacer) Plan(active int, wait time.Duration) Plan {
 	active = max(active, 1)
-	cycle := max(time.Duration(float64(active)/p.MaxRate*float64(time.Second)), p.MinInterval)
+	floor := time.Duration(float64(active) / p.MaxRate * float64(time.Second))
+	cycle := max(floor, p.MinInterval)
 	hold := min(wait, p.MaxWait, cycle)
 	if share := time.Duration(float64(cycle) * float64(p.MaxHeld) / float64(active)); share < hold {
 		hold = share
 	}
-	return Plan{Hold: max(hold, 0), Cycle: cycle}
+	hold = max(hold, 0)
+	return Plan{Hold: hold, Cycle: cycle, Whole: hold > 0 && hold >= cycle, Floor: floor}
 }
 
 // Held returns how long to hold one check-in of plan: plan.Hold less up to
@@ -68,11 +80,15 @@ func (p Pacer) Held(plan Plan, r *rand.Rand) time.Duration {
 	return plan.Hold - time.Duration(p.Jitter/2*draw(r)*float64(plan.Hold))
 }
 
-// Next returns how long the agent waits after an answer that came after
-// held (the whole hold, or less when work or a shutdown cut it short):
-// the rest of the cycle, spread by ±Jitter of the cycle. r draws the
-// spread; nil means the global source.
+// Next returns how long the agent waits after an answer without work that
+// came after held (the whole hold, or less when the request ended): the
+// rest of the cycle, spread by ±Jitter of the cycle; or, when the agent is
+// held its whole cycle, what the rate bound asks (usually nothing). r
+// draws the spread; nil means the global source.
 func (p Pacer) Next(plan Plan, held time.Duration, r *rand.Rand) time.Duration {
+	if plan.Whole {
+		return max(plan.Floor-held, 0)
+	}
 	rest := plan.Cycle - held
 	spread := time.Duration(p.Jitter * float64(plan.Cycle))
 	if spread > 0 {
@@ -90,7 +106,8 @@ func (p Pacer) Busy(plan Plan, r *rand.Rand) time.Duration {
 }
 
 // Scatter returns how long an agent waits when many are answered at the
-// same instant, by a stopping service or one that cannot serve yet: drawn
+// same instant, by a stopping service or one that cannot serve yet, or
+// with work that became due for all of them at once: drawn
 // evenly over the cycle, at least a second, so that they come back at the
 // rate the cycle allows rather than all at once.
 func (p Pacer) Scatter(plan Plan, r *rand.Rand) time.Duration {

@@ -49,17 +49,19 @@ func TestPacerBounds(t *testing.T) {
 		plan := p.Plan(n, time.Minute)
 		// Each agent's cycle: the hold, then the wait after the answer
 		// (its jitter averages out, and is never negative).
-		var total time.Duration
+		var total, heldTotal time.Duration
 		const draws = 1000
 		for range draws {
-			total += plan.Hold + p.Next(plan, plan.Hold, r)
+			h := p.Held(plan, r)
+			heldTotal += h
+			total += h + p.Next(plan, h, r)
 		}
 		mean := total / draws
 		rate := float64(n) / mean.Seconds()
 		if rate > p.MaxRate*1.02 {
 			t.Errorf("%d agents: %.1f check-ins/s, over the bound %v", n, rate, p.MaxRate)
 		}
-		held := float64(n) * plan.Hold.Seconds() / mean.Seconds()
+		held := float64(n) * (heldTotal / draws).Seconds() / mean.Seconds()
 		if held > float64(p.MaxHeld)*1.02 {
 			t.Errorf("%d agents: %.0f held on average, over the cap %d", n, held, p.MaxHeld)
 		}
@@ -79,8 +81,32 @@ func TestPacerNext(t *testing.T) {
 	if lo < 165*time.Second || hi > 215*time.Second || hi-lo < 40*time.Second {
 		t.Errorf("Next spreads over [%s, %s], want within and across [165s, 215s]", lo, hi)
 	}
-	if d := p.Next(Plan{Hold: time.Minute, Cycle: time.Minute}, time.Minute, r); d < 0 || d > 6*time.Second {
-		t.Errorf("Next after a whole-cycle hold = %s, want 0 to 6s", d)
+	// Held their whole cycle, agents come back at once, unless the rate
+	// bound asks for more than the hold they had.
+	whole := Pacer{MaxRate: 200, MaxHeld: 16000, MaxWait: time.Minute, MinInterval: time.Minute, Jitter: 0.1}
+	for _, tc := range []struct {
+		agents int
+		held   time.Duration
+		want   time.Duration
+	}{
+		{10_000, 57 * time.Second, 0},
+		{10_000, 60 * time.Second, 0},
+		{10_000, 30 * time.Second, 20 * time.Second},
+		{12_000, 57 * time.Second, 3 * time.Second},
+	} {
+		plan := whole.Plan(tc.agents, time.Minute)
+		if !plan.Whole {
+			t.Fatalf("Plan(%d) = %+v, want a whole-cycle hold", tc.agents, plan)
+		}
+		if d := whole.Next(plan, tc.held, r); d != tc.want {
+			t.Errorf("%d agents, held %s: Next = %s, want %s", tc.agents, tc.held, d, tc.want)
+		}
+	}
+	if plan := whole.Plan(50_000, time.Minute); plan.Whole {
+		t.Errorf("Plan(50000) = %+v: held a minute of 250 s is not a whole-cycle hold", plan)
+	}
+	if plan := whole.Plan(10, 0); plan.Whole {
+		t.Errorf("Plan(10, no wait) = %+v: no hold is not a whole-cycle hold", plan)
 	}
 	if d := p.Busy(Plan{Cycle: 0}, r); d != time.Second {
 		t.Errorf("Busy with no cycle = %s, want the 1s floor", d)

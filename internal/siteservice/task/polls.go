@@ -154,12 +154,14 @@ func (h *heldPoll) answer() {
 	held := s.now().Sub(h.start)
 	resp := h.resp
 	resp.HeldMillis = held.Milliseconds()
-	if item := h.work.Load(); item != nil {
+	item := h.work.Load()
+	if item != nil {
 		resp.Work = []protocol.WorkItem{*item}
 	}
-	if s.stoppingNow() {
-		// Every held agent is answered at this instant: spread them over
-		// a cycle, rather than have them all come back at once.
+	if s.stoppingNow() || item != nil {
+		// Every held agent is answered at this instant (the service stops,
+		// or a task for all of them starts): spread them over a cycle,
+		// rather than have them all come back at once.
 		resp.NextCheckInMillis = s.pacer.Scatter(h.plan, nil).Milliseconds()
 	} else {
 		resp.NextCheckInMillis = s.pacer.Next(h.plan, held, nil).Milliseconds()

@@ -74,18 +74,20 @@ func (s *Server) offerHeld() {
 	if s.kube.ready(context.Background()) != nil {
 		return
 	}
-	for _, h := range s.polls.snapshot() {
-		if h.isBusy() || h.done.Load() {
-			continue
-		}
-		comp := s.kube.computer(h.key)
-		if comp == nil {
-			continue
-		}
-		s.dispatch.next(comp, "", func(item *protocol.WorkItem) {
-			if item != nil {
-				h.answerWork(item)
+	s.dispatch.gather(func() {
+		for _, h := range s.polls.snapshot() {
+			if h.isBusy() || h.done.Load() {
+				continue
 			}
-		})
-	}
+			comp := s.kube.computer(h.key)
+			if comp == nil {
+				continue
+			}
+			s.dispatch.next(comp, "", func(item *protocol.WorkItem) {
+				if item != nil {
+					h.answerWork(item)
+				}
+			})
+		}
+	})
 }
