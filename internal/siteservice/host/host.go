@@ -192,8 +192,13 @@ func (h *Host) Serve(ctx context.Context, api, health net.Listener) error {
 		api = tls.NewListener(capped, tlsConfig)
 		scheme = "https"
 	}
+	gb := newGivebackListener(api)
+	api = gb
 	apiServer := newAPIServer(guard(h.Limits.or(defaultLimits), h.Handler), log)
 	apiServer.ConnState = capped.connState
+	apiServer.BaseContext = func(net.Listener) context.Context {
+		return context.WithValue(context.Background(), givebackKey{}, gb)
+	}
 	healthHandler := HealthHandler(h.ready)
 	if h.Metrics != nil {
 		mux := http.NewServeMux()

@@ -210,7 +210,7 @@ func (s *Server) work(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	plan.Hold = s.pacer.Held(plan, nil)
-	if s.polls.detach(s, w, key, resp, plan, busy) {
+	if s.polls.detach(s, w, r, key, resp, plan, busy) {
 		// Work that became due since workFor looked: the wake-up that
 		// announced it may have found no held check-in of this agent.
 		if h := s.polls.get(key); h != nil && !h.isBusy() {

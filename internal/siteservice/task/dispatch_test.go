@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -225,7 +227,25 @@ func TestDispatch(t *testing.T) {
 		}
 	})
 
-	t.Run("a held check-in is answered with work as soon as it is due", func(t *testing.T) {
+	t.Run("a held check-in is answered with work as soon as it is due, on a connection kept for the report", func(t *testing.T) {
+		// A client of its own, that counts the connections it opens.
+		shared := e.http
+		base, _ := shared.Transport.(*http.Transport)
+		if base == nil {
+			base = http.DefaultTransport.(*http.Transport)
+		}
+		tr := base.Clone()
+		var dials atomic.Int32
+		dial := tr.DialContext
+		if dial == nil {
+			dial = (&net.Dialer{}).DialContext
+		}
+		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return dial(ctx, network, addr)
+		}
+		e.http = &http.Client{Transport: tr, Timeout: shared.Timeout}
+		defer func() { tr.CloseIdleConnections(); e.http = shared }()
 		got := make(chan protocol.WorkResponse, 1)
 		go func() { got <- e.checkInBusy(t, pc3, 10, "") }()
 		eventually(t, "pc-3's check-in is held", func() bool {
@@ -245,6 +265,11 @@ func TestDispatch(t *testing.T) {
 			}
 			if code, perr, _ := e.report(t, pc3, resp.Work[0].ID, protocol.WorkStatus{Attempt: 1, State: "Succeeded"}); code != 200 {
 				t.Fatalf("%d %+v", code, perr)
+			}
+			// The answer with work kept its connection: the report went
+			// over it, without a new connection and TLS handshake.
+			if n := dials.Load(); n != 1 {
+				t.Errorf("%d connections for the held check-in and the report, want 1", n)
 			}
 		case <-time.After(9 * time.Second):
 			t.Fatal("the held check-in was not answered with the work before its wait ended")
