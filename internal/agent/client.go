@@ -159,7 +159,7 @@ type client struct {
 	userAgent  string
 }
 
-// do sends a request and decodes a 200 answer's JSON into out.
+// do sends a request and decodes a 200 (or 202) answer's JSON into out.
 func (c *client) do(ctx context.Context, op, method, u, bearer string, body, out any) error {
 	var rd io.Reader
 	if body != nil {
@@ -190,7 +190,7 @@ func (c *client) do(ctx context.Context, op, method, u, bearer string, body, out
 	if err != nil {
 		return fmt.Errorf("%s: reading the answer: %w", op, err)
 	}
-	if resp.StatusCode != http.StatusOK {
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusAccepted {
 		se := &statusError{op: op, code: resp.StatusCode,
 			retryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now(), c.secondUnit)}
 		_ = json.Unmarshal(data, &se.body) // a body that is not a protocol.Error leaves it empty

@@ -214,7 +214,10 @@ type WorkStatus struct {
 func (s WorkStatus) Final() bool { return s.State == WorkSucceeded || s.State == WorkFailed }
 
 // WorkStatusResponse acknowledges a report: once the service answers 200,
-// the report is recorded in the API server and the agent may forget it.
+// the report is recorded in the API server and the agent may forget it. A
+// Running report (progress, sent once and at best) may be answered 202
+// Accepted instead: it is queued for the next write, not yet recorded, and
+// Recorded is the state held before it.
 type WorkStatusResponse struct {
 	// Recorded is the state the service holds for the item now.
 	Recorded string `json:"recorded"`

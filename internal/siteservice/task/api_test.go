@@ -170,7 +170,7 @@ func (e *apiEnv) do(t *testing.T, method, path, auth string, body []byte, out an
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
 	var perr protocol.Error
-	if resp.StatusCode == http.StatusOK {
+	if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusAccepted {
 		if out != nil {
 			if err := json.Unmarshal(data, out); err != nil {
 				t.Fatalf("decoding %s: %v", data, err)

@@ -201,9 +201,19 @@ func TestDispatch(t *testing.T) {
 
 	t.Run("progress and the result are recorded, idempotently, and the result reaches the Computer", func(t *testing.T) {
 		started := time.Now().Add(-time.Second)
-		if code, perr, out := e.report(t, pc1, item.ID, protocol.WorkStatus{Attempt: 1, State: "Running", Started: &started}); code != 200 || out.Recorded != "Running" {
-			t.Fatalf("running: %d %+v %+v", code, perr, out)
+		// Progress is accepted once queued, then recorded; again, it is
+		// acknowledged as recorded.
+		if code, perr, out := e.report(t, pc1, item.ID, protocol.WorkStatus{Attempt: 1, State: "Running", Started: &started}); code != 202 || out.Recorded != "Claimed" {
+			t.Fatalf("running: %d %+v %+v, want 202 with Claimed", code, perr, out)
 		}
+		eventually(t, "the Running report in the shard", func() bool {
+			en, _ := e.entry(t, task, pc1.name)
+			return en.State == siteopsv1.DispatchRunning
+		})
+		eventually(t, "the service's view of the shard", func() bool {
+			code, _, out := e.report(t, pc1, item.ID, protocol.WorkStatus{Attempt: 1, State: "Running", Started: &started})
+			return code == 200 && out.Recorded == "Running"
+		})
 		exit := int32(0)
 		final := protocol.WorkStatus{Attempt: 1, State: "Succeeded", ExitCode: &exit, Output: "hello\n", Started: &started}
 		for range 2 {

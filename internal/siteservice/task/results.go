@@ -22,8 +22,9 @@ import (
 const reportWait = 20 * time.Second
 
 // workStatus serves POST /v1/work/{id}/status: an agent's report on its
-// work. The answer is 200 once the report is recorded in the task's
-// dispatch state; the same report again is acknowledged again.
+// work. The answer to a result is 200 once it is recorded in the task's
+// dispatch state; the same report again is acknowledged again. A progress
+// report is answered 202 once it is queued (acceptProgress).
 func (s *Server) workStatus(w http.ResponseWriter, r *http.Request) {
 	if s.kube == nil {
 		comeBack(w, time.Minute, "this task service serves no agent API")
@@ -63,6 +64,9 @@ func (s *Server) workStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := types.NamespacedName{Namespace: comp.Namespace, Name: comp.Name}
+	if st.State == protocol.WorkRunning && s.acceptProgress(w, comp, t, st, id) {
+		return
+	}
 	done := make(chan opResult, 1)
 	s.dispatch.report(comp, t, st, func(r opResult) {
 		// What follows a recorded result happens here, once per result,
@@ -99,6 +103,36 @@ func (s *Server) workStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, protocol.WorkStatusResponse{Recorded: res.entry.State})
+}
+
+// acceptProgress answers a Running report 202 Accepted as soon as it is
+// queued for the shard's next write, when the service's view holds the
+// work as claimed with this attempt (the usual case), or 200 when it holds
+// it Running already. Progress is best effort: the agent neither waits
+// for the write nor retries, and its connection is free at once for its
+// result. It reports false, and answers nothing, when the view disagrees:
+// then the report goes the way of a result, refused only once the API
+// server's copy says so.
+func (s *Server) acceptProgress(w http.ResponseWriter, comp *siteopsv1.Computer, t *taskView, st protocol.WorkStatus, id string) bool {
+	e, ok := s.dispatch.writer(t.uid, t.namespace, t.name, tasks.ShardOf(comp.Name)).entry(comp.Name)
+	if !ok || e.Attempt != st.Attempt {
+		return false
+	}
+	switch e.State {
+	case siteopsv1.DispatchRunning:
+		writeJSON(w, http.StatusOK, protocol.WorkStatusResponse{Recorded: e.State})
+		return true
+	case siteopsv1.DispatchClaimed:
+	default:
+		return false
+	}
+	s.dispatch.report(comp, t, st, func(r opResult) {
+		if r.err != nil {
+			s.log.Info("A progress report was not recorded", "computer", comp.Namespace+"/"+comp.Name, "work", id, "error", r.err)
+		}
+	})
+	writeJSON(w, http.StatusAccepted, protocol.WorkStatusResponse{Recorded: e.State})
+	return true
 }
 
 // validateWorkStatus checks a report, and says which field is at fault.
