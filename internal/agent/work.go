@@ -280,14 +280,21 @@ func actionName(act protocol.Action) string {
 func (a *Agent) carryOut(ctx context.Context, rec *workRecord) {
 	item := rec.Item
 	a.log.Info("Starting work", "id", item.ID, "task", item.Task, "attempt", item.Attempt, "action", actionName(item.Action))
-	progress, stopProgress := context.WithCancel(ctx)
+	progressSent := make(chan struct{})
 	a.workers.Add(1)
 	go func() {
 		defer a.workers.Done()
-		a.sendProgress(progress, rec)
+		defer close(progressSent)
+		a.sendProgress(ctx, rec)
 	}()
 	st, stopped := a.execute(ctx, rec)
-	stopProgress()
+	// The result follows the Running report, on its connection: work
+	// shorter than the report's round trip would otherwise cut the report
+	// off and cost the result a new connection.
+	select {
+	case <-progressSent:
+	case <-ctx.Done():
+	}
 	if stopped {
 		if a.cfg.StateDir != "" {
 			a.log.Warn("The agent stopped while work ran: it will be reported interrupted", "id", item.ID, "task", item.Task)
@@ -345,7 +352,8 @@ func (a *Agent) simulateWork(ctx context.Context, rec *workRecord) (protocol.Wor
 }
 
 // sendProgress sends the Running report, once and at best: a failure
-// neither delays nor fails the work. ctx ends when the work does.
+// neither delays nor fails the work. The task service answers it once it
+// is queued (202), and the request timeout bounds it.
 func (a *Agent) sendProgress(ctx context.Context, rec *workRecord) {
 	endpoint, credential := a.link()
 	if endpoint == "" || credential == "" {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,8 +42,14 @@ func genFuncs(f interceptor.Funcs) interceptor.Funcs {
 		obj.SetGeneration(genCounter)
 		return err
 	}
+	patchFn := f.Patch
 	f.Patch = func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
-		err := c.Patch(ctx, obj, patch, opts...)
+		var err error
+		if patchFn != nil {
+			err = patchFn(ctx, c, obj, patch, opts...)
+		} else {
+			err = c.Patch(ctx, obj, patch, opts...)
+		}
 		genCounter++
 		obj.SetGeneration(genCounter)
 		return err
@@ -169,5 +176,54 @@ func TestLastTaskNeverGoesBack(t *testing.T) {
 	_ = fc.Get(context.Background(), key, got)
 	if got.Status.LastTask == nil || got.Status.LastTask.Name != "newer" {
 		t.Errorf("lastTask = %+v, want the newer task's", got.Status.LastTask)
+	}
+}
+
+// A Running report waits for a write of its shard: the result that
+// follows short work rides in the same write; alone, it is written after
+// progressDelay.
+func TestProgressRidesWithTheResult(t *testing.T) {
+	var patches atomic.Int32
+	fc := fake.NewClientBuilder().WithScheme(unitScheme(t)).WithInterceptorFuncs(genFuncs(interceptor.Funcs{
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+			patches.Add(1)
+			return c.Patch(ctx, obj, patch, opts...)
+		},
+	})).Build()
+	d := newDispatcher(&kube{writer: fc, live: fc}, "srv", slog.Default(), func() {})
+	d.taskChanged(unitTask(10))
+	for _, name := range []string{"pc-1", "pc-2"} {
+		if it := nextSync(d, comp(name)); it == nil {
+			t.Fatalf("%s got no work", name)
+		}
+	}
+	patchesAfterClaims := patches.Load()
+
+	// pc-1: Running, then its result 100 ms later: one write for both.
+	running := make(chan opResult, 1)
+	d.report(comp("pc-1"), d.task("uid-1"), protocol.WorkStatus{Attempt: 1, State: protocol.WorkRunning}, func(r opResult) { running <- r })
+	time.Sleep(100 * time.Millisecond)
+	if patches.Load() != patchesAfterClaims {
+		t.Fatalf("the Running report was written alone at once (%d writes)", patches.Load()-patchesAfterClaims)
+	}
+	r := reportSync(d, comp("pc-1"), protocol.WorkStatus{Attempt: 1, State: protocol.WorkSucceeded})
+	if r.err != nil || r.entry.State != siteopsv1.DispatchSucceeded {
+		t.Fatalf("result %+v", r)
+	}
+	if rr := <-running; rr.err != nil {
+		t.Fatalf("the Running report: %v", rr.err)
+	}
+	if got := patches.Load() - patchesAfterClaims; got != 1 {
+		t.Errorf("%d writes for pc-1's Running report and result, want 1", got)
+	}
+
+	// pc-2: Running alone is written once progressDelay has passed.
+	start := time.Now()
+	rr := reportSync(d, comp("pc-2"), protocol.WorkStatus{Attempt: 1, State: protocol.WorkRunning})
+	if rr.err != nil || rr.entry.State != siteopsv1.DispatchRunning {
+		t.Fatalf("pc-2's Running report %+v", rr)
+	}
+	if waited := time.Since(start); waited < progressDelay-100*time.Millisecond {
+		t.Errorf("a lone Running report was written after %s, want about %s", waited, progressDelay)
 	}
 }
