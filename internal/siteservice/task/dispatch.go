@@ -377,7 +377,24 @@ func (d *dispatcher) next(comp *siteopsv1.Computer, busy string, then func(*prot
 			}
 			continue // done with this task
 		}
-		if !t.targets.Matches(comp) || !t.mayClaim(now) {
+		if !t.targets.Matches(comp) {
+			continue
+		}
+		// A claim for this computer is being written (its check-in was
+		// answered, or it came back, meanwhile): this check-in waits for
+		// that claim rather than for a write after it.
+		if w.attach(comp.Name, func(r opResult) {
+			if r.err != nil || !r.won {
+				then(nil)
+				return
+			}
+			d.reoffered.Add(1)
+			item := t.item(r.entry.Attempt)
+			then(&item)
+		}) {
+			return
+		}
+		if !t.mayClaim(now) {
 			continue
 		}
 		t.claiming.Add(1)
@@ -466,6 +483,8 @@ type shardWriter struct {
 	mu      sync.Mutex
 	cur     *siteopsv1.DispatchShard // the newest seen (by generation); read-only
 	pending map[string][]*shardOp
+	// claims are the claims submitted and not decided yet, by computer.
+	claims map[string]*shardOp
 	// held are the Running reports waiting for a write (progressDelay);
 	// every write takes them along, before the other ops of their
 	// computer.
@@ -531,6 +550,12 @@ func (w *shardWriter) entry(computer string) (siteopsv1.DispatchEntry, bool) {
 func (w *shardWriter) submit(computer string, op *shardOp, then func(opResult)) {
 	op.then = append(op.then, then)
 	w.mu.Lock()
+	if op.claim {
+		if w.claims == nil {
+			w.claims = map[string]*shardOp{}
+		}
+		w.claims[computer] = op
+	}
 	if op.progress {
 		if w.held == nil {
 			w.held = map[string][]*shardOp{}
@@ -573,6 +598,19 @@ func (w *shardWriter) takeHeldLocked(batch map[string][]*shardOp) {
 		w.heldTimer.Stop()
 		w.heldTimer = nil
 	}
+}
+
+// attach adds then to the claim for computer that is submitted and not
+// decided yet, and reports whether there is one.
+func (w *shardWriter) attach(computer string, then func(opResult)) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	op := w.claims[computer]
+	if op == nil {
+		return false
+	}
+	op.then = append(op.then, then)
+	return true
 }
 
 // start starts the write loop, unless it runs or nothing waits.
@@ -697,6 +735,19 @@ func (w *shardWriter) write(batch map[string][]*shardOp) {
 			break
 		}
 	}
+	// The claims are decided: a check-in that comes now finds the entry
+	// in the view (or, when the write failed, claims again).
+	w.mu.Lock()
+	thens := make(map[*shardOp][]func(opResult), len(results))
+	for computer, ops := range batch {
+		for _, op := range ops {
+			thens[op] = op.then
+			if op.claim && w.claims[computer] == op {
+				delete(w.claims, computer)
+			}
+		}
+	}
+	w.mu.Unlock()
 	for computer, ops := range batch {
 		_, unwritten := patch[computer]
 		for _, op := range ops {
@@ -704,7 +755,7 @@ func (w *shardWriter) write(batch map[string][]*shardOp) {
 			if lastErr != nil && unwritten {
 				r = opResult{err: fmt.Errorf("writing the dispatch state: %w", lastErr)}
 			}
-			for _, f := range op.then {
+			for _, f := range thens[op] {
 				f(r)
 			}
 		}
