@@ -48,6 +48,10 @@ type dispatcher struct {
 	mu     sync.Mutex
 	tasks  map[string]*taskView // by UID
 	shards map[shardKey]*shardWriter
+	// claimWrites are the shard writes in flight that carry claims; the
+	// other writes wait for them (claimsFirst).
+	claimWrites int
+	claimsDone  chan struct{} // closed when claimWrites falls to 0
 	// gathering counts the passes under way (gather): while one runs, the
 	// shard writers queue what is submitted and start no write, so that a
 	// task due for thousands of held check-ins at once is claimed in one
@@ -388,7 +392,6 @@ func (d *dispatcher) next(comp *siteopsv1.Computer, busy string, then func(*prot
 				then(nil)
 				return
 			}
-			d.reoffered.Add(1)
 			item := t.item(r.entry.Attempt)
 			then(&item)
 		}) {
@@ -669,11 +672,71 @@ func (w *shardWriter) loop() {
 			w.mu.Unlock()
 			return
 		}
+		claims := false
+		for _, ops := range w.pending {
+			if slices.ContainsFunc(ops, func(op *shardOp) bool { return op.claim }) {
+				claims = true
+				break
+			}
+		}
+		w.mu.Unlock()
+		if claims {
+			w.d.claimWriteStarted()
+		} else {
+			// Reports wait for the claims in flight (of every shard): an
+			// agent waits in its check-in for a claim, while a result
+			// has a minute to be recorded.
+			w.d.claimsFirst(claimsFirstWait)
+		}
+		w.mu.Lock()
 		batch := w.pending
 		w.pending = map[string][]*shardOp{}
 		w.takeHeldLocked(batch)
 		w.mu.Unlock()
 		w.write(batch)
+		if claims {
+			w.d.claimWriteEnded()
+		}
+	}
+}
+
+// claimsFirstWait bounds how long a write of reports waits for the claims
+// in flight.
+const claimsFirstWait = 5 * time.Second
+
+func (d *dispatcher) claimWriteStarted() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.claimWrites == 0 {
+		d.claimsDone = make(chan struct{})
+	}
+	d.claimWrites++
+}
+
+func (d *dispatcher) claimWriteEnded() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.claimWrites--
+	if d.claimWrites == 0 {
+		close(d.claimsDone)
+	}
+}
+
+// claimsFirst waits until no shard write carrying claims is in flight, or
+// for at most max.
+func (d *dispatcher) claimsFirst(max time.Duration) {
+	d.mu.Lock()
+	if d.claimWrites == 0 {
+		d.mu.Unlock()
+		return
+	}
+	done := d.claimsDone
+	d.mu.Unlock()
+	t := time.NewTimer(max)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
 	}
 }
 
