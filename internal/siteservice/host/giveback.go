@@ -54,11 +54,17 @@ func (l *givebackListener) pump() {
 			}
 			return
 		}
-		var ne net.Error
-		if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+		if err != nil && !temporary(err) {
 			return
 		}
 	}
+}
+
+// temporary reports whether an Accept error is a timeout, after which
+// accepting goes on (as http.Server does).
+func temporary(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func (l *givebackListener) Accept() (net.Conn, error) {
