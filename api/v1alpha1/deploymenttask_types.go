@@ -136,7 +136,7 @@ type MaintenanceWindow struct {
 	// duration is how long the window stays open, elapsed time, from 1m to
 	// 24h. A window may cross midnight: 22:00 for 4h closes at 02:00.
 	// +required
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('24h')",message="spec.schedule.window.duration must be from 1m to 24h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('24h')",message="a window's duration must be from 1m to 24h"
 	Duration metav1.Duration `json:"duration"`
 
 	// timeZone is the IANA time zone of start, such as Europe/Paris.
