@@ -25,4 +25,7 @@ const (
 	eventActionComplete = "Complete"
 	// eventActionStop: a DeploymentTask stopped handing out work.
 	eventActionStop = "Stop"
+	// eventActionReplicate: the replication of a Package's content
+	// changed state (replicated, failed, waiting).
+	eventActionReplicate = "Replicate"
 )

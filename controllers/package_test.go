@@ -2,13 +2,16 @@ package controllers_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
@@ -35,6 +38,21 @@ func diskImage(name string, change ...func(*siteopsv1.Package)) *siteopsv1.Packa
 		c(p)
 	}
 	return p
+}
+
+// changePackage updates p as a user would, again after a conflict with the
+// controller's status writes, and returns the verdict.
+func changePackage(ctx context.Context, p *siteopsv1.Package, change func(*siteopsv1.Package)) error {
+	GinkgoHelper()
+	var err error
+	Eventually(func(g Gomega) bool {
+		var now siteopsv1.Package
+		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), &now)).To(Succeed())
+		change(&now)
+		err = k8sClient.Update(ctx, &now)
+		return apierrors.IsConflict(err)
+	}, timeout, interval).Should(BeFalse())
+	return err
 }
 
 var _ = Describe("Package admission", func() {
@@ -95,16 +113,134 @@ var _ = Describe("Package admission", func() {
 			"spec.digest cannot change": func(p *siteopsv1.Package) { p.Spec.Digest = "sha256:" + strings.Repeat("cd", 32) },
 			"spec.size cannot change":   func(p *siteopsv1.Package) { p.Spec.Size++ },
 		} {
-			var now siteopsv1.Package
-			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), &now)).To(Succeed())
-			c(&now)
-			err := k8sClient.Update(ctx, &now)
+			err := changePackage(ctx, p, c)
 			Expect(apierrors.IsInvalid(err)).To(BeTrue(), "%s: want an Invalid error, got %v", what, err)
 			Expect(err.Error()).To(ContainSubstring(what))
 		}
+		Expect(changePackage(ctx, p, func(p *siteopsv1.Package) {
+			p.Spec.Replication = siteopsv1.PackageReplication{Policy: siteopsv1.ReplicateSites, Sites: []string{"paris"}}
+		})).To(Succeed())
+	})
+})
+
+// packageCondition returns "status/reason" of a Package's condition, once
+// the status describes the current generation.
+func packageCondition(ctx context.Context, p *siteopsv1.Package, condType string) func(Gomega) string {
+	return func(g Gomega) string {
+		var now siteopsv1.Package
+		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), &now)).To(Succeed())
+		if now.Status.ObservedGeneration != now.Generation {
+			return "stale"
+		}
+		for _, c := range now.Status.Conditions {
+			if c.Type == condType {
+				return string(c.Status) + "/" + c.Reason
+			}
+		}
+		return ""
+	}
+}
+
+// reportCopy writes a package service's entry for server, as that service
+// does (a merge patch of status.servers, a list keyed by server).
+func reportCopy(ctx context.Context, p *siteopsv1.Package, server, state string, bytes int64, message string) {
+	GinkgoHelper()
+	Eventually(func() error {
+		var now siteopsv1.Package
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(p), &now); err != nil {
+			return err
+		}
+		patch := client.MergeFromWithOptions(now.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		entry := siteopsv1.PackageServerStatus{Server: server, State: state, Bytes: bytes, Message: message, Updated: ptr.To(metav1.Now())}
+		found := false
+		for i := range now.Status.Servers {
+			if now.Status.Servers[i].Server == server {
+				now.Status.Servers[i], found = entry, true
+			}
+		}
+		if !found {
+			now.Status.Servers = append(now.Status.Servers, entry)
+		}
+		return k8sClient.Status().Patch(ctx, &now, patch)
+	}, timeout, interval).Should(Succeed())
+}
+
+var _ = Describe("Package", func() {
+	ctx := context.Background()
+
+	BeforeEach(func() { ensureNamespace(ctx, packageNamespace) })
+
+	It("rolls the package servers' copies up into each wanted site, and says what it waits for", func() {
+		createSite(ctx, "pk-a")
+		createNode(ctx, "pk-node", map[string]string{"test.siteops.io/role": "pk"})
+		createStorageClass(ctx, "pk-class")
+		p := diskImage("pk-roll", func(p *siteopsv1.Package) {
+			p.Spec.Replication = siteopsv1.PackageReplication{Policy: siteopsv1.ReplicateSites, Sites: []string{"pk-a", "pk-missing"}}
+		})
+		Expect(k8sClient.Create(ctx, p)).To(Succeed())
+		DeferCleanup(deleteIgnoringNotFound, ctx, p)
+
+		By("naming a Site that does not exist: Stalled until it does")
+		Eventually(packageCondition(ctx, p, siteopsv1.ConditionReady), timeout, interval).Should(Equal("False/SiteNotFound"))
+		Expect(packageCondition(ctx, p, siteopsv1.ConditionStalled)(Default)).To(Equal("True/SiteNotFound"))
+		createSite(ctx, "pk-missing")
+
+		By("with no package server running for the sites")
+		Eventually(packageCondition(ctx, p, siteopsv1.ConditionReady), timeout, interval).Should(Equal("False/NoPackageServer"))
+		Expect(packageCondition(ctx, p, siteopsv1.ConditionReconciling)(Default)).To(Equal("True/NoPackageServer"))
+
+		By("once a server of both sites runs: waiting for its copy")
+		// Its task service too: until a site has a ready task service its
+		// agents are served, and their content held, by the unassigned
+		// servers (the serving rules).
+		createSiteServer(ctx, "pk-srv", []string{"pk-a", "pk-missing"}, "pk", "pk-class")
+		markStatefulSetAvailable(ctx, "pk-srv-package")
+		markDeploymentAvailable(ctx, "pk-srv-task")
+		Eventually(packageCondition(ctx, p, siteopsv1.ConditionReady), timeout, interval).Should(Equal("False/Replicating"))
+
+		By("the server transferring, then failing, then holding the content")
+		reportCopy(ctx, p, "pk-srv", siteopsv1.ContentReplicating, 1<<20, "")
+		Eventually(func(g Gomega) string {
+			var now siteopsv1.Package
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), &now)).To(Succeed())
+			return now.Status.SitesReady + " " + string(now.Status.Policy) + " " + fmt.Sprint(now.Status.Sites)
+		}, timeout, interval).Should(Equal("0/2 Sites [{pk-a Replicating 1048576 0 of 1 servers hold the content} {pk-missing Replicating 1048576 0 of 1 servers hold the content}]"))
+		reportCopy(ctx, p, "pk-srv", siteopsv1.ContentFailed, 0, "digest mismatch")
+		Eventually(packageCondition(ctx, p, siteopsv1.ConditionReady), timeout, interval).Should(Equal("False/ReplicationFailed"))
+		Expect(packageCondition(ctx, p, siteopsv1.ConditionStalled)(Default)).To(Equal("True/ReplicationFailed"))
+		reportCopy(ctx, p, "pk-srv", siteopsv1.ContentReady, p.Spec.Size, "")
+		Eventually(packageCondition(ctx, p, siteopsv1.ConditionReady), timeout, interval).Should(Equal("True/Replicated"))
+		Expect(packageCondition(ctx, p, siteopsv1.ConditionReconciling)(Default)).To(BeEmpty())
+		Expect(packageCondition(ctx, p, siteopsv1.ConditionStalled)(Default)).To(BeEmpty())
 		var now siteopsv1.Package
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), &now)).To(Succeed())
-		now.Spec.Replication = siteopsv1.PackageReplication{Policy: siteopsv1.ReplicateSites, Sites: []string{"paris"}}
-		Expect(k8sClient.Update(ctx, &now)).To(Succeed())
+		Expect(now.Status.SitesReady).To(Equal("2/2"))
+		Expect(now.Status.Servers).To(HaveLen(1), "the controller keeps the package services' entries")
+
+		By("recording the transitions as Events")
+		Eventually(func(g Gomega) []string {
+			var list eventsv1.EventList
+			g.Expect(k8sClient.List(ctx, &list, client.InNamespace(packageNamespace))).To(Succeed())
+			var reasons []string
+			for _, e := range list.Items {
+				if e.Regarding.Name == p.Name {
+					reasons = append(reasons, e.Reason)
+				}
+			}
+			return reasons
+		}, timeout, interval).Should(ContainElements("SiteNotFound", "NoPackageServer", "ReplicationFailed", "Replicated"))
+	})
+
+	It("is Ready with NotNeeded when it is OnDemand and no task needs it", func() {
+		p := diskImage("pk-ondemand", func(p *siteopsv1.Package) {
+			p.Spec.Type = siteopsv1.PackageSoftware
+		})
+		Expect(k8sClient.Create(ctx, p)).To(Succeed())
+		DeferCleanup(deleteIgnoringNotFound, ctx, p)
+		Eventually(packageCondition(ctx, p, siteopsv1.ConditionReady), timeout, interval).Should(Equal("True/NotNeeded"))
+		var now siteopsv1.Package
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), &now)).To(Succeed())
+		Expect(now.Status.Policy).To(Equal(siteopsv1.ReplicateOnDemand))
+		Expect(now.Status.SitesReady).To(Equal("0/0"))
 	})
 })

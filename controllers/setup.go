@@ -103,6 +103,10 @@ func Setup(mgr ctrl.Manager, opts Options) (*topology.Resolver, error) {
 	if err := deploymentTasks.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the DeploymentTask controller: %w", err)
 	}
+	pkgs := &PackageReconciler{Client: mgr.GetClient(), Events: recorder}
+	if err := pkgs.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the Package controller: %w", err)
+	}
 	read := opts.DirectoryReader
 	if read == nil {
 		read = directory.Read

@@ -160,3 +160,25 @@ const (
 	// ReasonSuspended: spec.suspend is true.
 	ReasonSuspended = "Suspended"
 )
+
+// Reasons of a Package's conditions.
+const (
+	// ReasonReplicated: every wanted site holds the content (every running
+	// package server that serves it). Converged.
+	ReasonReplicated = "Replicated"
+	// ReasonNotNeeded: an OnDemand package that no task needs yet, so no
+	// site wants it. Ready and converged.
+	ReasonNotNeeded = "NotNeeded"
+	// ReasonReplicating: a wanted site does not hold the content yet (a
+	// transfer under way, or waiting for a window or a server). Also
+	// Reconciling with this reason.
+	ReasonReplicating = "Replicating"
+	// ReasonNoPackageServer: no running package server serves a wanted
+	// site; the content goes there once one runs. Also Reconciling.
+	ReasonNoPackageServer = "NoPackageServer"
+	// ReasonReplicationFailed: a server's transfer failed (a digest that
+	// does not match, a full disk, an unreachable source); the message
+	// names the server and why. The package service tries again later.
+	// Also Stalled with this reason: it may need a user.
+	ReasonReplicationFailed = "ReplicationFailed"
+)

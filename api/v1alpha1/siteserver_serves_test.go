@@ -28,8 +28,16 @@ func TestServesTasks(t *testing.T) {
 		if got := ss.ServesTasks(); got != tc.want {
 			t.Errorf("%s: ServesTasks() = %v, want %v", tc.name, got, tc.want)
 		}
+		// The package service, by the same reading of its own condition.
+		ps := &SiteServer{}
+		ps.Status.Package.ReadyReplicas = tc.ready
+		ps.Status.Conditions = []metav1.Condition{{Type: ConditionPackageServiceReady, Status: tc.status, Reason: tc.reason},
+			{Type: ConditionTaskServiceReady, Status: metav1.ConditionTrue, Reason: ReasonAvailable}}
+		if got := ps.ServesPackages(); got != tc.want {
+			t.Errorf("%s: ServesPackages() = %v, want %v", tc.name, got, tc.want)
+		}
 	}
-	if (&SiteServer{}).ServesTasks() {
-		t.Error("a SiteServer with no status serves tasks")
+	if (&SiteServer{}).ServesTasks() || (&SiteServer{}).ServesPackages() {
+		t.Error("a SiteServer with no status serves tasks or packages")
 	}
 }

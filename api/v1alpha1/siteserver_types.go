@@ -391,3 +391,20 @@ func (ss *SiteServer) ServesTasks() bool {
 	}
 	return false
 }
+
+// ServesPackages reports whether the SiteServer's package service runs, by
+// the same reading of its PackageServiceReady condition and
+// status.package.readyReplicas: it can hold and serve content. The
+// Package controller uses it to decide which servers a site's content
+// must be on.
+func (ss *SiteServer) ServesPackages() bool {
+	for _, c := range ss.Status.Conditions {
+		if c.Type == ConditionPackageServiceReady {
+			if c.Status == metav1.ConditionTrue {
+				return c.Reason == ReasonAvailable
+			}
+			return c.Reason == ReasonProgressing && ss.Status.Package.ReadyReplicas > 0
+		}
+	}
+	return false
+}
