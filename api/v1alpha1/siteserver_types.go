@@ -381,15 +381,7 @@ func init() {
 // controller, the locator and the task services use it to judge whether a
 // site has a server of its own.
 func (ss *SiteServer) ServesTasks() bool {
-	for _, c := range ss.Status.Conditions {
-		if c.Type == ConditionTaskServiceReady {
-			if c.Status == metav1.ConditionTrue {
-				return c.Reason == ReasonAvailable
-			}
-			return c.Reason == ReasonProgressing && ss.Status.Task.ReadyReplicas > 0
-		}
-	}
-	return false
+	return ss.serviceRuns(ConditionTaskServiceReady, ss.Status.Task.ReadyReplicas)
 }
 
 // ServesPackages reports whether the SiteServer's package service runs, by
@@ -398,12 +390,19 @@ func (ss *SiteServer) ServesTasks() bool {
 // Package controller uses it to decide which servers a site's content
 // must be on.
 func (ss *SiteServer) ServesPackages() bool {
+	return ss.serviceRuns(ConditionPackageServiceReady, ss.Status.Package.ReadyReplicas)
+}
+
+// serviceRuns reads a service's condition condType: True with reason
+// Available, or False with reason Progressing while readyReplicas is above
+// 0.
+func (ss *SiteServer) serviceRuns(condType string, readyReplicas int32) bool {
 	for _, c := range ss.Status.Conditions {
-		if c.Type == ConditionPackageServiceReady {
+		if c.Type == condType {
 			if c.Status == metav1.ConditionTrue {
 				return c.Reason == ReasonAvailable
 			}
-			return c.Reason == ReasonProgressing && ss.Status.Package.ReadyReplicas > 0
+			return c.Reason == ReasonProgressing && readyReplicas > 0
 		}
 	}
 	return false

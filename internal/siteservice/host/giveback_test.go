@@ -1,7 +1,6 @@
 package host
 
 import (
-	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -12,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/siteops/site-operator/internal/certs"
 	"github.com/siteops/site-operator/internal/siteservice/host/hosttest"
 )
 
@@ -22,17 +20,7 @@ import (
 // the API server as usual, taken again, and so on. A connection given back
 // after the Host stopped is refused.
 func TestGiveBack(t *testing.T) {
-	ca, err := certs.NewAuthority("test CA", time.Now(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vol := newSecretVolume(t)
-	certPEM, keyPEM, _ := issue(t, ca, "127.0.0.1")
-	vol.update(t, certPEM, keyPEM)
-	files, err := certs.LoadFiles(vol.files())
-	if err != nil {
-		t.Fatal(err)
-	}
+	files, roots := loopbackServing(t)
 	var handshakes, refused atomic.Int32
 	var lastGiveBack atomic.Value
 	mux := http.NewServeMux()
@@ -62,8 +50,6 @@ func TestGiveBack(t *testing.T) {
 	})
 	mux.Handle("GET /plain", okHandler())
 	r := startTLS(t, &Host{Name: "test", Handler: mux}, files)
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(ca.CertPEM)
 	client := hosttest.HTTPSClient(roots)
 
 	var reused []bool

@@ -94,10 +94,10 @@ func okHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "hello\n") })
 }
 
-// TestHostServesHTTPS: the API answers over TLS with the certificate of the
-// files, to a client that trusts only the CA; a plain HTTP request to it
-// gets no answer; the probes stay plain HTTP.
-func TestHostServesHTTPS(t *testing.T) {
+// loopbackServing returns the files of a serving certificate for
+// 127.0.0.1, in a Secret volume, and the pool of the CA that issued it.
+func loopbackServing(t *testing.T) (*certs.FileCertificate, *x509.CertPool) {
+	t.Helper()
 	ca, err := certs.NewAuthority("test CA", time.Now(), time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -109,9 +109,17 @@ func TestHostServesHTTPS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := startTLS(t, &Host{Name: "test", Handler: okHandler()}, files)
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(ca.CertPEM)
+	return files, roots
+}
+
+// TestHostServesHTTPS: the API answers over TLS with the certificate of the
+// files, to a client that trusts only the CA; a plain HTTP request to it
+// gets no answer; the probes stay plain HTTP.
+func TestHostServesHTTPS(t *testing.T) {
+	files, roots := loopbackServing(t)
+	r := startTLS(t, &Host{Name: "test", Handler: okHandler()}, files)
 
 	resp, err := hosttest.HTTPSClient(roots).Get(r.api + "/v1/info")
 	if err != nil {
