@@ -183,13 +183,7 @@ var _ = Describe("DeploymentTask admission", func() {
 
 	DescribeTable("refuses a bad task with the rule's message, creating nothing",
 		func(t *siteopsv1.DeploymentTask, wantMessages ...string) {
-			err := k8sClient.Create(ctx, t)
-			Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want an Invalid error, got %v", err)
-			for _, want := range wantMessages {
-				Expect(err.Error()).To(ContainSubstring(want))
-			}
-			Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(t), &siteopsv1.DeploymentTask{}))).
-				To(BeTrue(), "the task was created")
+			expectRefused(ctx, t, &siteopsv1.DeploymentTask{}, wantMessages...)
 		},
 		Entry("two actions", scriptTask("dt-adm-two", "adm", func(t *siteopsv1.DeploymentTask) {
 			t.Spec.Action.Reboot = &siteopsv1.RebootAction{}
@@ -236,19 +230,8 @@ var _ = Describe("DeploymentTask admission", func() {
 			return k8sClient.Status().Update(ctx, &now)
 		}, timeout, interval).Should(Succeed())
 
-		// change updates the task as a user would, again after a conflict
-		// with the controller's status writes, and returns the verdict.
-		change := func(change func(*siteopsv1.DeploymentTask)) error {
-			var err error
-			Eventually(func(g Gomega) bool {
-				var now siteopsv1.DeploymentTask
-				g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(t), &now)).To(Succeed())
-				change(&now)
-				err = k8sClient.Update(ctx, &now)
-				return apierrors.IsConflict(err)
-			}, timeout, interval).Should(BeFalse())
-			return err
-		}
+		// change updates the task as a user would and returns the verdict.
+		change := func(change func(*siteopsv1.DeploymentTask)) error { return tryUpdate(ctx, t, change) }
 		for what, c := range map[string]func(*siteopsv1.DeploymentTask){
 			"targets":  func(t *siteopsv1.DeploymentTask) { t.Spec.Targets.Sites = []string{"dt-elsewhere"} },
 			"action":   func(t *siteopsv1.DeploymentTask) { t.Spec.Action.RunScript.Script = "echo bye" },

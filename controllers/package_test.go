@@ -40,21 +40,6 @@ func diskImage(name string, change ...func(*siteopsv1.Package)) *siteopsv1.Packa
 	return p
 }
 
-// changePackage updates p as a user would, again after a conflict with the
-// controller's status writes, and returns the verdict.
-func changePackage(ctx context.Context, p *siteopsv1.Package, change func(*siteopsv1.Package)) error {
-	GinkgoHelper()
-	var err error
-	Eventually(func(g Gomega) bool {
-		var now siteopsv1.Package
-		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), &now)).To(Succeed())
-		change(&now)
-		err = k8sClient.Update(ctx, &now)
-		return apierrors.IsConflict(err)
-	}, timeout, interval).Should(BeFalse())
-	return err
-}
-
 var _ = Describe("Package admission", func() {
 	ctx := context.Background()
 
@@ -62,13 +47,7 @@ var _ = Describe("Package admission", func() {
 
 	DescribeTable("refuses a bad Package with the rule's message, creating nothing",
 		func(p *siteopsv1.Package, wantMessages ...string) {
-			err := k8sClient.Create(ctx, p)
-			Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want an Invalid error, got %v", err)
-			for _, want := range wantMessages {
-				Expect(err.Error()).To(ContainSubstring(want))
-			}
-			Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), &siteopsv1.Package{}))).
-				To(BeTrue(), "the Package was created")
+			expectRefused(ctx, p, &siteopsv1.Package{}, wantMessages...)
 		},
 		Entry("a digest that is not sha256:<64 hex>", diskImage("pkg-adm-digest", func(p *siteopsv1.Package) {
 			p.Spec.Digest = "sha256:ABC"
@@ -113,11 +92,11 @@ var _ = Describe("Package admission", func() {
 			"spec.digest cannot change": func(p *siteopsv1.Package) { p.Spec.Digest = "sha256:" + strings.Repeat("cd", 32) },
 			"spec.size cannot change":   func(p *siteopsv1.Package) { p.Spec.Size++ },
 		} {
-			err := changePackage(ctx, p, c)
+			err := tryUpdate(ctx, p, c)
 			Expect(apierrors.IsInvalid(err)).To(BeTrue(), "%s: want an Invalid error, got %v", what, err)
 			Expect(err.Error()).To(ContainSubstring(what))
 		}
-		Expect(changePackage(ctx, p, func(p *siteopsv1.Package) {
+		Expect(tryUpdate(ctx, p, func(p *siteopsv1.Package) {
 			p.Spec.Replication = siteopsv1.PackageReplication{Policy: siteopsv1.ReplicateSites, Sites: []string{"paris"}}
 		})).To(Succeed())
 	})

@@ -377,6 +377,36 @@ func updateObject[T client.Object](ctx context.Context, obj T, change func(T)) {
 	}, timeout, interval).Should(Succeed())
 }
 
+// tryUpdate changes a copy of obj as a user would and returns the API
+// server's verdict, again after a conflict with the operator's status
+// writes (the only verdict it does not return). obj is left as it was.
+func tryUpdate[T client.Object](ctx context.Context, obj T, change func(T)) error {
+	GinkgoHelper()
+	var err error
+	Eventually(func(g Gomega) bool {
+		now := obj.DeepCopyObject().(T)
+		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), now)).To(Succeed())
+		change(now)
+		err = k8sClient.Update(ctx, now)
+		return apierrors.IsConflict(err)
+	}, timeout, interval).Should(BeFalse())
+	return err
+}
+
+// expectRefused creates obj and expects the API server to refuse it as
+// Invalid with every one of wantMessages, and nothing created: empty is a
+// zero object of obj's kind to read it back into.
+func expectRefused(ctx context.Context, obj, empty client.Object, wantMessages ...string) {
+	GinkgoHelper()
+	err := k8sClient.Create(ctx, obj)
+	Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want an Invalid error, got %v", err)
+	for _, want := range wantMessages {
+		Expect(err.Error()).To(ContainSubstring(want))
+	}
+	Expect(apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), empty))).
+		To(BeTrue(), "the %T was created", obj)
+}
+
 // markStatefulSetAvailable plays the StatefulSet controller, which envtest
 // does not run, by writing an available status.
 func markStatefulSetAvailable(ctx context.Context, name string) {
