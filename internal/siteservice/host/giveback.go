@@ -17,8 +17,8 @@ import (
 // client's next request on it as on any keep-alive connection.
 
 // givebackListener is the API's listener (TLS included): it accepts new
-// connections, and takes back connections a handler gave back, in the
-// order they come.
+// connections, and takes back connections a handler gave back, those
+// first (their clients are about to send their next request).
 type givebackListener struct {
 	net.Listener
 	accepted chan acceptResult
