@@ -125,6 +125,13 @@ func (l *capListener) connState(c net.Conn, state http.ConnState) {
 	}
 }
 
+// busy counts the admitted connections that are not idle.
+func (l *capListener) busy() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.open - len(l.idle)
+}
+
 func (l *capListener) closed() {
 	l.mu.Lock()
 	l.open--

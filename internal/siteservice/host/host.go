@@ -103,10 +103,23 @@ type Host struct {
 	// without one the API is plain HTTP. The probes are plain HTTP always.
 	TLS *tls.Config
 
-	state atomic.Int32 // one of the host* constants
+	state  atomic.Int32                // one of the host* constants
+	capped atomic.Pointer[capListener] // the API listener, once serving
 
 	mu        sync.Mutex
 	lastReady *string // the last readiness reported, to log its changes
+}
+
+// Connections returns the API connections that are not idle between
+// requests (in a request, held or hijacked) and the cap on open
+// connections; 0, 0 before the Host serves. An idle keep-alive connection
+// is not counted: the cap closes one to make room for a new client.
+func (h *Host) Connections() (busy, limit int) {
+	l := h.capped.Load()
+	if l == nil {
+		return 0, 0
+	}
+	return l.busy(), l.max
 }
 
 // States of a Host, as readiness sees them.
@@ -186,6 +199,7 @@ func (h *Host) Serve(ctx context.Context, api, health net.Listener) error {
 	}
 	capped := newCapListener(api, maxConns, log)
 	capped.tls = tlsConfig
+	h.capped.Store(capped)
 	api = capped
 	scheme := "http"
 	if tlsConfig != nil {

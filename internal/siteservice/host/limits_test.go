@@ -450,3 +450,43 @@ func TestUnreadBodyDoesNotHoldTheConnection(t *testing.T) {
 		t.Fatalf("the connection was still open after %v: %v", time.Since(began).Round(time.Millisecond), err)
 	}
 }
+
+// TestConnectionsCountsBusyNotIdle: a request in progress counts, an idle
+// keep-alive connection does not (the cap closes one to make room).
+func TestConnectionsCountsBusyNotIdle(t *testing.T) {
+	release := make(chan struct{})
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /slow", func(w http.ResponseWriter, _ *http.Request) {
+		<-release
+		_, _ = io.WriteString(w, "done")
+	})
+	h := &Host{Handler: mux, MaxConnections: 10}
+	if busy, limit := h.Connections(); busy != 0 || limit != 0 {
+		t.Errorf("before serving: %d busy of %d, want 0 of 0", busy, limit)
+	}
+	r := start(t, h)
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	done := make(chan error, 1)
+	go func() {
+		resp, err := client.Get(r.api + "/slow")
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	waitFor(t, 5*time.Second, "the request in progress counts", func() bool {
+		busy, limit := h.Connections()
+		return busy == 1 && limit == 10
+	})
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the idle keep-alive connection does not count", func() bool {
+		busy, _ := h.Connections()
+		return busy == 0
+	})
+}

@@ -67,6 +67,10 @@ type registry struct {
 
 	// spill takes the results of the agents the registry forgets.
 	spill func(types.NamespacedName, siteopsv1.ComputerTask)
+	// yield, when set and true, defers the writes owed only for lastSeen's
+	// age until it is refreshAge(interval) old: the dispatch's writes go
+	// first while a task is handed out.
+	yield func() bool
 
 	mu     sync.Mutex
 	agents map[types.NamespacedName]*agentState
@@ -225,6 +229,23 @@ func (r *registry) owed(a *agentState) bool {
 		w.version != a.version || a.lastSeen.Sub(w.lastSeen) >= r.interval
 }
 
+// refreshOnly reports whether a's write is owed only for the age of the
+// lastSeen the API holds. Called with a.mu held.
+func (r *registry) refreshOnly(a *agentState) bool {
+	w := a.written
+	return a.lastTask == nil && slices.Equal(w.addresses, a.addresses) && w.site == a.site &&
+		w.siteServer == r.siteServer && w.version == a.version
+}
+
+// yieldedAge is how old a Computer's lastSeen may grow while its refresh
+// yields to the dispatch's writes: one and a half status intervals. A
+// refresh is owed from the first check-in after lastSeen is an interval
+// old, so the API's lastSeen is up to an interval plus a check-in cycle old
+// when it is written anyway; yielding makes that at most the larger of it
+// and this age, which the manager's --computer-offline-after must exceed
+// (15 minutes against 7.5 by default).
+func yieldedAge(interval time.Duration) time.Duration { return interval + interval/2 }
+
 // flushBatch is the most Computers written in one round, and
 // flushWorkers how many writes a round runs at once.
 const (
@@ -260,6 +281,7 @@ func (r *registry) run(ctx context.Context, tick time.Duration) {
 // least an interval ago. The others stay queued.
 func (r *registry) flush(ctx context.Context) {
 	now := r.now()
+	yielding := r.yield != nil && r.yield()
 	r.mu.Lock()
 	var batch []types.NamespacedName
 	inBatch := map[types.NamespacedName]bool{}
@@ -271,6 +293,9 @@ func (r *registry) flush(ctx context.Context) {
 		}
 		a.mu.Lock()
 		ready := len(batch) < flushBatch && !now.Before(a.writtenAt.Add(r.interval))
+		if ready && yielding && r.refreshOnly(a) {
+			ready = !now.Before(a.written.lastSeen.Add(yieldedAge(r.interval)))
+		}
 		a.mu.Unlock()
 		if ready {
 			batch = append(batch, key)

@@ -273,7 +273,15 @@ func (s *Server) spread() time.Duration {
 	return s.pacer.Scatter(s.pacer.Plan(s.activeAgents(), 0), nil)
 }
 
+// takeHold counts a check-in in among the held ones, unless maxHeld are
+// held or the connections in use leave too little room under the cap for
+// what must not wait: reports, registrations and the claims of check-ins.
+// Holds are what gives way, since an agent told to come back later loses
+// nothing.
 func (s *Server) takeHold() bool {
+	if !roomToHold(s.host.Connections()) {
+		return false
+	}
 	for {
 		n := s.held.Load()
 		if n >= int64(s.maxHeld) {
@@ -284,6 +292,17 @@ func (s *Server) takeHold() bool {
 		}
 	}
 }
+
+// holdHeadroom is the room under a connection cap of limit that holds
+// leave to the other requests: an eighth of it, at least 64. During a task
+// for every agent, each check-in is followed by a result that may wait up
+// to reportWait for its write: without the room, the held check-ins fill
+// the cap and those results are turned away at the door.
+func holdHeadroom(limit int) int { return max(limit/8, 64) }
+
+// roomToHold reports whether busy connections of limit leave the headroom
+// for one more held check-in; a limit of 0 (not serving) holds nothing back.
+func roomToHold(busy, limit int) bool { return limit <= 0 || busy+holdHeadroom(limit) <= limit }
 
 func (s *Server) releaseHold() { s.held.Add(-1) }
 

@@ -59,7 +59,9 @@ type dispatcher struct {
 	gathering int
 	deferred  []*shardWriter
 
-	dispatched, reoffered, results, conflicts, shardWrites, shardWriteFailures atomic.Int64
+	dispatched, reoffered, results, conflicts, shardWrites, shardWriteFailures, requeued atomic.Int64
+	// writing counts the shards with a write loop running.
+	writing atomic.Int64
 }
 
 type shardKey struct {
@@ -455,6 +457,9 @@ type shardOp struct {
 	// progress: a Running report, which waits up to progressDelay for a
 	// write that carries other ops (shardWriter.held).
 	progress bool
+	// requeued counts the writes that failed for a passing reason and
+	// left this op for the next one (maxRequeues).
+	requeued int
 	then     []func(opResult)
 }
 
@@ -570,12 +575,33 @@ func (w *shardWriter) submit(computer string, op *shardOp, then func(opResult)) 
 		w.mu.Unlock()
 		return
 	}
+	if same := sameReport(w.pending[computer], op); same != nil {
+		// The agent sent its result again while the first still waits
+		// (it was told to come back): one op, answered once for both.
+		same.then = append(same.then, then)
+		w.mu.Unlock()
+		return
+	}
 	w.pending[computer] = append(w.pending[computer], op)
 	idle := !w.writing
 	w.mu.Unlock()
 	if idle && !w.d.deferWrite(w) {
 		w.start()
 	}
+}
+
+// sameReport returns the final report among queued that op repeats: the
+// same attempt and state, nothing queued after it.
+func sameReport(queued []*shardOp, op *shardOp) *shardOp {
+	if len(queued) == 0 || op.claim || op.report == nil {
+		return nil
+	}
+	last := queued[len(queued)-1]
+	if last.claim || last.progress || last.report == nil || last.attempt != op.attempt ||
+		last.report.State != op.report.State {
+		return nil
+	}
+	return last
 }
 
 // releaseHeld queues the Running reports that waited progressDelay for a
@@ -625,9 +651,14 @@ func (w *shardWriter) start() {
 	}
 	w.mu.Unlock()
 	if start {
+		w.d.writing.Add(1)
 		go w.loop()
 	}
 }
+
+// busy reports whether a shard write is in flight or waits: then the
+// check-ins' lastSeen refreshes yield (registry.yield).
+func (d *dispatcher) busy() bool { return d.writing.Load() > 0 }
 
 // deferWrite reports whether a pass gathers the submits: then w is started
 // when the last pass under way ends.
@@ -665,11 +696,13 @@ func (d *dispatcher) gather(pass func()) {
 
 // loop writes batches until none waits.
 func (w *shardWriter) loop() {
+	failures := 0
 	for {
 		w.mu.Lock()
 		if len(w.pending) == 0 {
 			w.writing = false
 			w.mu.Unlock()
+			w.d.writing.Add(-1)
 			return
 		}
 		claims := false
@@ -693,11 +726,25 @@ func (w *shardWriter) loop() {
 		w.pending = map[string][]*shardOp{}
 		w.takeHeldLocked(batch)
 		w.mu.Unlock()
-		w.write(batch)
+		requeued := w.write(batch)
 		if claims {
 			w.d.claimWriteEnded()
 		}
+		if requeued {
+			// The API server is overloaded or unreachable: give it room
+			// before the next write of this shard.
+			failures++
+			time.Sleep(retryDelay(failures))
+		} else {
+			failures = 0
+		}
 	}
+}
+
+// retryDelay is how long a shard's writes pause after n writes in a row
+// failed for a passing reason: 1 s, doubling, at most 16 s.
+func retryDelay(n int) time.Duration {
+	return time.Second << min(n-1, 4)
 }
 
 // claimsFirstWait bounds how long a write of reports waits for the claims
@@ -743,9 +790,24 @@ func (d *dispatcher) claimsFirst(max time.Duration) {
 // writeAttempts bounds the conflicts one batch retries.
 const writeAttempts = 8
 
-// write decides and writes one batch.
-func (w *shardWriter) write(batch map[string][]*shardOp) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+// writeTimeout bounds one batch's write. It exceeds the API server's own
+// request timeout (60 s by default), so that the service learns what
+// became of a slow write instead of giving up on one the server may still
+// make: a write abandoned that lands anyway costs a conflict and a read.
+const writeTimeout = 75 * time.Second
+
+// maxRequeues bounds how many failed writes an op waits through before its
+// caller is told of the failure.
+const maxRequeues = 4
+
+// write decides and writes one batch. When the write fails for a passing
+// reason (the API server overloaded or unreachable), the ops go back to
+// the front of the queue for the next write, up to maxRequeues times, and
+// write reports true: their callers hear nothing until then, since a
+// check-in attaches to a claim still queued and a report is answered "come
+// back" after reportWait.
+func (w *shardWriter) write(batch map[string][]*shardOp) (requeued bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 	defer cancel()
 	var (
 		results   map[*shardOp]opResult
@@ -798,11 +860,21 @@ func (w *shardWriter) write(batch map[string][]*shardOp) {
 			break
 		}
 	}
+	again := lastErr != nil && passing(lastErr) && mayRequeue(batch, patch)
 	// The claims are decided: a check-in that comes now finds the entry
-	// in the view (or, when the write failed, claims again).
+	// in the view (or, when the write failed, claims again). The ops of a
+	// write that failed for a passing reason go back to the front of the
+	// queue instead, each computer's in their order.
 	w.mu.Lock()
 	thens := make(map[*shardOp][]func(opResult), len(results))
 	for computer, ops := range batch {
+		if _, unwritten := patch[computer]; again && unwritten {
+			for _, op := range ops {
+				op.requeued++
+			}
+			w.pending[computer] = append(ops, w.pending[computer]...)
+			continue
+		}
 		for _, op := range ops {
 			thens[op] = op.then
 			if op.claim && w.claims[computer] == op {
@@ -811,8 +883,14 @@ func (w *shardWriter) write(batch map[string][]*shardOp) {
 		}
 	}
 	w.mu.Unlock()
+	if again {
+		w.d.requeued.Add(1)
+	}
 	for computer, ops := range batch {
 		_, unwritten := patch[computer]
+		if again && unwritten {
+			continue
+		}
 		for _, op := range ops {
 			r := results[op]
 			if lastErr != nil && unwritten {
@@ -823,6 +901,37 @@ func (w *shardWriter) write(batch map[string][]*shardOp) {
 			}
 		}
 	}
+	return again
+}
+
+// mayRequeue reports whether the ops of a batch that needed a write may go
+// back to the queue: none has waited through maxRequeues writes yet.
+func mayRequeue(batch map[string][]*shardOp, patch map[string]siteopsv1.DispatchEntry) bool {
+	for computer := range patch {
+		for _, op := range batch[computer] {
+			if op.requeued >= maxRequeues {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// errTaskGone: a shard's task was deleted while its write waited.
+var errTaskGone = errors.New("the task is gone")
+
+// passing reports whether a write's failure may pass: the API server timed
+// out, was overloaded or unreachable, rather than refusing the write.
+func passing(err error) bool {
+	switch {
+	case errors.Is(err, errTaskGone),
+		apierrors.IsInvalid(err), apierrors.IsForbidden(err), apierrors.IsUnauthorized(err),
+		apierrors.IsBadRequest(err), apierrors.IsRequestEntityTooLargeError(err),
+		apierrors.IsMethodNotSupported(err), apierrors.IsNotAcceptable(err),
+		apierrors.IsUnsupportedMediaType(err), apierrors.IsGone(err):
+		return false
+	}
+	return true
 }
 
 // refresh reads the shard from the API server.
@@ -908,7 +1017,7 @@ func (w *shardWriter) send(ctx context.Context, cur *siteopsv1.DispatchShard, en
 	t := w.d.task(w.uid)
 	if cur == nil {
 		if t == nil {
-			return nil, errors.New("the task is gone")
+			return nil, errTaskGone
 		}
 		sh := &siteopsv1.DispatchShard{
 			ObjectMeta: metav1.ObjectMeta{Namespace: w.namespace, Name: tasks.ShardName(w.task, w.n),

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -225,5 +226,143 @@ func TestProgressRidesWithTheResult(t *testing.T) {
 	}
 	if waited := time.Since(start); waited < progressDelay-100*time.Millisecond {
 		t.Errorf("a lone Running report was written after %s, want about %s", waited, progressDelay)
+	}
+}
+
+// A write that fails for a passing reason (the API server overloaded)
+// leaves its claims and reports queued for the next write: the claim is
+// won and the result recorded, with no error to the caller. A write the
+// API server refuses fails its ops at once.
+func TestPassingWriteFailuresKeepTheBatch(t *testing.T) {
+	var failCreate, failPatch atomic.Int32
+	var patchErr atomic.Value
+	fc := fake.NewClientBuilder().WithScheme(unitScheme(t)).WithInterceptorFuncs(genFuncs(interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			if failCreate.Add(-1) >= 0 {
+				return apierrors.NewServerTimeout(siteopsv1.GroupVersion.WithResource("dispatchshards").GroupResource(), "create", 1)
+			}
+			return c.Create(ctx, obj, opts...)
+		},
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+			if failPatch.Add(-1) >= 0 {
+				return patchErr.Load().(error)
+			}
+			return c.Patch(ctx, obj, patch, opts...)
+		},
+	})).Build()
+	d := newDispatcher(&kube{writer: fc, live: fc}, "srv", slog.Default(), func() {})
+	d.taskChanged(unitTask(10))
+
+	failCreate.Store(1)
+	if it := nextSync(d, comp("pc-1")); it == nil {
+		t.Fatal("pc-1 got no work: the claim failed with the write")
+	}
+	if got := d.requeued.Load(); got != 1 {
+		t.Errorf("%d writes requeued, want 1", got)
+	}
+
+	patchErr.Store(error(apierrors.NewTooManyRequests("overloaded", 1)))
+	failPatch.Store(1)
+	r := reportSync(d, comp("pc-1"), protocol.WorkStatus{Attempt: 1, State: protocol.WorkSucceeded})
+	if r.err != nil || r.entry.State != siteopsv1.DispatchSucceeded {
+		t.Fatalf("the result after an overloaded write: %+v", r)
+	}
+	if got := d.requeued.Load(); got != 2 {
+		t.Errorf("%d writes requeued, want 2", got)
+	}
+
+	if it := nextSync(d, comp("pc-2")); it == nil {
+		t.Fatal("pc-2 got no work")
+	}
+	patchErr.Store(error(apierrors.NewInvalid(siteopsv1.GroupVersion.WithKind("DispatchShard").GroupKind(), "t.0", nil)))
+	failPatch.Store(1)
+	r = reportSync(d, comp("pc-2"), protocol.WorkStatus{Attempt: 1, State: protocol.WorkSucceeded})
+	if r.err == nil || !apierrors.IsInvalid(errors.Unwrap(r.err)) {
+		t.Errorf("a refused write: err %v, want the API server's refusal", r.err)
+	}
+	if got := d.requeued.Load(); got != 2 {
+		t.Errorf("a refused write was requeued (%d requeued, want 2)", got)
+	}
+}
+
+func TestSameReport(t *testing.T) {
+	result := func(attempt int32, state string) *shardOp {
+		return &shardOp{attempt: attempt, report: &siteopsv1.DispatchEntry{State: state}}
+	}
+	first := result(1, protocol.WorkSucceeded)
+	for _, tt := range []struct {
+		name   string
+		queued []*shardOp
+		op     *shardOp
+		want   *shardOp
+	}{
+		{"nothing queued", nil, result(1, protocol.WorkSucceeded), nil},
+		{"the same result", []*shardOp{first}, result(1, protocol.WorkSucceeded), first},
+		{"another attempt", []*shardOp{first}, result(2, protocol.WorkSucceeded), nil},
+		{"another state", []*shardOp{first}, result(1, protocol.WorkFailed), nil},
+		{"a claim queued last", []*shardOp{first, {claim: true, attempt: 1}}, result(1, protocol.WorkSucceeded), nil},
+		{"a claim is never merged", []*shardOp{{claim: true, attempt: 1}}, &shardOp{claim: true, attempt: 1}, nil},
+	} {
+		if got := sameReport(tt.queued, tt.op); got != tt.want {
+			t.Errorf("%s: %p, want %p", tt.name, got, tt.want)
+		}
+	}
+}
+
+// While the dispatch writes, a refresh owed only for lastSeen's age waits
+// until lastSeen is yieldedAge old; a write owed for a change does not.
+func TestRefreshesYieldToTheDispatch(t *testing.T) {
+	const interval = 5 * time.Minute
+	t0 := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	seen := metav1.NewTime(t0)
+	var objs []client.Object
+	for _, name := range []string{"pc-1", "pc-2"} {
+		objs = append(objs, &siteopsv1.Computer{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name},
+			Status: siteopsv1.ComputerStatus{LastSeen: &seen, Site: "paris", SiteServer: "srv", Addresses: []string{"10.0.0.1"}}})
+	}
+	fc := fake.NewClientBuilder().WithScheme(unitScheme(t)).WithObjects(objs...).WithStatusSubresource(objs[0]).Build()
+	r := newRegistry(fc, "srv", interval, slog.Default())
+	now := t0
+	r.now = func() time.Time { return now }
+	busy := true
+	r.yield = func() bool { return busy }
+	keys := map[string]types.NamespacedName{}
+	for _, o := range objs {
+		key := client.ObjectKeyFromObject(o)
+		keys[key.Name] = key
+		r.get(key, o.(*siteopsv1.Computer))
+	}
+	lastSeen := func(name string) time.Time {
+		var c siteopsv1.Computer
+		if err := fc.Get(context.Background(), keys[name], &c); err != nil {
+			t.Fatal(err)
+		}
+		return c.Status.LastSeen.Time
+	}
+
+	// An interval and a minute later: pc-1's refresh is owed, pc-2 moved.
+	now = t0.Add(interval + time.Minute)
+	r.checkedIn(keys["pc-1"], r.get(keys["pc-1"], nil), []string{"10.0.0.1"}, "paris", "")
+	r.checkedIn(keys["pc-2"], r.get(keys["pc-2"], nil), []string{"10.0.0.1"}, "lyon", "")
+	r.flush(context.Background())
+	if !lastSeen("pc-1").Equal(t0) {
+		t.Errorf("pc-1's refresh was written while the dispatch writes (lastSeen %s)", lastSeen("pc-1"))
+	}
+	if !lastSeen("pc-2").Equal(now) {
+		t.Errorf("pc-2's move waited for the dispatch (lastSeen %s, want %s)", lastSeen("pc-2"), now)
+	}
+	// At yieldedAge, the refresh goes whatever the dispatch does.
+	now = t0.Add(yieldedAge(interval))
+	r.flush(context.Background())
+	if !lastSeen("pc-1").Equal(t0.Add(interval + time.Minute)) {
+		t.Errorf("pc-1's refresh at %s: lastSeen %s, want its last check-in", yieldedAge(interval), lastSeen("pc-1"))
+	}
+	// Without a dispatch under way, a refresh goes once it is owed.
+	busy = false
+	now = now.Add(interval + time.Second)
+	r.checkedIn(keys["pc-1"], r.get(keys["pc-1"], nil), []string{"10.0.0.1"}, "paris", "")
+	r.flush(context.Background())
+	if !lastSeen("pc-1").Equal(now) {
+		t.Errorf("pc-1's refresh with no dispatch: lastSeen %s, want %s", lastSeen("pc-1"), now)
 	}
 }

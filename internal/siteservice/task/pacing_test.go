@@ -127,3 +127,22 @@ func TestPacerHeld(t *testing.T) {
 		t.Errorf("holds within [%s, %s], want spread over [57s, 60s]", lo, hi)
 	}
 }
+
+func TestRoomToHold(t *testing.T) {
+	for _, tt := range []struct {
+		busy, limit int
+		want        bool
+	}{
+		{0, 0, true},          // not serving yet
+		{16000, 18976, true},  // 2,976 free, the headroom is 2,372
+		{16604, 18976, true},  // exactly the headroom left
+		{16605, 18976, false}, // less than the headroom left
+		{18976, 18976, false}, // at the cap
+		{0, 100, true},        // a small cap keeps 64
+		{37, 100, false},      // 63 left
+	} {
+		if got := roomToHold(tt.busy, tt.limit); got != tt.want {
+			t.Errorf("roomToHold(%d, %d) = %v, want %v", tt.busy, tt.limit, got, tt.want)
+		}
+	}
+}

@@ -140,6 +140,7 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 	interval := time.Duration(orInt(a.StatusIntervalSeconds, config.DefaultStatusIntervalSeconds)) * time.Second
 	s.agents = newRegistry(k.writer, cfg.SiteServer, interval, log)
 	s.agents.spill = s.lastTasks.addNow
+	s.agents.yield = s.dispatch.busy
 	s.maxHeld = a.MaxLongPolls
 	if s.maxHeld <= 0 {
 		// Room beside the held check-ins for registrations and the
@@ -334,6 +335,7 @@ func (s *Server) metricsHandler() http.Handler {
 	counter("siteops_task_work_results_total", "Results of work recorded.", &s.dispatch.results)
 	counter("siteops_task_dispatch_writes_total", "Writes of dispatch shards (each carries many claims and reports).", &s.dispatch.shardWrites)
 	counter("siteops_task_dispatch_write_failures_total", "Writes of dispatch shards that failed.", &s.dispatch.shardWriteFailures)
+	counter("siteops_task_dispatch_writes_requeued_total", "Writes of dispatch shards that failed for a passing reason (timeout, overload): their claims and reports went to the next write.", &s.dispatch.requeued)
 	counter("siteops_task_dispatch_conflicts_total", "Writes of dispatch shards that another writer beat (read again, decided again).", &s.dispatch.conflicts)
 	counter("siteops_task_last_task_writes_total", "Computer status.lastTask writes.", &s.lastTasks.written)
 	counter("siteops_task_last_task_write_failures_total", "Computer status.lastTask writes that failed.", &s.lastTasks.failed)
