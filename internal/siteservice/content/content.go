@@ -10,6 +10,8 @@
 //	sha256/<hex>             the content of sha256:<hex>
 //	meta/sha256/<hex>.json   its size, verified when it came in
 //	tmp/                     ingests in progress, cleared at start
+//	partial/<hex>            transfers in progress (Store.Resume), kept
+//	                         across restarts to resume from
 //	quarantine/              files withdrawn from serving, for a look
 //
 // Content enters only through [Store.Ingest], which writes a temporary

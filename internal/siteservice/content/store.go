@@ -89,6 +89,12 @@ type Store struct {
 
 	started   chan struct{} // closed once Start has cleared the ingests left
 	startOnce sync.Once
+
+	// transfers are the Resume calls under way, by digest; each channel
+	// closes when its transfer ends.
+	transfers map[string]chan struct{}
+	// freeSpace measures the bytes the store's file system has free.
+	freeSpace func() (int64, error)
 }
 
 // entry is what the store knows of one piece of content.
@@ -112,8 +118,10 @@ func NewStore(dir string, opts StoreOptions) *Store {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Store{dir: dir, scrubRate: rate, log: log.With("store", dir), entries: map[string]*entry{},
+	s := &Store{dir: dir, scrubRate: rate, log: log.With("store", dir), entries: map[string]*entry{},
 		started: make(chan struct{})}
+	s.freeSpace = func() (int64, error) { return statfsFree(dir) }
+	return s
 }
 
 // Start scans the store if its directory exists, clearing the ingests that
@@ -246,23 +254,33 @@ func (s *Store) Ingest(ctx context.Context, digest string, size int64, r io.Read
 	if got := hex.EncodeToString(hash.Sum(nil)); got != h {
 		return fmt.Errorf("storing content %s: %w: the %d bytes received are sha256:%s", digest, ErrMismatch, n, got)
 	}
+	committed = true // install closes f, and removes it unless it moves into place
+	return s.install(h, f, n)
+}
+
+// install closes f, the verified content of h (n bytes), syncs it and
+// renames it into place, then records its size; f is removed when it
+// cannot be put in place.
+func (s *Store) install(h string, f *os.File, n int64) error {
+	digest := algorithm + h
 	if err := errors.Join(f.Chmod(contentMode), f.Sync(), f.Close()); err != nil {
+		_ = os.Remove(f.Name())
 		return fmt.Errorf("storing content %s: %w", digest, err)
 	}
-
 	s.commit.Lock()
 	defer s.commit.Unlock()
 	for _, d := range []string{contentDir, metaDir} {
 		if err := os.MkdirAll(filepath.Join(s.dir, d), storeDirMode); err != nil {
+			_ = os.Remove(f.Name())
 			return fmt.Errorf("storing content %s: %w", digest, err)
 		}
 	}
 	// Content first, then its size: a crash in between leaves content
 	// that the next scrub hashes before it is served.
 	if err := os.Rename(f.Name(), s.contentPath(h)); err != nil {
+		_ = os.Remove(f.Name())
 		return fmt.Errorf("storing content %s: %w", digest, err)
 	}
-	committed = true
 	if err := errors.Join(syncDir(filepath.Join(s.dir, contentDir)), s.writeMeta(h, n)); err != nil {
 		return fmt.Errorf("storing content %s: %w", digest, err)
 	}

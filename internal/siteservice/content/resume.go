@@ -1,0 +1,349 @@
+package content
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/time/rate"
+)
+
+// partialDir holds the transfers of Resume in progress, one file per
+// digest. Unlike tmp/, it survives a restart: that is what resumes.
+const partialDir = "partial"
+
+// spaceMargin is what a transfer leaves free on the store's file system
+// beyond the bytes it still needs: the metadata, the logs, the next check.
+const spaceMargin = 16 << 20
+
+// chunkSize is what one read of a transfer moves and the bandwidth limit
+// paces at once; hashDepth how many chunks the hash may lag behind.
+const (
+	chunkSize = 256 << 10
+	hashDepth = 4
+)
+
+// ErrNoSpace is wrapped by the errors of Resume when the store's file
+// system cannot hold the content: nothing partial is left behind.
+var ErrNoSpace = errors.New("not enough free space in the content store")
+
+// errNoTimeLeft: the bandwidth limit leaves no time for the next chunk
+// before the context's deadline.
+var errNoTimeLeft = errors.New("the transfer cannot finish before its deadline")
+
+// Source opens content from offset. It returns the body and the offset
+// it starts at: offset when the source could start there, 0 when it sends
+// everything from the start (a server without ranges).
+type Source func(ctx context.Context, offset int64) (body io.ReadCloser, start int64, err error)
+
+// ResumeOptions tune Resume.
+type ResumeOptions struct {
+	// Limit paces the bytes read from the source; nil reads as fast as
+	// the source sends. One Limiter shared by every transfer of a service
+	// bounds their sum, and a change of its limit applies to the
+	// transfers under way from their next chunk.
+	Limit *rate.Limiter
+	// Received, when set, follows the bytes of the content held so far,
+	// including those of an earlier attempt.
+	Received *atomic.Int64
+	// Fetched, when set, counts the bytes read from the source by this
+	// call, so that what a resume sends again can be measured.
+	Fetched *atomic.Int64
+}
+
+// Resume stores the content of digest (size bytes) read from src,
+// continuing the transfer that an earlier call or process left in
+// partial/: it hashes what is there, asks src for the rest, and verifies
+// the digest and the size of the whole before the content enters the
+// store (as Ingest does). Content already stored is not read again. It
+// checks first that the file system has room for what is missing: a full
+// disk is an error wrapping ErrNoSpace, never a partial file. Bytes that do
+// not match wrap ErrMismatch, and the partial file is removed: the next
+// attempt starts over. Any other error (the source failed, ctx ended)
+// leaves the partial file for the next attempt. One transfer per digest
+// runs at a time: a second caller waits for the first, then finds the
+// content stored or resumes where the first stopped.
+func (s *Store) Resume(ctx context.Context, digest string, size int64, src Source, opts ResumeOptions) error {
+	h, err := parseDigest(digest)
+	if err != nil {
+		return err
+	}
+	if size < 0 {
+		return fmt.Errorf("storing content %s: the size must be known to resume, not %d", digest, size)
+	}
+	select {
+	case <-s.started:
+	case <-ctx.Done():
+		return fmt.Errorf("storing content %s: %w", digest, ctx.Err())
+	}
+	unlock, err := s.lockTransfer(ctx, h)
+	if err != nil {
+		return fmt.Errorf("storing content %s: %w", digest, err)
+	}
+	defer unlock()
+	if s.Has(digest) {
+		if opts.Received != nil {
+			opts.Received.Store(size)
+		}
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Join(s.dir, partialDir), storeDirMode); err != nil {
+		return fmt.Errorf("storing content %s: %w", digest, err)
+	}
+	path := filepath.Join(s.dir, partialDir, h)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|openFlags, contentMode)
+	if err != nil {
+		return fmt.Errorf("storing content %s: %w", digest, err)
+	}
+	t := &transfer{store: s, f: f, digest: digest, size: size, hash: sha256.New(), opts: opts}
+	keep := false // the file moved into the store, or stays to resume
+	defer func() {
+		if !keep {
+			_ = f.Close()
+			_ = os.Remove(path)
+		}
+	}()
+	err = t.run(ctx, src)
+	switch {
+	case err == nil:
+		keep = true // install took it
+		return s.install(h, f, size)
+	case errors.Is(err, ErrMismatch), errors.Is(err, ErrNoSpace):
+		return fmt.Errorf("storing content %s: %w", digest, err)
+	}
+	keep = true
+	_ = f.Close()
+	return fmt.Errorf("storing content %s: %w", digest, err)
+}
+
+// transfer is one call of Resume.
+type transfer struct {
+	store  *Store
+	f      *os.File
+	digest string
+	size   int64
+	hash   hash.Hash
+	held   int64 // bytes in f, hashed
+	opts   ResumeOptions
+}
+
+// run brings f to the whole content: what it holds is hashed, the rest
+// read from src.
+func (t *transfer) run(ctx context.Context, src Source) error {
+	info, err := t.f.Stat()
+	if err != nil {
+		return err
+	}
+	if !info.Mode().IsRegular() {
+		return fmt.Errorf("%w: the partial file is not a regular file", ErrMismatch)
+	}
+	if info.Size() > t.size {
+		return fmt.Errorf("%w: the partial file holds %d bytes, more than the %d of the content", ErrMismatch, info.Size(), t.size)
+	}
+	if err := t.rehash(ctx, info.Size()); err != nil {
+		return err
+	}
+	if err := t.store.checkSpace(t.size - t.held); err != nil {
+		return err
+	}
+	if t.held < t.size {
+		body, start, err := src(ctx, t.held)
+		if err != nil {
+			return err
+		}
+		defer body.Close()
+		if start != t.held {
+			if start != 0 {
+				return fmt.Errorf("the source sent from byte %d, not %d", start, t.held)
+			}
+			if err := t.restart(); err != nil {
+				return err
+			}
+		}
+		if err := t.copy(ctx, body); err != nil {
+			return err
+		}
+		if t.held < t.size {
+			// The next attempt asks for the rest.
+			return fmt.Errorf("the source ended at byte %d of %d", t.held, t.size)
+		}
+	}
+	if got := hex.EncodeToString(t.hash.Sum(nil)); algorithm+got != t.digest {
+		return fmt.Errorf("%w: the %d bytes received are sha256:%s", ErrMismatch, t.size, got)
+	}
+	return nil
+}
+
+// rehash hashes the n bytes an earlier attempt left, paced like the scrub.
+func (t *transfer) rehash(ctx context.Context, n int64) error {
+	if n == 0 {
+		return nil
+	}
+	if _, err := io.Copy(t.hash, ctxReader{ctx, io.NewSectionReader(t.f, 0, n)}); err != nil {
+		return fmt.Errorf("reading the partial file: %w", err)
+	}
+	t.held = n
+	if t.opts.Received != nil {
+		t.opts.Received.Store(n)
+	}
+	_, err := t.f.Seek(n, io.SeekStart)
+	return err
+}
+
+// restart empties f: the source sends from the start.
+func (t *transfer) restart() error {
+	if err := t.f.Truncate(0); err != nil {
+		return err
+	}
+	if _, err := t.f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	t.hash.Reset()
+	t.held = 0
+	if t.opts.Received != nil {
+		t.opts.Received.Store(0)
+	}
+	return nil
+}
+
+// copy appends body to f, paced by the limit, up to the size. The hash
+// runs on its own goroutine, a few chunks behind, so that hashing and the
+// transfer share the machine's cores.
+func (t *transfer) copy(ctx context.Context, body io.Reader) error {
+	free := make(chan []byte, hashDepth)
+	for range hashDepth {
+		free <- make([]byte, chunkSize)
+	}
+	work := make(chan []byte, hashDepth)
+	hashed := make(chan struct{})
+	go func() {
+		defer close(hashed)
+		for b := range work {
+			t.hash.Write(b)
+			free <- b[:cap(b)]
+		}
+	}()
+	defer func() {
+		close(work)
+		<-hashed
+	}()
+	for t.held < t.size {
+		want := min(int64(chunkSize), t.size-t.held)
+		if t.opts.Limit != nil {
+			if err := t.opts.Limit.WaitN(ctx, int(want)); err != nil {
+				if ctx.Err() == nil {
+					// The limit leaves no time for the chunk before ctx's
+					// deadline: the transfer ends as if it had come.
+					return fmt.Errorf("%w: %v", errNoTimeLeft, err)
+				}
+				return err
+			}
+		}
+		buf := <-free
+		n, err := io.ReadFull(body, buf[:want])
+		if n > 0 {
+			if t.opts.Fetched != nil {
+				t.opts.Fetched.Add(int64(n))
+			}
+			if _, werr := t.f.Write(buf[:n]); werr != nil {
+				free <- buf
+				if errors.Is(werr, syscall.ENOSPC) {
+					return fmt.Errorf("%w: the disk filled up at byte %d of %d", ErrNoSpace, t.held, t.size)
+				}
+				return werr
+			}
+			work <- buf[:n]
+			t.held += int64(n)
+			if t.opts.Received != nil {
+				t.opts.Received.Store(t.held)
+			}
+		} else {
+			free <- buf
+		}
+		switch {
+		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+			return nil // short: the caller asks again from t.held
+		case err != nil:
+			return err
+		}
+	}
+	// A source that sends more than the content is wrong.
+	var one [1]byte
+	if n, _ := body.Read(one[:]); n > 0 {
+		return fmt.Errorf("%w: the source sent more than %d bytes", ErrMismatch, t.size)
+	}
+	return nil
+}
+
+// checkSpace reports ErrNoSpace unless the store's file system has need
+// bytes free beside spaceMargin.
+func (s *Store) checkSpace(need int64) error {
+	free, err := s.freeSpace()
+	if err != nil {
+		return fmt.Errorf("measuring the free space of the content store: %w", err)
+	}
+	if free < need+spaceMargin {
+		return fmt.Errorf("%w: %d bytes are still needed (with a margin of %d) and %d are free", ErrNoSpace, need, int64(spaceMargin), free)
+	}
+	return nil
+}
+
+// statfsFree is the bytes an unprivileged writer may still use in dir's
+// file system.
+func statfsFree(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil //nolint:gosec,unconvert // block counts fit an int64 on every file system in use
+}
+
+// lockTransfer makes the caller the one transfer of h, waiting for the one
+// under way; the returned function ends it.
+func (s *Store) lockTransfer(ctx context.Context, h string) (func(), error) {
+	for {
+		s.mu.Lock()
+		if s.transfers == nil {
+			s.transfers = map[string]chan struct{}{}
+		}
+		busy, ok := s.transfers[h]
+		if !ok {
+			done := make(chan struct{})
+			s.transfers[h] = done
+			s.mu.Unlock()
+			return func() {
+				s.mu.Lock()
+				delete(s.transfers, h)
+				s.mu.Unlock()
+				close(done)
+			}, nil
+		}
+		s.mu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Partial reports how many bytes of digest a transfer left to resume from.
+func (s *Store) Partial(digest string) int64 {
+	h, err := parseDigest(digest)
+	if err != nil {
+		return 0
+	}
+	info, err := os.Lstat(filepath.Join(s.dir, partialDir, h))
+	if err != nil || !info.Mode().IsRegular() {
+		return 0
+	}
+	return info.Size()
+}
