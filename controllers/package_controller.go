@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
+	"github.com/siteops/site-operator/internal/packages"
 )
 
 // Packages in every namespace: the manager writes their status, except
@@ -80,7 +81,7 @@ func (r *PackageReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if err := r.List(ctx, &servers, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, fmt.Errorf("listing SiteServers: %w", err)
 	}
-	scope := &packageScope{pkg: &pkg, servers: packageServersOf(servers.Items)}
+	scope := &packageScope{pkg: &pkg, servers: packages.ServersOf(servers.Items)}
 	for i := range sites.Items {
 		scope.sites = append(scope.sites, sites.Items[i].Name)
 	}

@@ -9,7 +9,6 @@ import (
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
 	"github.com/siteops/site-operator/internal/packages"
-	"github.com/siteops/site-operator/internal/topology"
 )
 
 // packageScope is what a Package's status is computed from.
@@ -23,19 +22,6 @@ type packageScope struct {
 	// needing the package target (OnDemand). None yet: no action that
 	// needs a package is admitted.
 	demanded []string
-}
-
-// packageServersOf is the placement rules' view of SiteServers.
-func packageServersOf(list []siteopsv1.SiteServer) []packages.Server {
-	out := make([]packages.Server, 0, len(list))
-	for i := range list {
-		ss := &list[i]
-		out = append(out, packages.Server{
-			Server:         topology.Server{Name: ss.Name, Sites: ss.Spec.Sites, TaskReady: ss.ServesTasks()},
-			PackageRunning: ss.ServesPackages(),
-		})
-	}
-	return out
 }
 
 // desiredPackageStatus computes a Package's status: the policy that

@@ -156,13 +156,22 @@ func serviceConfig(ss *siteopsv1.SiteServer, wc WorkloadConfig) config.Config {
 	return cfg
 }
 
-// desiredConfigMap holds the configuration of the SiteServer's services.
+// desiredConfigMap holds the configuration of the SiteServer's services,
+// and the hash that rolls their pods when it changes. The bandwidth limit
+// is left out of the hash: the package service follows it through the API,
+// and a restart would cut the transfers it limits.
 func desiredConfigMap(ss *siteopsv1.SiteServer, wc WorkloadConfig) (*corev1ac.ConfigMapApplyConfiguration, string, error) {
-	data, err := serviceConfig(ss, wc).Marshal()
+	cfg := serviceConfig(ss, wc)
+	data, err := cfg.Marshal()
 	if err != nil {
 		return nil, "", err
 	}
-	sum := sha256.Sum256([]byte(data))
+	cfg.Package.BandwidthLimit = 0
+	hashed, err := cfg.Marshal()
+	if err != nil {
+		return nil, "", err
+	}
+	sum := sha256.Sum256([]byte(hashed))
 	cm := corev1ac.ConfigMap(configName(ss), wc.Namespace).
 		WithLabels(commonLabels(ss, "config")).
 		WithOwnerReferences(ownerReference(ss)).

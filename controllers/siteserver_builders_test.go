@@ -4,6 +4,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -13,6 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
+	"github.com/siteops/site-operator/internal/siteservice/config"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
@@ -139,5 +141,31 @@ func TestPodLabels(t *testing.T) {
 	ss.Spec.Sites = nil
 	if podLabels(ss, componentTask)[LabelUnassigned] != "true" {
 		t.Errorf("an unassigned server's pods lack %s=true", LabelUnassigned)
+	}
+}
+
+// A bandwidthLimit change reaches the ConfigMap but not the hash that rolls
+// the pods: the package service follows it through the API, and a restart
+// would cut its transfers. Any other change rolls them.
+func TestConfigHashLeavesOutTheBandwidthLimit(t *testing.T) {
+	ss := goldenSiteServer()
+	_, before, err := desiredConfigMap(ss, testWorkloads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss.Spec.Services.Package.BandwidthLimit = ptr.To(resource.MustParse("10Mi"))
+	cm, after, err := desiredConfigMap(ss, testWorkloads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after != before {
+		t.Errorf("a bandwidthLimit change moved the config hash from %s to %s: the package pods would restart", before, after)
+	}
+	if !strings.Contains(cm.Data[config.FileName], "bandwidthLimit: 10485760") {
+		t.Errorf("the ConfigMap does not carry the new limit:\n%s", cm.Data[config.FileName])
+	}
+	ss.Spec.Sites = append(ss.Spec.Sites, "lyon-west")
+	if _, changed, _ := desiredConfigMap(ss, testWorkloads); changed == before {
+		t.Error("a change of sites left the config hash as it was")
 	}
 }

@@ -49,7 +49,7 @@ func TestBinary(t *testing.T) {
 		// Plain HTTP, as in development: the task service's test covers HTTPS.
 		// On an address of its own: a port free on 127.0.0.1 may be taken on
 		// another loopback address (every interface, without --listen-host).
-		cmd := exec.Command(bin, "--config", config, "--storage-path", storage, "--insecure-http", "--listen-host", "127.0.0.4",
+		cmd := exec.Command(bin, "--config", config, "--storage-path", storage, "--insecure-http", "--no-replication", "--listen-host", "127.0.0.4",
 			"--port", fmt.Sprint(port), "--health-port", fmt.Sprint(healthPort))
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
@@ -149,6 +149,10 @@ func TestBinary(t *testing.T) {
 			{"missing file", "", nil, "no such file"},
 			{"negative connection cap flag", valid, []string{"--max-connections", "-1"},
 				"package.maxConnections must be 0 (the default) or positive, not -1"},
+			{"unreadable kubeconfig for replication", valid, []string{"--kubeconfig", "/nonexistent/kubeconfig"},
+				"loading the kubeconfig /nonexistent/kubeconfig"},
+			{"negative transfer count", strings.Replace(valid, "storagePath: /data", "storagePath: /data, replication: {maxTransfers: -1}", 1), nil,
+				"package.replication.maxTransfers must be 0 (the default) or positive, not -1"},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
 				config := filepath.Join(t.TempDir(), "absent.yaml")

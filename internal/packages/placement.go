@@ -40,6 +40,19 @@ type Server struct {
 	PackageRunning bool
 }
 
+// ServersOf is the placement rules' view of SiteServers.
+func ServersOf(list []siteopsv1.SiteServer) []Server {
+	out := make([]Server, 0, len(list))
+	for i := range list {
+		ss := &list[i]
+		out = append(out, Server{
+			Server:         topology.Server{Name: ss.Name, Sites: ss.Spec.Sites, TaskReady: ss.ServesTasks()},
+			PackageRunning: ss.ServesPackages(),
+		})
+	}
+	return out
+}
+
 // Copy is one server's copy of the content, as its package service
 // reports it.
 type Copy struct {

@@ -30,3 +30,11 @@ package siteservice
 //
 // +kubebuilder:rbac:groups=siteops.io,resources=deploymenttasks,verbs=get;list;watch
 // +kubebuilder:rbac:groups=siteops.io,resources=dispatchshards,verbs=get;list;watch;create;patch
+//
+// The package service replicates Packages: it reads them (the Package
+// controller's placement in status.sites, the other servers' copies in
+// status.servers) and applies its own entry of status.servers. It never
+// writes a Package's spec.
+//
+// +kubebuilder:rbac:groups=siteops.io,resources=packages,verbs=get;list;watch
+// +kubebuilder:rbac:groups=siteops.io,resources=packages/status,verbs=get;patch

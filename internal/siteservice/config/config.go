@@ -141,7 +141,13 @@ type PackageConfig struct {
 	// StoragePath is the directory of the content store.
 	StoragePath string `json:"storagePath"`
 	// BandwidthLimit caps replication in bytes per second; 0 means no cap.
+	// The service follows its SiteServer's spec.services.package.
+	// bandwidthLimit through the API once it runs: a change applies to the
+	// transfers under way without a restart, and this value is the one it
+	// starts with.
 	BandwidthLimit int64 `json:"bandwidthLimit,omitempty"`
+	// Replication configures how the service fills its store.
+	Replication ReplicationConfig `json:"replication,omitzero"`
 	// MaxConnections caps the open connections of the content API; 0 means
 	// a default under the process's file limit.
 	MaxConnections int `json:"maxConnections,omitempty"`
@@ -153,6 +159,21 @@ type PackageConfig struct {
 	// the default (64 MiB/s).
 	ScrubRate int64 `json:"scrubRate,omitempty"`
 }
+
+// ReplicationConfig configures the package service's replication: which
+// Packages it holds follows the placement rules, read through the API.
+type ReplicationConfig struct {
+	// Disabled serves the store only and reaches no API server: for tests
+	// of the binary (--no-replication).
+	Disabled bool `json:"disabled,omitempty"`
+	// MaxTransfers bounds the transfers under way at once; 0 means
+	// DefaultMaxTransfers.
+	MaxTransfers int `json:"maxTransfers,omitempty"`
+}
+
+// DefaultMaxTransfers is how many packages one package service fetches at
+// once when ReplicationConfig.MaxTransfers is 0.
+const DefaultMaxTransfers = 2
 
 // Defaults returns the configuration of a SiteServer with default ports.
 func Defaults(siteServer string, sites []string) Config {
@@ -216,7 +237,7 @@ func (c Config) Validate() error {
 		value int64
 	}{{"task.maxConnections", int64(c.Task.MaxConnections)}, {"task.minTransferRate", c.Task.MinTransferRate},
 		{"package.maxConnections", int64(c.Package.MaxConnections)}, {"package.minTransferRate", c.Package.MinTransferRate},
-		{"package.scrubRate", c.Package.ScrubRate}} {
+		{"package.scrubRate", c.Package.ScrubRate}, {"package.replication.maxTransfers", int64(c.Package.Replication.MaxTransfers)}} {
 		if f.value < 0 {
 			errs = append(errs, fmt.Errorf("%s must be 0 (the default) or positive, not %d", f.field, f.value))
 		}

@@ -52,12 +52,22 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"k8s.io/client-go/rest"
+
 	"github.com/siteops/site-operator/internal/siteservice/config"
 	"github.com/siteops/site-operator/internal/siteservice/host"
 )
 
 // Options are what a Server needs besides its configuration.
-type Options = host.ServiceOptions
+type Options struct {
+	// Version is reported by /v1/info.
+	Version string
+	// Logger receives the service's logs; nil means slog.Default().
+	Logger *slog.Logger
+	// RestConfig reaches the API server for replication; nil serves the
+	// store only.
+	RestConfig *rest.Config
+}
 
 // Server is one package service.
 type Server struct {
@@ -65,17 +75,16 @@ type Server struct {
 	store *Store
 	log   *slog.Logger
 	host  *host.Host
+	// replicator fills the store; nil without API access.
+	replicator *replicator
 }
 
 // New returns the package service configured by cfg. It does not create
 // the store: a missing volume must show as a pod that is not ready, not
 // as content written to the container's own file system.
 func New(cfg config.Config, opts Options) (*Server, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("package service configuration: %w", err)
-	}
-	if cfg.Package.StoragePath == "" {
-		return nil, errors.New("package service configuration: package.storagePath must be set")
+	if err := validate(cfg); err != nil {
+		return nil, err
 	}
 	log := opts.Logger
 	if log == nil {
@@ -89,9 +98,34 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 		Service: "package", SiteServer: cfg.SiteServer, Sites: cfg.Sites, Version: opts.Version,
 	}))
 	mux.HandleFunc("GET /v1/content/{digest}", s.serveContent)
+	if opts.RestConfig != nil {
+		caFile := ""
+		if !cfg.TLS.Disabled {
+			caFile = config.DefaultTLSDir + "/ca.crt"
+		}
+		r, err := newReplicator(opts.RestConfig, cfg.SiteServer, s.store, caFile, cfg.Package.Replication.MaxTransfers,
+			cfg.Package.BandwidthLimit, log)
+		if err != nil {
+			return nil, fmt.Errorf("package service replication: %w", err)
+		}
+		s.replicator = r
+	} else {
+		log.Warn("Replicating nothing: no Kubernetes API configuration (--no-replication)")
+	}
 	s.host = &host.Host{Name: "package-service", Handler: mux, Ready: s.store.Ready, Logger: opts.Logger,
 		MaxConnections: cfg.Package.MaxConnections, Limits: host.Limits{MinRate: cfg.Package.MinTransferRate}}
 	return s, nil
+}
+
+// validate checks what the package service needs of its configuration.
+func validate(cfg config.Config) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("package service configuration: %w", err)
+	}
+	if cfg.Package.StoragePath == "" {
+		return errors.New("package service configuration: package.storagePath must be set")
+	}
+	return nil
 }
 
 // Command is the package-service binary, for host.Run.
@@ -105,12 +139,27 @@ func Command(version string) host.Command {
 		},
 		Flags: func(fs *flag.FlagSet) map[string]func(*config.Config) {
 			storage := fs.String("storage-path", "", "Directory of the content store; overrides package.storagePath of the configuration file.")
+			kubeconfig := fs.String("kubeconfig", "", "Path of a kubeconfig file to reach the API server with; overrides kubeconfig of the configuration file. Default: $KUBECONFIG, else the pod's ServiceAccount.")
+			noReplication := fs.Bool("no-replication", false, "Serve the store only and reach no API server: for tests of the binary.")
 			return map[string]func(*config.Config){
-				"storage-path": func(c *config.Config) { c.Package.StoragePath = *storage },
+				"storage-path":   func(c *config.Config) { c.Package.StoragePath = *storage },
+				"kubeconfig":     func(c *config.Config) { c.Kubeconfig = *kubeconfig },
+				"no-replication": func(c *config.Config) { c.Package.Replication.Disabled = *noReplication },
 			}
 		},
 		New: func(cfg config.Config, version string, log *slog.Logger) (host.Service, error) {
-			return New(cfg, Options{Version: version, Logger: log})
+			if err := validate(cfg); err != nil {
+				return nil, err // before the API configuration, whose error would hide it
+			}
+			opts := Options{Version: version, Logger: log}
+			if !cfg.Package.Replication.Disabled {
+				rc, err := host.RestConfig(cfg.Kubeconfig, "--no-replication to serve the store only")
+				if err != nil {
+					return nil, err
+				}
+				opts.RestConfig = rc
+			}
+			return New(cfg, opts)
 		},
 	}
 }
@@ -140,7 +189,20 @@ func (s *Server) run(ctx context.Context, serve func(context.Context) error) err
 		s.store.Wait()
 	}()
 	s.store.Start(ctx)
-	return serve(ctx)
+	if s.replicator == nil {
+		return serve(ctx)
+	}
+	replicated := make(chan error, 1)
+	go func() {
+		err := s.replicator.run(ctx)
+		if err != nil {
+			s.log.Error("Replication stopped: the store is served, nothing new comes in", "error", err)
+		}
+		replicated <- err
+	}()
+	err := serve(ctx)
+	cancel()
+	return errors.Join(err, <-replicated)
 }
 
 // serveContent serves GET /v1/content/{digest} with ranges, conditional

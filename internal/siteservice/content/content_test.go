@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/rest"
+
 	"github.com/siteops/site-operator/internal/siteservice/config"
 	"github.com/siteops/site-operator/internal/siteservice/host"
 	"github.com/siteops/site-operator/internal/siteservice/host/hosttest"
@@ -45,14 +47,22 @@ func startService(t *testing.T) *service {
 // configured by mutate, until the test ends.
 func startServiceOn(t *testing.T, storage string, mutate func(*config.Config)) *service {
 	t.Helper()
-	cfg := config.Defaults("paris-1", []string{"paris"})
+	return startReplicating(t, "paris-1", []string{"paris"}, storage, mutate, nil)
+}
+
+// startReplicating serves the package service of SiteServer server over
+// the store in storage, replicating through the API server at rc (none
+// when nil).
+func startReplicating(t *testing.T, server string, sites []string, storage string, mutate func(*config.Config), rc *rest.Config) *service {
+	t.Helper()
+	cfg := config.Defaults(server, sites)
 	cfg.Package.StoragePath = storage
 	if mutate != nil {
 		mutate(&cfg)
 	}
 	logs := &syncBuffer{}
 	s, err := New(cfg, Options{Version: "v0.1.0",
-		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), logs), nil))})
+		Logger: slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), logs), nil)), RestConfig: rc})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,7 +35,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -46,7 +45,6 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/siteops/site-operator/internal/protocol"
 	"github.com/siteops/site-operator/internal/siteservice/config"
@@ -219,7 +217,7 @@ func Command(version string) host.Command {
 		New: func(cfg config.Config, version string, log *slog.Logger) (host.Service, error) {
 			opts := Options{ServiceOptions: host.ServiceOptions{Version: version, Logger: log}}
 			if !cfg.Task.Agents.Disabled {
-				rc, err := restConfig(cfg.Kubeconfig)
+				rc, err := host.RestConfig(cfg.Kubeconfig, "--no-agent-api to serve no agent API")
 				if err != nil {
 					return nil, err
 				}
@@ -228,26 +226,6 @@ func Command(version string) host.Command {
 			return New(cfg, opts)
 		},
 	}
-}
-
-// restConfig is the API configuration: the kubeconfig file when one is
-// given, else the pod's own (its ServiceAccount token).
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig == "" {
-		kubeconfig = os.Getenv("KUBECONFIG")
-	}
-	if kubeconfig != "" {
-		rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-		if err != nil {
-			return nil, fmt.Errorf("loading the kubeconfig %s: %w", kubeconfig, err)
-		}
-		return rc, nil
-	}
-	rc, err := rest.InClusterConfig()
-	if err != nil {
-		return nil, fmt.Errorf("loading the in-cluster API configuration (outside a pod, pass --kubeconfig, or --no-agent-api to serve no agent API): %w", err)
-	}
-	return rc, nil
 }
 
 // ListenAndServe serves on the configured ports of every interface until
