@@ -36,38 +36,119 @@ func CompileSchedule(s *siteopsv1.DeploymentTaskSchedule) (*Schedule, error) {
 		c.startAt = s.StartAt.Time
 	}
 	if w := s.Window; w != nil {
-		cw := &window{duration: w.Duration.Duration}
-		var ok bool
-		if cw.hour, cw.minute, ok = parseClock(w.Start); !ok {
-			return nil, fmt.Errorf("spec.schedule.window.start %q must be HH:MM", w.Start)
-		}
-		if cw.duration < time.Minute || cw.duration > 24*time.Hour {
-			return nil, fmt.Errorf("spec.schedule.window.duration %s must be from 1m to 24h", cw.duration)
-		}
-		tz := w.TimeZone
-		if tz == "" {
-			tz = "UTC"
-		}
-		loc, err := time.LoadLocation(tz)
+		cw, err := compileWindow(*w, "spec.schedule.window")
 		if err != nil {
-			return nil, fmt.Errorf("spec.schedule.window.timeZone %q is not a known IANA time zone", tz)
-		}
-		cw.loc = loc
-		if len(w.Days) == 0 {
-			for d := range cw.days {
-				cw.days[d] = true
-			}
-		}
-		for _, d := range w.Days {
-			wd, ok := weekdays[d]
-			if !ok {
-				return nil, fmt.Errorf("spec.schedule.window.days: %q is not one of Mon, Tue, Wed, Thu, Fri, Sat, Sun", d)
-			}
-			cw.days[wd] = true
+			return nil, err
 		}
 		c.window = cw
 	}
 	return c, nil
+}
+
+// compileWindow compiles w, whose errors name it as field.
+func compileWindow(w siteopsv1.MaintenanceWindow, field string) (*window, error) {
+	cw := &window{duration: w.Duration.Duration}
+	var ok bool
+	if cw.hour, cw.minute, ok = parseClock(w.Start); !ok {
+		return nil, fmt.Errorf("%s.start %q must be HH:MM", field, w.Start)
+	}
+	if cw.duration < time.Minute || cw.duration > 24*time.Hour {
+		return nil, fmt.Errorf("%s.duration %s must be from 1m to 24h", field, cw.duration)
+	}
+	tz := w.TimeZone
+	if tz == "" {
+		tz = "UTC"
+	}
+	loc, err := time.LoadLocation(tz)
+	if err != nil {
+		return nil, fmt.Errorf("%s.timeZone %q is not a known IANA time zone", field, tz)
+	}
+	cw.loc = loc
+	if len(w.Days) == 0 {
+		for d := range cw.days {
+			cw.days[d] = true
+		}
+	}
+	for _, d := range w.Days {
+		wd, ok := weekdays[d]
+		if !ok {
+			return nil, fmt.Errorf("%s.days: %q is not one of Mon, Tue, Wed, Thu, Fri, Sat, Sun", field, d)
+		}
+		cw.days[wd] = true
+	}
+	return cw, nil
+}
+
+// Windows are recurring windows compiled together, such as a Package's
+// spec.replication.windows: open when any of them is; none means always.
+type Windows []*window
+
+// CompileWindows compiles ws, whose errors name the field (such as
+// "spec.replication.windows") and the index.
+func CompileWindows(ws []siteopsv1.MaintenanceWindow, field string) (Windows, error) {
+	out := make(Windows, 0, len(ws))
+	for i, w := range ws {
+		cw, err := compileWindow(w, fmt.Sprintf("%s[%d]", field, i))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, cw)
+	}
+	return out, nil
+}
+
+// Open reports whether now is inside one of the windows, or there are
+// none.
+func (ws Windows) Open(now time.Time) bool {
+	if len(ws) == 0 {
+		return true
+	}
+	for _, w := range ws {
+		if _, _, ok := w.containing(now); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// NextOpen returns the first instant at or after now inside a window, or
+// the zero time if none opens within eight days.
+func (ws Windows) NextOpen(now time.Time) time.Time {
+	if ws.Open(now) {
+		return now
+	}
+	var next time.Time
+	for _, w := range ws {
+		if s := w.nextStart(now); !s.IsZero() && (next.IsZero() || s.Before(next)) {
+			next = s
+		}
+	}
+	return next
+}
+
+// Until returns when the windows stop being open from now on, following
+// windows that overlap or touch; the zero time when there are none (always
+// open) or now is outside them all.
+func (ws Windows) Until(now time.Time) time.Time {
+	if len(ws) == 0 {
+		return time.Time{}
+	}
+	var end time.Time
+	for t := now; ; {
+		var furthest time.Time
+		for _, w := range ws {
+			if _, e, ok := w.containing(t); ok && e.After(furthest) {
+				furthest = e
+			}
+		}
+		if furthest.IsZero() || !furthest.After(t) {
+			return end
+		}
+		end, t = furthest, furthest
+		if end.Sub(now) > 8*24*time.Hour {
+			return end // windows that never close (every day, 24 h)
+		}
+	}
 }
 
 // Open reports whether work may start at now.

@@ -469,3 +469,56 @@ func TestCompileScheduleBounds(t *testing.T) {
 		}
 	}
 }
+
+func TestWindows(t *testing.T) {
+	at := func(s string) time.Time {
+		v, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	ws, err := CompileWindows([]siteopsv1.MaintenanceWindow{
+		{Start: "01:00", Duration: metav1.Duration{Duration: 2 * time.Hour}},
+		{Start: "02:30", Duration: metav1.Duration{Duration: 2 * time.Hour}},
+		{Start: "22:00", Duration: metav1.Duration{Duration: time.Hour}, TimeZone: "Europe/Paris", Days: []siteopsv1.Weekday{"Sat"}},
+	}, "spec.replication.windows")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		now             string
+		open            bool
+		until, nextOpen string
+	}{
+		{"2026-11-26T01:30:00Z", true, "2026-11-26T04:30:00Z", "2026-11-26T01:30:00Z"}, // overlapping windows chain
+		{"2026-11-26T04:30:00Z", false, "", "2026-11-27T01:00:00Z"},                    // the end is outside
+		{"2026-11-26T12:00:00Z", false, "", "2026-11-27T01:00:00Z"},
+		{"2026-11-28T21:30:00Z", true, "2026-11-28T22:00:00Z", "2026-11-28T21:30:00Z"}, // Saturday 22:30 in Paris
+		{"2026-11-27T21:30:00Z", false, "", "2026-11-28T01:00:00Z"},                    // Friday: not that one
+	} {
+		now := at(tt.now)
+		if got := ws.Open(now); got != tt.open {
+			t.Errorf("%s: Open = %v, want %v", tt.now, got, tt.open)
+		}
+		until := ws.Until(now)
+		if (tt.until == "" && !until.IsZero()) || (tt.until != "" && !until.Equal(at(tt.until))) {
+			t.Errorf("%s: Until = %v, want %q", tt.now, until, tt.until)
+		}
+		if got := ws.NextOpen(now); !got.Equal(at(tt.nextOpen)) {
+			t.Errorf("%s: NextOpen = %v, want %s", tt.now, got, tt.nextOpen)
+		}
+	}
+
+	var none Windows
+	if !none.Open(at("2026-11-26T12:00:00Z")) || !none.Until(at("2026-11-26T12:00:00Z")).IsZero() {
+		t.Error("no window must mean always open, with no end")
+	}
+	_, err = CompileWindows([]siteopsv1.MaintenanceWindow{
+		{Start: "01:00", Duration: metav1.Duration{Duration: time.Hour}},
+		{Start: "02:00", Duration: metav1.Duration{Duration: time.Hour}, TimeZone: "Mars/Olympus"},
+	}, "spec.replication.windows")
+	if err == nil || !strings.Contains(err.Error(), `spec.replication.windows[1].timeZone "Mars/Olympus"`) {
+		t.Errorf("an unknown zone: %v", err)
+	}
+}

@@ -25,6 +25,7 @@ import (
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
 	"github.com/siteops/site-operator/internal/packages"
+	"github.com/siteops/site-operator/internal/tasks"
 )
 
 // Timing of the replicator.
@@ -265,6 +266,21 @@ func (r *replicator) reconcilePackage(ctx context.Context, p *siteopsv1.Package,
 		return r.report(ctx, p, siteopsv1.ContentReady, size, "")
 	}
 	now := r.now()
+	windows, err := tasks.CompileWindows(p.Spec.Replication.Windows, "spec.replication.windows")
+	if err != nil {
+		r.cancel(key)
+		return r.report(ctx, p, siteopsv1.ContentFailed, r.store.Partial(digest), err.Error())
+	}
+	if !windows.Open(now) {
+		// Outside its windows: a transfer under way pauses (what it
+		// received stays, to resume from).
+		r.cancel(key)
+		msg := "outside the replication windows (spec.replication.windows)"
+		if next := windows.NextOpen(now); !next.IsZero() {
+			msg += "; the next opens at " + next.UTC().Format(time.RFC3339)
+		}
+		return r.report(ctx, p, siteopsv1.ContentPending, r.store.Partial(digest), msg)
+	}
 	r.mu.Lock()
 	j := r.jobs[key]
 	if j != nil && j.digest != digest {
@@ -301,7 +317,7 @@ func (r *replicator) reconcilePackage(ctx context.Context, p *siteopsv1.Package,
 	j = &job{digest: digest, size: size, failures: failures}
 	r.jobs[key] = j
 	r.mu.Unlock()
-	go r.transfer(ctx, key, j, sources)
+	go r.transfer(ctx, key, j, sources, windows.Until(now))
 	return r.report(ctx, p, siteopsv1.ContentPending, r.store.Partial(digest), "waiting for a transfer slot")
 }
 
@@ -331,9 +347,16 @@ func (r *replicator) sources(p *siteopsv1.Package, servers []siteopsv1.SiteServe
 	return out
 }
 
-// transfer runs one job in a transfer slot.
-func (r *replicator) transfer(ctx context.Context, key types.NamespacedName, j *job, sources []string) {
-	ctx, cancel := context.WithCancel(ctx)
+// transfer runs one job in a transfer slot, until the content is stored
+// or, when until is set, the replication windows close: then it pauses,
+// which is no failure.
+func (r *replicator) transfer(ctx context.Context, key types.NamespacedName, j *job, sources []string, until time.Time) {
+	var cancel context.CancelFunc
+	if until.IsZero() {
+		ctx, cancel = context.WithCancel(ctx)
+	} else {
+		ctx, cancel = context.WithDeadline(ctx, until)
+	}
 	defer cancel()
 	select {
 	case r.slots <- struct{}{}:
@@ -351,6 +374,11 @@ func (r *replicator) transfer(ctx context.Context, key types.NamespacedName, j *
 	r.poke() // Replicating
 	r.log.Info("Replicating a package", "package", key.String(), "digest", j.digest, "size", j.size, "sources", sources)
 	err := r.fetcher.Fetch(ctx, j.digest, j.size, sources)
+	if !until.IsZero() && err != nil && (errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, errNoTimeLeft)) {
+		r.log.Info("The replication windows closed: the transfer pauses", "package", key.String(), "digest", j.digest,
+			"received", r.store.Partial(j.digest))
+		err = nil
+	}
 	r.mu.Lock()
 	j.done, j.err, j.cancel = true, err, nil
 	if err != nil {

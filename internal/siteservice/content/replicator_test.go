@@ -69,13 +69,19 @@ func runningServer(t *testing.T, cl client.Client, name string, sites ...string)
 }
 
 // placed creates a Package and writes the status.sites the Package
-// controller would: every site wants it.
+// controller would: the sites given want it.
 func placed(t *testing.T, cl client.Client, name, url, digest string, size int64, sites ...string) {
+	t.Helper()
+	placedWith(t, cl, name, url, digest, size, nil, sites...)
+}
+
+// placedWith is placed with replication windows.
+func placedWith(t *testing.T, cl client.Client, name, url, digest string, size int64, windows []siteopsv1.MaintenanceWindow, sites ...string) {
 	t.Helper()
 	ctx := context.Background()
 	p := &siteopsv1.Package{ObjectMeta: metav1.ObjectMeta{Namespace: "apps", Name: name},
 		Spec: siteopsv1.PackageSpec{Type: siteopsv1.PackageDiskImage, Source: siteopsv1.PackageSource{URL: url},
-			Digest: digest, Size: size}}
+			Digest: digest, Size: size, Replication: siteopsv1.PackageReplication{Windows: windows}}}
 	if err := cl.Create(ctx, p); err != nil {
 		t.Fatal(err)
 	}
@@ -190,6 +196,32 @@ func TestReplication(t *testing.T) {
 		if _, ok := copyOf(t, cl, "lyon-only", "paris-srv"); ok || a.server.Store().Has(digest) {
 			t.Error("paris-srv replicated a package only lyon wants")
 		}
+	})
+
+	t.Run("outside its replication windows it waits; inside, it moves", func(t *testing.T) {
+		now := time.Now().UTC()
+		window := func(start time.Time, d time.Duration) []siteopsv1.MaintenanceWindow {
+			return []siteopsv1.MaintenanceWindow{{Start: start.Format("15:04"), Duration: metav1.Duration{Duration: d}, TimeZone: "UTC"}}
+		}
+		data, digest := randomContent(64 << 10)
+		o := newOrigin(t, data)
+		placedWith(t, cl, "later", o.URL, digest, int64(len(data)), window(now.Add(2*time.Hour), time.Hour), "paris")
+		waitUntil(t, 30*time.Second, "paris-srv says the package waits for its window", func() bool {
+			c, ok := copyOf(t, cl, "later", "paris-srv")
+			return ok && c.State == siteopsv1.ContentPending && strings.Contains(c.Message, "outside the replication windows") &&
+				strings.Contains(c.Message, "the next opens at")
+		})
+		if o.gets.Load() != 0 || a.server.Store().Has(digest) {
+			t.Errorf("content moved outside its window: %d GETs", o.gets.Load())
+		}
+
+		data, digest = randomContent(64<<10 + 1)
+		o = newOrigin(t, data)
+		placedWith(t, cl, "now", o.URL, digest, int64(len(data)), window(now.Add(-time.Hour), 3*time.Hour), "paris")
+		waitUntil(t, 30*time.Second, "paris-srv holds the package inside its window", func() bool {
+			c, ok := copyOf(t, cl, "now", "paris-srv")
+			return ok && c.State == siteopsv1.ContentReady && a.server.Store().Has(digest)
+		})
 	})
 
 	t.Run("the bandwidth limit follows the SiteServer without a restart", func(t *testing.T) {
