@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -26,16 +27,26 @@ type packageScope struct {
 
 // desiredPackageStatus computes a Package's status: the policy that
 // applies, the wanted sites rolled up from the package services' entries
-// in status.servers (which it keeps as they are: they are theirs), and the
-// conditions.
+// in status.servers (kept as they are, since they are theirs, but for
+// those of SiteServers that no longer exist), and the conditions.
 func desiredPackageStatus(s *packageScope) *siteopsv1.PackageStatus {
 	p := s.pkg
 	st := p.Status.DeepCopy()
 	st.ObservedGeneration = p.Generation
 	st.Policy = p.EffectivePolicy()
 	wanted, missing := packages.WantedSites(st.Policy, s.sites, p.Spec.Replication.Sites, s.demanded)
+	// The entries of SiteServers that are gone are dropped: a deleted
+	// server leaves no claim on the content behind.
+	exists := map[string]bool{}
+	for _, sv := range s.servers {
+		exists[sv.Name] = true
+	}
+	st.Servers = slices.DeleteFunc(st.Servers, func(c siteopsv1.PackageServerStatus) bool { return !exists[c.Server] })
+	if len(st.Servers) == 0 {
+		st.Servers = nil
+	}
 	copies := map[string]packages.Copy{}
-	for _, c := range p.Status.Servers {
+	for _, c := range st.Servers {
 		copies[c.Server] = packages.Copy{State: c.State, Bytes: c.Bytes, Message: c.Message}
 	}
 	st.Sites = packages.RollUp(wanted, len(s.sites) > 0, s.servers, copies)

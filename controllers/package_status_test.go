@@ -69,3 +69,23 @@ func TestDesiredPackageStatus(t *testing.T) {
 		})
 	}
 }
+
+// The entry of a SiteServer that was deleted is dropped, and no longer
+// counts: here it was the only Ready copy.
+func TestDesiredPackageStatusDropsDeletedServers(t *testing.T) {
+	servers := []packages.Server{{Server: topology.Server{Name: "a-1", Sites: []string{"a"}, TaskReady: true}, PackageRunning: true}}
+	p := &siteopsv1.Package{ObjectMeta: metav1.ObjectMeta{Name: "p", Generation: 1},
+		Spec: siteopsv1.PackageSpec{Type: siteopsv1.PackageSoftware, Size: 10,
+			Replication: siteopsv1.PackageReplication{Policy: siteopsv1.ReplicateSites, Sites: []string{"a"}}},
+		Status: siteopsv1.PackageStatus{Servers: []siteopsv1.PackageServerStatus{
+			{Server: "a-1", State: siteopsv1.ContentReplicating},
+			{Server: "gone-1", State: siteopsv1.ContentReady},
+		}}}
+	st := desiredPackageStatus(&packageScope{pkg: p, sites: []string{"a"}, servers: servers})
+	if len(st.Servers) != 1 || st.Servers[0].Server != "a-1" {
+		t.Errorf("servers %+v, want a-1's entry only", st.Servers)
+	}
+	if len(p.Status.Servers) != 2 {
+		t.Error("the Package read from the cache was changed")
+	}
+}

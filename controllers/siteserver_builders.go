@@ -349,6 +349,12 @@ func desiredPackageStatefulSet(ss *siteopsv1.SiteServer, wc WorkloadConfig, conf
 	}
 	container := serviceContainer(componentPackage, wc, ss.Spec.Services.Package.Resources).
 		WithVolumeMounts(corev1ac.VolumeMount().WithName(contentVolume).WithMountPath(config.DefaultStoragePath))
+	// The claim goes with the StatefulSet, which goes with the SiteServer
+	// (its owner), unless the user asked to keep it.
+	whenDeleted := appsv1.DeletePersistentVolumeClaimRetentionPolicyType
+	if storage.RetainOnDelete {
+		whenDeleted = appsv1.RetainPersistentVolumeClaimRetentionPolicyType
+	}
 	return appsv1ac.StatefulSet(packageName(ss), wc.Namespace).
 		WithLabels(commonLabels(ss, componentPackage)).
 		WithOwnerReferences(ownerReference(ss)).
@@ -356,6 +362,8 @@ func desiredPackageStatefulSet(ss *siteopsv1.SiteServer, wc WorkloadConfig, conf
 			WithReplicas(1).
 			WithServiceName(packageName(ss)).
 			WithPodManagementPolicy(appsv1.ParallelPodManagement).
+			WithPersistentVolumeClaimRetentionPolicy(appsv1ac.StatefulSetPersistentVolumeClaimRetentionPolicy().
+				WithWhenDeleted(whenDeleted).WithWhenScaled(appsv1.RetainPersistentVolumeClaimRetentionPolicyType)).
 			WithSelector(metav1ac.LabelSelector().WithMatchLabels(selectorLabels(ss, componentPackage))).
 			WithTemplate(corev1ac.PodTemplateSpec().
 				WithLabels(podLabels(ss, componentPackage)).

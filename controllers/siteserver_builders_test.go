@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -167,5 +168,22 @@ func TestConfigHashLeavesOutTheBandwidthLimit(t *testing.T) {
 	ss.Spec.Sites = append(ss.Spec.Sites, "lyon-west")
 	if _, changed, _ := desiredConfigMap(ss, testWorkloads); changed == before {
 		t.Error("a change of sites left the config hash as it was")
+	}
+}
+
+// The content store's claim goes with the SiteServer unless it asks to
+// keep it; scaling never deletes it.
+func TestPackageClaimRetention(t *testing.T) {
+	ss := goldenSiteServer()
+	for _, retain := range []bool{false, true} {
+		ss.Spec.Services.Package.Storage.RetainOnDelete = retain
+		p := desiredPackageStatefulSet(ss, testWorkloads, "h").Spec.PersistentVolumeClaimRetentionPolicy
+		want := appsv1.DeletePersistentVolumeClaimRetentionPolicyType
+		if retain {
+			want = appsv1.RetainPersistentVolumeClaimRetentionPolicyType
+		}
+		if p == nil || *p.WhenDeleted != want || *p.WhenScaled != appsv1.RetainPersistentVolumeClaimRetentionPolicyType {
+			t.Errorf("retainOnDelete %v: retention policy %+v, want whenDeleted %s, whenScaled Retain", retain, p, want)
+		}
 	}
 }

@@ -163,6 +163,13 @@ type PackageStorage struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	StorageClassName string `json:"storageClassName,omitempty"`
+
+	// retainOnDelete keeps the content store's PersistentVolumeClaim when
+	// the SiteServer is deleted (a captured image not replicated yet lives
+	// only there); absent or false deletes it with the SiteServer, so that
+	// no orphaned claim is left behind. Scaling never deletes it.
+	// +optional
+	RetainOnDelete bool `json:"retainOnDelete,omitempty"`
 }
 
 // Resources are a site-service container's compute resources, as a

@@ -169,7 +169,16 @@ type ReplicationConfig struct {
 	// MaxTransfers bounds the transfers under way at once; 0 means
 	// DefaultMaxTransfers.
 	MaxTransfers int `json:"maxTransfers,omitempty"`
+	// RemoveAfterSeconds is how long content that no Package gives this
+	// server any more stays in the store before it is removed; 0 means
+	// DefaultRemoveAfterSeconds.
+	RemoveAfterSeconds int `json:"removeAfterSeconds,omitempty"`
 }
+
+// DefaultRemoveAfterSeconds is the grace period before unwanted content is
+// removed: a Package whose sites change back within the hour is not
+// transferred again.
+const DefaultRemoveAfterSeconds = 3600
 
 // DefaultMaxTransfers is how many packages one package service fetches at
 // once when ReplicationConfig.MaxTransfers is 0.
@@ -237,7 +246,8 @@ func (c Config) Validate() error {
 		value int64
 	}{{"task.maxConnections", int64(c.Task.MaxConnections)}, {"task.minTransferRate", c.Task.MinTransferRate},
 		{"package.maxConnections", int64(c.Package.MaxConnections)}, {"package.minTransferRate", c.Package.MinTransferRate},
-		{"package.scrubRate", c.Package.ScrubRate}, {"package.replication.maxTransfers", int64(c.Package.Replication.MaxTransfers)}} {
+		{"package.scrubRate", c.Package.ScrubRate}, {"package.replication.maxTransfers", int64(c.Package.Replication.MaxTransfers)},
+		{"package.replication.removeAfterSeconds", int64(c.Package.Replication.RemoveAfterSeconds)}} {
 		if f.value < 0 {
 			errs = append(errs, fmt.Errorf("%s must be 0 (the default) or positive, not %d", f.field, f.value))
 		}

@@ -103,7 +103,7 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 		if !cfg.TLS.Disabled {
 			caFile = config.DefaultTLSDir + "/ca.crt"
 		}
-		r, err := newReplicator(opts.RestConfig, cfg.SiteServer, s.store, caFile, cfg.Package.Replication.MaxTransfers,
+		r, err := newReplicator(opts.RestConfig, cfg.SiteServer, s.store, caFile, cfg.Package.Replication,
 			cfg.Package.BandwidthLimit, log)
 		if err != nil {
 			return nil, fmt.Errorf("package service replication: %w", err)

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
+	"github.com/siteops/site-operator/internal/siteservice/config"
 	"github.com/siteops/site-operator/internal/packages"
 	"github.com/siteops/site-operator/internal/tasks"
 )
@@ -58,6 +59,10 @@ type replicator struct {
 	log     *slog.Logger
 	now     func() time.Time
 	slots   chan struct{} // one per transfer under way
+	// removeAfter is how long content no Package gives this server stays;
+	// unwanted says since when each such digest has been seen so.
+	removeAfter time.Duration
+	unwanted    map[string]time.Time
 
 	kick chan struct{}
 
@@ -87,7 +92,7 @@ type writtenEntry struct {
 // fieldOwner is the field manager of a server's entries in status.servers.
 func fieldOwner(server string) string { return "site-operator-package-service-" + server }
 
-func newReplicator(rc *rest.Config, server string, store *Store, caFile string, maxTransfers int, limit int64, log *slog.Logger) (*replicator, error) {
+func newReplicator(rc *rest.Config, server string, store *Store, caFile string, rcfg config.ReplicationConfig, limit int64, log *slog.Logger) (*replicator, error) {
 	scheme := runtime.NewScheme()
 	if err := siteopsv1.AddToScheme(scheme); err != nil {
 		return nil, err
@@ -104,10 +109,16 @@ func newReplicator(rc *rest.Config, server string, store *Store, caFile string, 
 	if err != nil {
 		return nil, err
 	}
+	maxTransfers := rcfg.MaxTransfers
 	if maxTransfers <= 0 {
-		maxTransfers = 2
+		maxTransfers = config.DefaultMaxTransfers
+	}
+	removeAfter := rcfg.RemoveAfterSeconds
+	if removeAfter <= 0 {
+		removeAfter = config.DefaultRemoveAfterSeconds
 	}
 	r := &replicator{server: server, store: store, cache: c, client: cl, log: log, now: time.Now,
+		removeAfter: time.Duration(removeAfter) * time.Second, unwanted: map[string]time.Time{},
 		fetcher: NewFetcher(store, httpClient, limit, log), slots: make(chan struct{}, maxTransfers),
 		kick: make(chan struct{}, 1), jobs: map[types.NamespacedName]*job{}, written: map[types.NamespacedName]writtenEntry{}}
 	return r, nil
@@ -215,16 +226,66 @@ func (r *replicator) reconcile(ctx context.Context) error {
 	placement := packages.ServersOf(servers.Items)
 	sitesExist := len(sites.Items) > 0
 	seen := map[types.NamespacedName]bool{}
+	wanted := map[string]bool{} // digests a Package gives this server, or may
 	var errs []error
 	for i := range pkgs.Items {
 		p := &pkgs.Items[i]
 		key := client.ObjectKeyFromObject(p)
 		seen[key] = true
-		if err := r.reconcilePackage(ctx, p, placement, sitesExist, servers.Items); err != nil {
+		mine, decided := r.mine(p, placement, sitesExist)
+		if mine || !decided {
+			wanted[p.Spec.Digest] = true
+		}
+		if !decided {
+			continue // the controller has not placed this generation yet
+		}
+		if err := r.reconcilePackage(ctx, p, mine, servers.Items); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	r.forgetGone(seen)
+	if err := r.collect(ctx, wanted); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// collect removes the content and the partial transfers that no Package
+// has given this server for removeAfter. The clock starts when the
+// replicator first sees them unwanted, so a restart delays a removal and
+// never hastens one.
+func (r *replicator) collect(ctx context.Context, wanted map[string]bool) error {
+	now := r.now()
+	stored, partial := r.store.Digests()
+	present := map[string]bool{}
+	var errs []error
+	for _, d := range append(stored, partial...) {
+		present[d] = true
+		if wanted[d] {
+			delete(r.unwanted, d)
+			continue
+		}
+		since, ok := r.unwanted[d]
+		if !ok {
+			r.unwanted[d] = now
+			r.log.Info("No Package gives this content to this server any more: it is removed after the grace period",
+				"digest", d, "removeAt", now.Add(r.removeAfter).UTC().Format(time.RFC3339))
+			continue
+		}
+		if now.Sub(since) < r.removeAfter {
+			continue
+		}
+		if err := r.store.Remove(ctx, d); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		delete(r.unwanted, d)
+	}
+	for d := range r.unwanted {
+		if !present[d] {
+			delete(r.unwanted, d)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -242,23 +303,31 @@ func (r *replicator) followLimit(me *siteopsv1.SiteServer) {
 
 // mine reports whether the placement rules give p's content to this
 // server: it serves one of the sites that the controller found wanting it.
-func (r *replicator) mine(p *siteopsv1.Package, placement []packages.Server, sitesExist bool) bool {
+// decided is false while the controller has not placed p's generation.
+func (r *replicator) mine(p *siteopsv1.Package, placement []packages.Server, sitesExist bool) (mine, decided bool) {
 	if p.Status.ObservedGeneration != p.Generation || p.Status.Policy == "" {
-		return false // the controller has not placed this generation yet
+		return false, false
 	}
 	wanted := make([]string, 0, len(p.Status.Sites))
 	for _, s := range p.Status.Sites {
 		wanted = append(wanted, s.Site)
 	}
-	return slices.Contains(packages.Holders(wanted, sitesExist, placement), r.server)
+	return slices.Contains(packages.Holders(wanted, sitesExist, placement), r.server), true
 }
 
-// reconcilePackage starts, follows or reports p's transfer here.
-func (r *replicator) reconcilePackage(ctx context.Context, p *siteopsv1.Package, placement []packages.Server, sitesExist bool, servers []siteopsv1.SiteServer) error {
+// reconcilePackage starts, follows or reports p's transfer here, or, when
+// p's content is not this server's any more, stops its transfer and
+// withdraws its entry from p's status (the content itself goes after the
+// grace period, with collect).
+func (r *replicator) reconcilePackage(ctx context.Context, p *siteopsv1.Package, mine bool, servers []siteopsv1.SiteServer) error {
 	key := client.ObjectKeyFromObject(p)
-	if !p.DeletionTimestamp.IsZero() || !r.mine(p, placement, sitesExist) {
+	if !p.DeletionTimestamp.IsZero() {
 		r.cancel(key)
 		return nil
+	}
+	if !mine {
+		r.cancel(key)
+		return r.withdraw(ctx, p)
 	}
 	digest, size := p.Spec.Digest, p.Spec.Size
 	if r.store.Has(digest) {
@@ -463,15 +532,41 @@ func (r *replicator) report(ctx context.Context, p *siteopsv1.Package, state str
 	return nil
 }
 
+// withdraw removes this server's entry from p's status.servers, if it has
+// one: the copy no longer counts, and goes after the grace period.
+func (r *replicator) withdraw(ctx context.Context, p *siteopsv1.Package) error {
+	if !slices.ContainsFunc(p.Status.Servers, func(c siteopsv1.PackageServerStatus) bool { return c.Server == r.server }) {
+		return nil
+	}
+	key := client.ObjectKeyFromObject(p)
+	if err := applyServerEntries(ctx, r.client, key, nil, fieldOwner(r.server)); err != nil {
+		return fmt.Errorf("withdrawing the copy of Package %s: %w", key, err)
+	}
+	r.mu.Lock()
+	delete(r.written, key)
+	r.mu.Unlock()
+	r.log.Info("This server no longer holds a Package for its sites", "package", key.String())
+	return nil
+}
+
 // applyServerEntry applies entry as the only one of status.servers that
 // owner manages: the other servers' entries and the controller's fields
 // stay as they are.
 func applyServerEntry(ctx context.Context, c client.Client, key types.NamespacedName, entry siteopsv1.PackageServerStatus, owner string) error {
+	return applyServerEntries(ctx, c, key, []siteopsv1.PackageServerStatus{entry}, owner)
+}
+
+// applyServerEntries applies entries as all of status.servers that owner
+// manages: an entry it managed and left out is removed.
+func applyServerEntries(ctx context.Context, c client.Client, key types.NamespacedName, entries []siteopsv1.PackageServerStatus, owner string) error {
+	if entries == nil {
+		entries = []siteopsv1.PackageServerStatus{}
+	}
 	data, err := json.Marshal(map[string]any{
 		"apiVersion": siteopsv1.GroupVersion.String(),
 		"kind":       "Package",
 		"metadata":   map[string]any{"name": key.Name, "namespace": key.Namespace},
-		"status":     map[string]any{"servers": []siteopsv1.PackageServerStatus{entry}},
+		"status":     map[string]any{"servers": entries},
 	})
 	if err != nil {
 		return err

@@ -137,7 +137,7 @@ func TestReplication(t *testing.T) {
 
 	data, digest := randomContent(3 << 20)
 	origin := newOrigin(t, data)
-	plain := func(c *config.Config) { c.TLS.Disabled = true }
+	plain := func(c *config.Config) { c.TLS.Disabled = true; c.Package.Replication.RemoveAfterSeconds = 1 }
 	storage := func() string {
 		dir := filepath.Join(t.TempDir(), "content")
 		if err := os.Mkdir(dir, 0o755); err != nil {
@@ -222,6 +222,24 @@ func TestReplication(t *testing.T) {
 			c, ok := copyOf(t, cl, "now", "paris-srv")
 			return ok && c.State == siteopsv1.ContentReady && a.server.Store().Has(digest)
 		})
+	})
+
+	t.Run("content no wanted site gives the server any more is withdrawn, then removed", func(t *testing.T) {
+		var p siteopsv1.Package
+		if err := cl.Get(ctx, types.NamespacedName{Namespace: "apps", Name: "image"}, &p); err != nil {
+			t.Fatal(err)
+		}
+		p.Status.Sites = []siteopsv1.PackageSiteStatus{{Site: "lyon", State: siteopsv1.ContentReady}}
+		if err := cl.Status().Update(ctx, &p); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, 30*time.Second, "paris-srv withdraws its entry and, after the grace period, the content", func() bool {
+			_, listed := copyOf(t, cl, "image", "paris-srv")
+			return !listed && !a.server.Store().Has(digest)
+		})
+		if c, ok := copyOf(t, cl, "image", "lyon-srv"); !ok || c.State != siteopsv1.ContentReady {
+			t.Errorf("lyon-srv's entry went with paris-srv's: %+v %v", c, ok)
+		}
 	})
 
 	t.Run("the bandwidth limit follows the SiteServer without a restart", func(t *testing.T) {

@@ -347,3 +347,54 @@ func (s *Store) Partial(digest string) int64 {
 	}
 	return info.Size()
 }
+
+// Digests lists the content the store serves, and the transfers it holds
+// to resume, as "sha256:<hex>".
+func (s *Store) Digests() (stored, partial []string) {
+	s.mu.Lock()
+	for h := range s.entries {
+		stored = append(stored, algorithm+h)
+	}
+	s.mu.Unlock()
+	files, err := os.ReadDir(filepath.Join(s.dir, partialDir))
+	if err != nil {
+		return stored, nil
+	}
+	for _, f := range files {
+		if isHex(f.Name()) {
+			partial = append(partial, algorithm+f.Name())
+		}
+	}
+	return stored, partial
+}
+
+// Remove removes digest's content and what a transfer of it left: it is
+// no longer served. A transfer of it under way finishes first.
+func (s *Store) Remove(ctx context.Context, digest string) error {
+	h, err := parseDigest(digest)
+	if err != nil {
+		return err
+	}
+	unlock, err := s.lockTransfer(ctx, h)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	s.commit.Lock()
+	defer s.commit.Unlock()
+	s.mu.Lock()
+	delete(s.entries, h)
+	s.mu.Unlock()
+	var errs []error
+	for _, path := range []string{s.contentPath(h), s.metaPath(h), filepath.Join(s.dir, partialDir, h)} {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("removing content %s: %w", digest, err)
+	}
+	s.log.Info("Removed content", "digest", digest)
+	return nil
+}
+
