@@ -896,7 +896,12 @@ func (w *shardWriter) write(batch map[string][]*shardOp) (requeued bool) {
 			if lastErr != nil && unwritten {
 				r = opResult{err: fmt.Errorf("writing the dispatch state: %w", lastErr)}
 			}
-			for _, f := range thens[op] {
+			for i, f := range thens[op] {
+				if i > 0 {
+					// A report sent again joined this op (sameReport): what
+					// follows a change happens once, for the first.
+					r.changed = false
+				}
 				f(r)
 			}
 		}

@@ -7,6 +7,7 @@ package task
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"testing"
@@ -364,5 +365,60 @@ func TestRefreshesYieldToTheDispatch(t *testing.T) {
 	r.flush(context.Background())
 	if !lastSeen("pc-1").Equal(now) {
 		t.Errorf("pc-1's refresh with no dispatch: lastSeen %s, want %s", lastSeen("pc-1"), now)
+	}
+}
+
+// A result sent again while the first waits for its write joins it: both
+// are answered, and only one of them counts as the change (the callers
+// count results and queue lastTask from it).
+func TestRepeatedResultCountsOnce(t *testing.T) {
+	gate := make(chan struct{})
+	var block atomic.Bool
+	fc := fake.NewClientBuilder().WithScheme(unitScheme(t)).WithInterceptorFuncs(genFuncs(interceptor.Funcs{
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+			if block.Load() {
+				<-gate
+			}
+			return c.Patch(ctx, obj, patch, opts...)
+		},
+	})).Build()
+	d := newDispatcher(&kube{writer: fc, live: fc}, "srv", slog.Default(), func() {})
+	d.taskChanged(unitTask(10))
+	// Two computers of one shard, so that their reports share its writer.
+	var names []string
+	for i := 0; len(names) < 2; i++ {
+		name := fmt.Sprintf("pc-%d", i)
+		if tasks.ShardOf(name) == tasks.ShardOf("pc-0") {
+			names = append(names, name)
+		}
+	}
+	for _, n := range names {
+		if it := nextSync(d, comp(n)); it == nil {
+			t.Fatalf("%s got no work", n)
+		}
+	}
+	block.Store(true)
+	first := make(chan opResult, 1)
+	d.report(comp(names[0]), d.task("uid-1"), protocol.WorkStatus{Attempt: 1, State: protocol.WorkSucceeded}, func(r opResult) { first <- r })
+	time.Sleep(50 * time.Millisecond) // its write is in flight, held by the gate
+	results := make(chan opResult, 2)
+	for range 2 {
+		d.report(comp(names[1]), d.task("uid-1"), protocol.WorkStatus{Attempt: 1, State: protocol.WorkSucceeded}, func(r opResult) { results <- r })
+	}
+	block.Store(false)
+	close(gate)
+	<-first
+	changed := 0
+	for range 2 {
+		r := <-results
+		if r.err != nil || r.entry.State != siteopsv1.DispatchSucceeded {
+			t.Fatalf("a repeated result: %+v", r)
+		}
+		if r.changed {
+			changed++
+		}
+	}
+	if changed != 1 {
+		t.Errorf("%d answers counted the change, want 1", changed)
 	}
 }
