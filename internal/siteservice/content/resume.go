@@ -25,10 +25,12 @@ const partialDir = "partial"
 const spaceMargin = 16 << 20
 
 // chunkSize is what one read of a transfer moves and the bandwidth limit
-// paces at once; hashDepth how many chunks the hash may lag behind.
+// paces at once; without a limit a read moves up to bigChunk. hashDepth is
+// how many reads the hash may lag behind.
 const (
 	chunkSize = 256 << 10
-	hashDepth = 4
+	bigChunk  = 1 << 20
+	hashDepth = 8
 )
 
 // ErrNoSpace is wrapped by the errors of Resume when the store's file
@@ -220,7 +222,7 @@ func (t *transfer) restart() error {
 func (t *transfer) copy(ctx context.Context, body io.Reader) error {
 	free := make(chan []byte, hashDepth)
 	for range hashDepth {
-		free <- make([]byte, chunkSize)
+		free <- make([]byte, bigChunk)
 	}
 	work := make(chan []byte, hashDepth)
 	hashed := make(chan struct{})
@@ -236,7 +238,11 @@ func (t *transfer) copy(ctx context.Context, body io.Reader) error {
 		<-hashed
 	}()
 	for t.held < t.size {
-		want := min(int64(chunkSize), t.size-t.held)
+		chunk := int64(bigChunk)
+		if t.opts.Limit != nil && t.opts.Limit.Limit() != rate.Inf {
+			chunk = chunkSize // the limiter's burst: no read waits for more
+		}
+		want := min(chunk, t.size-t.held)
 		if t.opts.Limit != nil {
 			if err := t.opts.Limit.WaitN(ctx, int(want)); err != nil {
 				if ctx.Err() == nil {

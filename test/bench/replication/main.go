@@ -230,7 +230,7 @@ func startPackageService(bin, dir, storage string) (string, func(), error) {
 	if err != nil {
 		return "", nil, err
 	}
-	cmd := exec.Command(bin, "--config", cfg, "--insecure-http", "--listen-host", "127.0.0.5")
+	cmd := exec.Command(bin, "--config", cfg, "--insecure-http", "--no-replication", "--listen-host", "127.0.0.5")
 	cmd.Stderr = logf
 	if err := cmd.Start(); err != nil {
 		return "", nil, err
