@@ -403,4 +403,3 @@ func (s *Store) Remove(ctx context.Context, digest string) error {
 	s.log.Info("Removed content", "digest", digest)
 	return nil
 }
-
