@@ -248,7 +248,7 @@ func (t *transfer) copy(ctx context.Context, body io.Reader) error {
 				if ctx.Err() == nil {
 					// The limit leaves no time for the chunk before ctx's
 					// deadline: the transfer ends as if it had come.
-					return fmt.Errorf("%w: %v", errNoTimeLeft, err)
+					return fmt.Errorf("%w: %w", errNoTimeLeft, err)
 				}
 				return err
 			}

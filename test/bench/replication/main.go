@@ -58,7 +58,7 @@ func main() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		defer os.RemoveAll(d)
+		defer func() { _ = os.RemoveAll(d) }()
 		dir = d
 	}
 	if err := run(dir, size, *rounds, *downloads, rangeSize); err != nil {
@@ -88,7 +88,7 @@ func run(dir string, size int64, rounds, downloads int, rangeSize int64) error {
 	log.Printf("Building cmd/package-service")
 	bin := filepath.Join(dir, "package-service")
 	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/package-service").CombinedOutput(); err != nil {
-		return fmt.Errorf("go build: %v\n%s", err, out)
+		return fmt.Errorf("go build: %w\n%s", err, out)
 	}
 
 	log.Printf("Generating %d bytes of content into the origin's store", size)
@@ -184,7 +184,7 @@ func generate(ctx context.Context, dir string, size int64) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer os.Remove(tmp)
+	defer func() { _ = os.Remove(tmp) }()
 	h := sha256.New()
 	w := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
 	if _, err := io.CopyN(w, rand.NewChaCha8([32]byte{7}), size); err != nil {
@@ -285,7 +285,7 @@ func plainCopy(ctx context.Context, url, path string, size int64) (time.Duration
 	if err != nil {
 		return 0, err
 	}
-	defer os.Remove(path)
+	defer func() { _ = os.Remove(path) }()
 	n, err := io.Copy(f, resp.Body)
 	if err := errors.Join(err, f.Sync(), f.Close()); err != nil {
 		return 0, err
@@ -301,7 +301,7 @@ func replicate(ctx context.Context, url, dir, digest string, size int64, proxy *
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return 0, err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	st := content.NewStore(dir, content.StoreOptions{Logger: log})
 	sctx, cancel := context.WithCancel(ctx)
 	defer func() { cancel(); st.Wait() }()
@@ -446,7 +446,7 @@ func rangedDownloads(url string, size int64, n int, rangeSize int64) (downloadRe
 				got = int64(k) + rest
 				resp.Body.Close()
 				if rerr != nil || cerr != nil || resp.StatusCode != http.StatusPartialContent || got != rangeSize {
-					err = fmt.Errorf("status %d, %d bytes, %v %v", resp.StatusCode, got, rerr, cerr)
+					err = fmt.Errorf("status %d, %d bytes: %w", resp.StatusCode, got, errors.Join(rerr, cerr))
 				}
 			}
 			mu.Lock()
