@@ -14,6 +14,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -39,10 +40,10 @@ var _ = Describe("Packages", Ordered, func() {
 		pkgNamespace = "packages"
 	)
 	var (
-		data   []byte
-		digest string
-		origin *httptest.Server
-		httpc  *http.Client // trusts the operator's CA
+		data, tools         []byte
+		digest, toolsDigest string
+		origin              *httptest.Server
+		httpc               *http.Client // trusts the operator's CA
 	)
 
 	getPackage := func(ctx context.Context, g Gomega, name string) *siteopsv1.Package {
@@ -71,6 +72,10 @@ var _ = Describe("Packages", Ordered, func() {
 		_, _ = rand.NewChaCha8([32]byte{9}).Read(data)
 		sum := sha256.Sum256(data)
 		digest = "sha256:" + hex.EncodeToString(sum[:])
+		tools = make([]byte, 1<<20)
+		_, _ = rand.NewChaCha8([32]byte{10}).Read(tools)
+		sum = sha256.Sum256(tools)
+		toolsDigest = "sha256:" + hex.EncodeToString(sum[:])
 		origin = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			http.ServeContent(w, r, "image", time.Time{}, bytes.NewReader(data))
 		}))
@@ -137,6 +142,28 @@ var _ = Describe("Packages", Ordered, func() {
 				g.Expect(bytes.Equal(got, data)).To(BeTrue(), "%s serves other bytes (%d of %d)", name, len(got), len(data))
 			}).WithContext(ctx).Should(Succeed())
 		}
+	})
+
+	It("takes a copy from another site's package service over HTTPS when the origin serves only one", func(ctx SpecContext) {
+		var served atomic.Int32
+		once := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Range") == "" && served.Add(1) > 1 {
+				http.Error(w, "this origin serves one copy", http.StatusServiceUnavailable)
+				return
+			}
+			http.ServeContent(w, r, "tools", time.Time{}, bytes.NewReader(tools))
+		}))
+		DeferCleanup(once.Close)
+		p := &siteopsv1.Package{ObjectMeta: metav1.ObjectMeta{Namespace: pkgNamespace, Name: "tools"},
+			Spec: siteopsv1.PackageSpec{Type: siteopsv1.PackageSoftware, Source: siteopsv1.PackageSource{URL: once.URL + "/tools.zip"},
+				Digest: toolsDigest, Size: int64(len(tools)),
+				Replication: siteopsv1.PackageReplication{Policy: siteopsv1.ReplicateSites, Sites: []string{siteA, siteB}}}}
+		Expect(k8s.Create(ctx, p)).To(Succeed())
+		Eventually(func(g Gomega) {
+			p := getPackage(ctx, g, "tools")
+			g.Expect(p.Status.SitesReady).To(Equal("2/2"))
+		}).WithContext(ctx).WithTimeout(3*time.Minute).Should(Succeed(), func() string { return packageDiagnostics(ctx) })
+		Expect(served.Load()).To(BeNumerically(">=", 2), "the second server never asked the origin: was it placed?")
 	})
 
 	It("applies a new bandwidth limit without restarting the package service", func(ctx SpecContext) {
