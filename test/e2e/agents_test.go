@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -101,13 +100,7 @@ var _ = Describe("Agents", Ordered, func() {
 		Expect(simcluster.CreateBootstrapToken(ctx, k8s, tokenID, tokenSecret, computersNamespace)).To(Succeed())
 
 		By("writing the CA bundle the operator publishes, the agents' only trust")
-		var bundle corev1.ConfigMap
-		Eventually(func(g Gomega) {
-			g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "site-operator-ca"}, &bundle)).To(Succeed())
-			g.Expect(bundle.Data).To(HaveKey("ca.crt"))
-		}).WithContext(ctx).Should(Succeed())
-		caFile = filepath.Join(GinkgoT().TempDir(), "ca.crt")
-		Expect(os.WriteFile(caFile, []byte(bundle.Data["ca.crt"]), 0o644)).To(Succeed())
+		caFile = operatorCAFile(ctx)
 
 		By("waiting until the servers advertise their task services")
 		for name, endpoints := range map[string]int{srvA: 2, srvB: 1, srvCentral: 1} {

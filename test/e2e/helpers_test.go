@@ -4,7 +4,10 @@ package e2e
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -289,4 +292,32 @@ func diagnostics(ctx context.Context) string {
 		}
 	}
 	return b.String()
+}
+
+// operatorCA waits for the CA bundle the operator publishes, the agents'
+// only trust, and returns it.
+func operatorCA(ctx context.Context) []byte {
+	GinkgoHelper()
+	var bundle corev1.ConfigMap
+	Eventually(func(g Gomega) {
+		g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "site-operator-ca"}, &bundle)).To(Succeed())
+		g.Expect(bundle.Data).To(HaveKey("ca.crt"))
+	}).WithContext(ctx).Should(Succeed())
+	return []byte(bundle.Data["ca.crt"])
+}
+
+// operatorCAFile writes the operator's CA bundle to a file, for agents.
+func operatorCAFile(ctx context.Context) string {
+	GinkgoHelper()
+	path := filepath.Join(GinkgoT().TempDir(), "ca.crt")
+	Expect(os.WriteFile(path, operatorCA(ctx), 0o644)).To(Succeed())
+	return path
+}
+
+// operatorCAPool is the operator's CA bundle as a certificate pool.
+func operatorCAPool(ctx context.Context) *x509.CertPool {
+	GinkgoHelper()
+	pool := x509.NewCertPool()
+	Expect(pool.AppendCertsFromPEM(operatorCA(ctx))).To(BeTrue())
+	return pool
 }

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -73,15 +72,8 @@ var _ = Describe("Locating servers", Ordered, func() {
 		})
 
 		By("trusting only the CA bundle the operator publishes")
-		var bundle corev1.ConfigMap
-		Eventually(func(g Gomega) {
-			g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "site-operator-ca"}, &bundle)).To(Succeed())
-			g.Expect(bundle.Data).To(HaveKey("ca.crt"))
-		}).WithContext(ctx).Should(Succeed())
-		pool := x509.NewCertPool()
-		Expect(pool.AppendCertsFromPEM([]byte(bundle.Data["ca.crt"]))).To(BeTrue())
 		agent = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+			TLSClientConfig: &tls.Config{RootCAs: operatorCAPool(ctx), MinVersion: tls.VersionTLS12}}}
 		DeferCleanup(agent.CloseIdleConnections)
 
 		By("waiting until the servers with a node advertise their task services")

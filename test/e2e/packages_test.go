@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -94,14 +93,7 @@ var _ = Describe("Packages", Ordered, func() {
 		}
 		Expect(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: pkgNamespace}})).To(Succeed())
 
-		var bundle corev1.ConfigMap
-		Eventually(func(g Gomega) {
-			g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: namespace, Name: "site-operator-ca"}, &bundle)).To(Succeed())
-			g.Expect(bundle.Data).To(HaveKey("ca.crt"))
-		}).WithContext(ctx).Should(Succeed())
-		pool := x509.NewCertPool()
-		Expect(pool.AppendCertsFromPEM([]byte(bundle.Data["ca.crt"]))).To(BeTrue())
-		httpc = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+		httpc = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: operatorCAPool(ctx)}}}
 		for _, name := range []string{srvA, srvB} {
 			Eventually(func(g Gomega) {
 				ss := getSiteServer(ctx, g, name)

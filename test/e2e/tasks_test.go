@@ -111,13 +111,7 @@ var _ = Describe("DeploymentTasks", Ordered, func() {
 		Expect(k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: computersNamespace}})).To(Succeed())
 		Expect(simcluster.CreateBootstrapToken(ctx, k8s, tokenID, tokenSecret, computersNamespace)).To(Succeed())
 
-		var bundle corev1.ConfigMap
-		Eventually(func(g Gomega) {
-			g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: namespace, Name: "site-operator-ca"}, &bundle)).To(Succeed())
-			g.Expect(bundle.Data).To(HaveKey("ca.crt"))
-		}).WithContext(ctx).Should(Succeed())
-		caFile := filepath.Join(GinkgoT().TempDir(), "ca.crt")
-		Expect(os.WriteFile(caFile, []byte(bundle.Data["ca.crt"]), 0o644)).To(Succeed())
+		caFile := operatorCAFile(ctx)
 		for name, endpoints := range map[string]int{srvA: 2, srvB: 1, srvCentral: 1} {
 			Eventually(func(g Gomega) {
 				ss := getSiteServer(ctx, g, name)
