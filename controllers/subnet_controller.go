@@ -3,8 +3,10 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
@@ -29,6 +31,12 @@ import (
 type SubnetReconciler struct {
 	client.Client
 	feed *resolverFeed
+
+	// wrote holds, per Subnet, the resourceVersion this controller last
+	// wrote its status over: while the cache still shows that version, it
+	// does not hold the write yet, and a reconcile from it would write the
+	// same status again (the write's own event brings the Subnet back).
+	wrote sync.Map // name → resourceVersion
 }
 
 // SetupWithManager registers the controller; concurrency is the number of
@@ -59,7 +67,16 @@ func (r *SubnetReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) e
 func (r *SubnetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var subnet siteopsv1.Subnet
 	if err := r.Get(ctx, req.NamespacedName, &subnet); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.wrote.Delete(req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if over, ok := r.wrote.Load(subnet.Name); ok {
+		if over == subnet.ResourceVersion {
+			return ctrl.Result{}, nil // the cache lags this controller's last write
+		}
+		r.wrote.Delete(subnet.Name)
 	}
 	verdict, ok := r.feed.resolver.Status(subnet.Name)
 	if !ok || !r.feed.fed(subnet.Name, subnet.Generation) {
@@ -75,9 +92,15 @@ func (r *SubnetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	log.FromContext(ctx).V(1).Info("Updating Subnet status", "subnet", klog.KObj(&subnet),
 		"effectiveSite", status.EffectiveSite, "reason", verdict.Reason)
 	patch := client.MergeFrom(subnet.DeepCopy())
+	over := subnet.ResourceVersion
 	subnet.Status = *status
 	if err := r.Status().Patch(ctx, &subnet, patch); err != nil {
 		return ctrl.Result{}, fmt.Errorf("patching status of Subnet %s: %w", subnet.Name, err)
+	}
+	if subnet.ResourceVersion != over {
+		// A write that changed nothing keeps the version, and brings no
+		// event: nothing to wait for then.
+		r.wrote.Store(subnet.Name, over)
 	}
 	return ctrl.Result{}, nil
 }
