@@ -45,6 +45,20 @@ var _ = Describe("Packages", Ordered, func() {
 		httpc               *http.Client // trusts the operator's CA
 	)
 
+	// content returns n random bytes from seed and their digest.
+	content := func(n int, seed byte) ([]byte, string) {
+		b := make([]byte, n)
+		_, _ = rand.NewChaCha8([32]byte{seed}).Read(b)
+		sum := sha256.Sum256(b)
+		return b, "sha256:" + hex.EncodeToString(sum[:])
+	}
+	// createPackage creates a Package of the content at url for both sites.
+	createPackage := func(ctx context.Context, name string, kind siteopsv1.PackageType, url, digest string, size int) {
+		GinkgoHelper()
+		Expect(k8s.Create(ctx, &siteopsv1.Package{ObjectMeta: metav1.ObjectMeta{Namespace: pkgNamespace, Name: name},
+			Spec: siteopsv1.PackageSpec{Type: kind, Source: siteopsv1.PackageSource{URL: url}, Digest: digest, Size: int64(size),
+				Replication: siteopsv1.PackageReplication{Policy: siteopsv1.ReplicateSites, Sites: []string{siteA, siteB}}}})).To(Succeed())
+	}
 	getPackage := func(ctx context.Context, g Gomega, name string) *siteopsv1.Package {
 		p := &siteopsv1.Package{}
 		g.Expect(k8s.Get(ctx, types.NamespacedName{Namespace: pkgNamespace, Name: name}, p)).To(Succeed())
@@ -67,14 +81,8 @@ var _ = Describe("Packages", Ordered, func() {
 		if !podRunner() {
 			Skip("E2E_POD_RUNNER=false: no package service runs to replicate")
 		}
-		data = make([]byte, 8<<20)
-		_, _ = rand.NewChaCha8([32]byte{9}).Read(data)
-		sum := sha256.Sum256(data)
-		digest = "sha256:" + hex.EncodeToString(sum[:])
-		tools = make([]byte, 1<<20)
-		_, _ = rand.NewChaCha8([32]byte{10}).Read(tools)
-		sum = sha256.Sum256(tools)
-		toolsDigest = "sha256:" + hex.EncodeToString(sum[:])
+		data, digest = content(8<<20, 9)
+		tools, toolsDigest = content(1<<20, 10)
 		origin = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			http.ServeContent(w, r, "image", time.Time{}, bytes.NewReader(data))
 		}))
@@ -104,11 +112,7 @@ var _ = Describe("Packages", Ordered, func() {
 	})
 
 	It("replicates a package to the sites it names, verified, and says so in its status", func(ctx SpecContext) {
-		p := &siteopsv1.Package{ObjectMeta: metav1.ObjectMeta{Namespace: pkgNamespace, Name: "base-image"},
-			Spec: siteopsv1.PackageSpec{Type: siteopsv1.PackageDiskImage, Source: siteopsv1.PackageSource{URL: origin.URL + "/base.img"},
-				Digest: digest, Size: int64(len(data)),
-				Replication: siteopsv1.PackageReplication{Policy: siteopsv1.ReplicateSites, Sites: []string{siteA, siteB}}}}
-		Expect(k8s.Create(ctx, p)).To(Succeed())
+		createPackage(ctx, "base-image", siteopsv1.PackageDiskImage, origin.URL+"/base.img", digest, len(data))
 		Eventually(func(g Gomega) {
 			p := getPackage(ctx, g, "base-image")
 			g.Expect(condition(p.Status.Conditions, siteopsv1.ConditionReady)).To(haveCondition(metav1.ConditionTrue, siteopsv1.ReasonReplicated))
@@ -146,11 +150,7 @@ var _ = Describe("Packages", Ordered, func() {
 			http.ServeContent(w, r, "tools", time.Time{}, bytes.NewReader(tools))
 		}))
 		DeferCleanup(once.Close)
-		p := &siteopsv1.Package{ObjectMeta: metav1.ObjectMeta{Namespace: pkgNamespace, Name: "tools"},
-			Spec: siteopsv1.PackageSpec{Type: siteopsv1.PackageSoftware, Source: siteopsv1.PackageSource{URL: once.URL + "/tools.zip"},
-				Digest: toolsDigest, Size: int64(len(tools)),
-				Replication: siteopsv1.PackageReplication{Policy: siteopsv1.ReplicateSites, Sites: []string{siteA, siteB}}}}
-		Expect(k8s.Create(ctx, p)).To(Succeed())
+		createPackage(ctx, "tools", siteopsv1.PackageSoftware, once.URL+"/tools.zip", toolsDigest, len(tools))
 		Eventually(func(g Gomega) {
 			p := getPackage(ctx, g, "tools")
 			g.Expect(p.Status.SitesReady).To(Equal("2/2"))

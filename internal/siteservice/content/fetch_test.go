@@ -7,8 +7,6 @@ package content
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -99,8 +97,7 @@ func randomContent(n int) ([]byte, string) {
 	for i := range data {
 		data[i] = byte(r.Uint32())
 	}
-	sum := sha256.Sum256(data)
-	return data, "sha256:" + hex.EncodeToString(sum[:])
+	return data, digestOf(string(data))
 }
 
 func startedStore(t *testing.T, dir string) *Store {
