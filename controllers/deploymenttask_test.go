@@ -191,9 +191,22 @@ var _ = Describe("DeploymentTask admission", func() {
 		Entry("no action", scriptTask("dt-adm-none", "adm", func(t *siteopsv1.DeploymentTask) {
 			t.Spec.Action = siteopsv1.DeploymentTaskAction{}
 		}), "spec.action must set exactly one of"),
-		Entry("installSoftware", scriptTask("dt-adm-install", "adm", func(t *siteopsv1.DeploymentTask) {
-			t.Spec.Action = siteopsv1.DeploymentTaskAction{InstallSoftware: &siteopsv1.PackageAction{Package: "office"}}
-		}), "installSoftware, deployImage and captureImage need Packages, which this version does not have yet"),
+		Entry("a capture of a selector", scriptTask("dt-adm-capture-sel", "adm", func(t *siteopsv1.DeploymentTask) {
+			t.Spec.Action = siteopsv1.DeploymentTaskAction{CaptureImage: &siteopsv1.CaptureImageAction{PackageName: "golden"}}
+			t.Spec.Targets.Selector = &metav1.LabelSelector{}
+		}), "spec.action.captureImage needs exactly one target, named in spec.targets.computers"),
+		Entry("a capture of two computers", scriptTask("dt-adm-capture-two", "adm", func(t *siteopsv1.DeploymentTask) {
+			t.Spec.Action = siteopsv1.DeploymentTaskAction{CaptureImage: &siteopsv1.CaptureImageAction{PackageName: "golden"}}
+			t.Spec.Targets = siteopsv1.DeploymentTaskTargets{Computers: []string{"pc-1", "pc-2"}}
+		}), "spec.action.captureImage needs exactly one target"),
+		Entry("a capture into a bad name", scriptTask("dt-adm-capture-name", "adm", func(t *siteopsv1.DeploymentTask) {
+			t.Spec.Action = siteopsv1.DeploymentTaskAction{CaptureImage: &siteopsv1.CaptureImageAction{PackageName: "Golden_1"}}
+			t.Spec.Targets = siteopsv1.DeploymentTaskTargets{Computers: []string{"pc-1"}}
+		}), "spec.action.captureImage.packageName"),
+		Entry("a package timeout of 30s", scriptTask("dt-adm-pkg-timeout", "adm", func(t *siteopsv1.DeploymentTask) {
+			t.Spec.Action = siteopsv1.DeploymentTaskAction{DeployImage: &siteopsv1.PackageAction{Package: "win11",
+				Timeout: metav1.Duration{Duration: 30 * time.Second}}}
+		}), "the timeout of a package action must be from 1m to 24h"),
 		Entry("empty targets", scriptTask("dt-adm-targets", "adm", func(t *siteopsv1.DeploymentTask) {
 			t.Spec.Targets = siteopsv1.DeploymentTaskTargets{Computers: []string{}}
 		}), "spec.targets must name at least one of computers, selector or sites"),

@@ -6,7 +6,6 @@ import (
 
 // DeploymentTaskAction is what the agents do: exactly one member is set.
 // +kubebuilder:validation:XValidation:rule="[has(self.runScript), has(self.reboot), has(self.installSoftware), has(self.deployImage), has(self.captureImage)].filter(x, x).size() == 1",message="spec.action must set exactly one of runScript, reboot, installSoftware, deployImage or captureImage"
-// +kubebuilder:validation:XValidation:rule="!has(self.installSoftware) && !has(self.deployImage) && !has(self.captureImage)",message="spec.action: installSoftware, deployImage and captureImage need Packages, which this version does not have yet; use runScript or reboot"
 type DeploymentTaskAction struct {
 	// runScript runs a script on each target with an interpreter.
 	// +optional
@@ -16,18 +15,22 @@ type DeploymentTaskAction struct {
 	// +optional
 	Reboot *RebootAction `json:"reboot,omitempty"`
 
-	// installSoftware installs a Software Package (not yet supported: it
-	// arrives with Packages, and is refused until then).
+	// installSoftware runs a Software Package's content, an installer
+	// program, on each target: its exit code decides, as for a script. A
+	// site's targets get the work once the content is Ready at that site.
 	// +optional
 	InstallSoftware *PackageAction `json:"installSoftware,omitempty"`
 
-	// deployImage writes a DiskImage Package to each target (not yet
-	// supported: it arrives with Packages, and is refused until then).
+	// deployImage writes a DiskImage Package to the disk each target's
+	// agent is configured with (its --disk). A site's targets get the work
+	// once the content is Ready at that site.
 	// +optional
 	DeployImage *PackageAction `json:"deployImage,omitempty"`
 
-	// captureImage captures each target's disk into a new Package (not yet
-	// supported: it arrives with Packages, and is refused until then).
+	// captureImage uploads the disk of the one target (its agent's
+	// --disk) to a package service of its site, which makes it the
+	// DiskImage Package packageName (source.captured), replicated by its
+	// policy like any other.
 	// +optional
 	CaptureImage *CaptureImageAction `json:"captureImage,omitempty"`
 }
@@ -77,20 +80,42 @@ type RebootAction struct{}
 
 // PackageAction names a Package in the task's namespace.
 type PackageAction struct {
-	// package is the name of a Package in the task's namespace.
+	// package is the name of a Package in the task's namespace: a
+	// DiskImage for deployImage, a Software package for installSoftware.
+	// A missing Package, or one of another type, holds the task in
+	// WaitingForContent with the reason in its ContentReady condition.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	Package string `json:"package"`
+
+	// timeout bounds the work on one target, download included: the agent
+	// stops past it and reports the target Failed with reason TimedOut.
+	// Default 1h, from 1m to 24h.
+	// +optional
+	// +kubebuilder:default="1h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('24h')",message="the timeout of a package action must be from 1m to 24h"
+	Timeout metav1.Duration `json:"timeout,omitempty"`
 }
 
 // CaptureImageAction names the Package a capture makes.
 type CaptureImageAction struct {
-	// packageName is the name of the Package the capture creates.
+	// packageName is the name of the DiskImage Package the capture
+	// creates in the task's namespace. If it exists already with other
+	// content, the capture fails and the Package is left as it is.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
 	PackageName string `json:"packageName"`
+
+	// timeout bounds the capture, upload included: the agent stops past
+	// it and reports the target Failed with reason TimedOut. Default 1h,
+	// from 1m to 24h.
+	// +optional
+	// +kubebuilder:default="1h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('24h')",message="spec.action.captureImage.timeout must be from 1m to 24h"
+	Timeout metav1.Duration `json:"timeout,omitempty"`
 }
 
 // DeploymentTaskTargets are the computers a task is for: the union of the
@@ -191,6 +216,7 @@ type DeploymentTaskRollout struct {
 }
 
 // DeploymentTaskSpec is a job for a set of computers.
+// +kubebuilder:validation:XValidation:rule="!has(self.action.captureImage) || (has(self.targets.computers) && self.targets.computers.size() == 1 && !has(self.targets.selector) && (!has(self.targets.sites) || self.targets.sites.size() == 0))",message="spec.action.captureImage needs exactly one target, named in spec.targets.computers (no selector, no sites): one capture makes one Package"
 type DeploymentTaskSpec struct {
 	// action is what the agents do.
 	// +required
@@ -221,8 +247,8 @@ const (
 	// TaskPending: no work handed out yet (before startAt, outside the
 	// window, or no target yet).
 	TaskPending = "Pending"
-	// TaskWaitingForContent: the package is not ready at any target's site
-	// (arrives with Packages).
+	// TaskWaitingForContent: nothing handed out yet, and the package is
+	// not ready at any target's site (or does not exist).
 	TaskWaitingForContent = "WaitingForContent"
 	// TaskRunning: work is being handed out or carried out.
 	TaskRunning = "Running"
@@ -246,6 +272,22 @@ const (
 	ReasonInvalidSchedule  = "InvalidSchedule"
 	ReasonInvalidSelector  = "InvalidSelector"
 	ReasonWaitingForWindow = "WaitingForWindow"
+)
+
+// ConditionContentReady is True when the package the action needs is
+// Ready at every site of the task's targets (always for the actions that
+// need none); False names the sites that wait, or why the package cannot
+// be used.
+const ConditionContentReady = "ContentReady"
+
+// Reasons of a DeploymentTask's ContentReady condition (and of its Ready
+// condition while it waits for content).
+const (
+	ReasonNoContentNeeded   = "NoContentNeeded"
+	ReasonContentReady      = "ContentReady"
+	ReasonWaitingForContent = "WaitingForContent"
+	ReasonPackageNotFound   = "PackageNotFound"
+	ReasonWrongPackageType  = "WrongPackageType"
 )
 
 // TargetCounts counts a task's targets by state.
@@ -281,7 +323,8 @@ type TaskFailure struct {
 	// +kubebuilder:validation:MaxLength=63
 	Computer string `json:"computer"`
 	// reason is ExitCode, TimedOut, Interrupted, InterpreterNotFound,
-	// StartFailed or Lost (no report within the timeout and grace).
+	// StartFailed, ContentUnavailable, DiskFailed, UploadFailed or Lost
+	// (no report within the timeout and grace).
 	// +kubebuilder:validation:MaxLength=64
 	Reason string `json:"reason"`
 	// exitCode is the script's exit code, when it ran to an end.
@@ -366,9 +409,11 @@ type DeploymentTaskStatus struct {
 	// +kubebuilder:validation:MaxItems=100
 	MissingComputers []string `json:"missingComputers,omitempty"`
 
-	// conditions: Ready is True when every target succeeded; Reconciling
-	// while the task is pending or running; Stalled once it failed or
-	// stopped, or when its schedule or selector cannot be used.
+	// conditions: Ready is True when every target succeeded; ContentReady
+	// when the package the action needs is Ready at every target's site;
+	// Reconciling while the task is pending, waiting for content or
+	// running; Stalled once it failed or stopped, or when its schedule or
+	// selector cannot be used.
 	// +optional
 	// +listType=map
 	// +listMapKey=type

@@ -150,8 +150,11 @@ type WorkItem struct {
 // that does not know the action reports the item Failed with reason
 // StartFailed.
 type Action struct {
-	RunScript *RunScript `json:"runScript,omitempty"`
-	Reboot    *Reboot    `json:"reboot,omitempty"`
+	RunScript       *RunScript       `json:"runScript,omitempty"`
+	Reboot          *Reboot          `json:"reboot,omitempty"`
+	DeployImage     *DeployImage     `json:"deployImage,omitempty"`
+	InstallSoftware *InstallSoftware `json:"installSoftware,omitempty"`
+	CaptureImage    *CaptureImage    `json:"captureImage,omitempty"`
 }
 
 // RunScript runs Script with Interpreter (sh, bash, python3, powershell,
@@ -164,6 +167,43 @@ type RunScript struct {
 
 // Reboot restarts the computer once its success is acknowledged.
 type Reboot struct{}
+
+// Content is a Package's content: the agent downloads it from the package
+// endpoints of its site (GET ContentPath(Digest), resumed with Range,
+// failing over to the next endpoint of the same site, never to another
+// site's) and verifies Digest and Size before it uses it.
+type Content struct {
+	// Package is the Package, "<namespace>/<name>", for the logs.
+	Package string `json:"package"`
+	// Digest is "sha256:<64 lower-case hex digits>".
+	Digest string `json:"digest"`
+	// Size is the content's length in bytes.
+	Size int64 `json:"size"`
+}
+
+// DeployImage writes a disk image to the disk the agent is configured
+// with, once downloaded and verified. TimeoutSeconds bounds the whole.
+type DeployImage struct {
+	Content
+	TimeoutSeconds int64 `json:"timeoutSeconds"`
+}
+
+// InstallSoftware runs a software package's content, an installer program,
+// once downloaded and verified; its exit code decides, as for a script.
+// TimeoutSeconds bounds the whole.
+type InstallSoftware struct {
+	Content
+	TimeoutSeconds int64 `json:"timeoutSeconds"`
+}
+
+// CaptureImage uploads the disk the agent is configured with to a package
+// endpoint of its site (UploadsPath): the service makes the upload the
+// Package PackageName of the work item's task's namespace.
+// TimeoutSeconds bounds the whole.
+type CaptureImage struct {
+	PackageName    string `json:"packageName"`
+	TimeoutSeconds int64  `json:"timeoutSeconds"`
+}
 
 // States a report carries.
 const (
@@ -181,6 +221,15 @@ const (
 	ReasonInterrupted         = "Interrupted"
 	ReasonInterpreterNotFound = "InterpreterNotFound"
 	ReasonStartFailed         = "StartFailed"
+	// ReasonContentUnavailable: no package endpoint of the agent's site
+	// served the content, or what they served did not match its digest.
+	ReasonContentUnavailable = "ContentUnavailable"
+	// ReasonDiskFailed: the configured disk could not be read or written
+	// (none configured, too small, an I/O error).
+	ReasonDiskFailed = "DiskFailed"
+	// ReasonUploadFailed: no package endpoint of the agent's site took
+	// the capture.
+	ReasonUploadFailed = "UploadFailed"
 )
 
 // WorkStatus is an agent's report on a work item: progress (Running) or
@@ -194,7 +243,8 @@ type WorkStatus struct {
 	State string `json:"state"`
 	// Reason says why a Failed item failed: ExitCode, TimedOut,
 	// Interrupted (the agent restarted while it ran: it is not run again),
-	// InterpreterNotFound or StartFailed.
+	// InterpreterNotFound, StartFailed, ContentUnavailable, DiskFailed or
+	// UploadFailed.
 	Reason string `json:"reason,omitempty"`
 	// ExitCode is the script's exit code when it ran to an end.
 	ExitCode *int32 `json:"exitCode,omitempty"`

@@ -11,8 +11,9 @@
 // Every path is versioned (/v1/...). A field is added, never renamed; an
 // incompatible change is a new version beside the old one.
 //
-// It holds locate (locate.go) and the task service's agent API, register
-// and check-in (agent.go); work status follows with DeploymentTasks.
+// It holds locate (locate.go), the task service's agent API (register
+// and check-in, work reports: agent.go), and the package service's content
+// and capture upload (content.go).
 package protocol
 
 // ContentType is the media type of every request and response body.
