@@ -6,6 +6,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -29,6 +30,7 @@ import (
 // +kubebuilder:rbac:groups=siteops.io,resources=deploymenttasks,verbs=get;list;watch
 // +kubebuilder:rbac:groups=siteops.io,resources=deploymenttasks/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=siteops.io,resources=dispatchshards,verbs=get;list;watch
+// +kubebuilder:rbac:groups=siteops.io,resources=packages,verbs=get;list;watch
 
 // IndexDispatchShardTaskUID indexes DispatchShards by spec.taskUID: a
 // DeploymentTask finds its shards with it, never those of an older task of
@@ -74,6 +76,8 @@ func (r *DeploymentTaskReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&siteopsv1.DispatchShard{}, r.shardChanges()).
 		// Computers joining or leaving the targets, or moving between sites.
 		Watches(&siteopsv1.Computer{}, r.computerChanges()).
+		// The content of the Packages the tasks need, reaching their sites.
+		Watches(&siteopsv1.Package{}, handler.EnqueueRequestsFromMapFunc(r.packageTasks)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: deploymentTaskConcurrency}).
 		Complete(r)
 }
@@ -106,6 +110,24 @@ func (r *DeploymentTaskReconciler) shardChanges() handler.Funcs {
 			enqueue(ctx, e.Object, q)
 		},
 	}
+}
+
+// packageTasks maps a Package to the unfinished tasks of its namespace
+// that need it.
+func (r *DeploymentTaskReconciler) packageTasks(ctx context.Context, obj client.Object) []reconcile.Request {
+	var list siteopsv1.DeploymentTaskList
+	if err := r.List(ctx, &list, client.InNamespace(obj.GetNamespace()),
+		client.MatchingFields{IndexDeploymentTaskPackage: obj.GetName()}, client.UnsafeDisableDeepCopy); err != nil {
+		log.FromContext(ctx).Error(err, "Listing the DeploymentTasks that need a Package", "package", klog.KObj(obj))
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range list.Items {
+		if t := &list.Items[i]; !terminalPhase(t.Status.Phase) {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(t)})
+		}
+	}
+	return out
 }
 
 // computerChanges enqueues, coalesced, the tasks of a Computer's namespace
@@ -192,8 +214,8 @@ func (r *DeploymentTaskReconciler) clock() time.Time {
 	return time.Now()
 }
 
-// observe reads the task's Computers and shards from the cache; it fails
-// only on a programming error (a missing index).
+// observe reads the task's Computers, shards and Package from the cache;
+// it fails only on a programming error (a missing index).
 func (r *DeploymentTaskReconciler) observe(ctx context.Context, task *siteopsv1.DeploymentTask) (*taskScope, error) {
 	var computers siteopsv1.ComputerList
 	if err := r.List(ctx, &computers, client.InNamespace(task.Namespace), client.UnsafeDisableDeepCopy); err != nil {
@@ -204,7 +226,17 @@ func (r *DeploymentTaskReconciler) observe(ctx context.Context, task *siteopsv1.
 		client.MatchingFields{IndexDispatchShardTaskUID: string(task.UID)}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing the DispatchShards of DeploymentTask %s: %w", klog.KObj(task), err)
 	}
-	return &taskScope{task: task, now: r.clock(), computers: computers.Items, shards: shards.Items}, nil
+	scope := &taskScope{task: task, now: r.clock(), computers: computers.Items, shards: shards.Items}
+	if name, _ := task.Spec.Action.Package(); name != "" {
+		pkg := &siteopsv1.Package{}
+		switch err := r.Get(ctx, client.ObjectKey{Namespace: task.Namespace, Name: name}, pkg); {
+		case err == nil:
+			scope.pkg = pkg
+		case !apierrors.IsNotFound(err):
+			return nil, fmt.Errorf("reading Package %s/%s: %w", task.Namespace, name, err)
+		}
+	}
+	return scope, nil
 }
 
 // patchStatus writes status when it differs from the stored one, so that

@@ -51,8 +51,16 @@ import (
 //  6. nothing handed out yet and the schedule not open → Pending (reason
 //     Pending before spec.schedule.startAt, WaitingForWindow outside the
 //     window), the message saying when it opens;
-//  7. every target finished → Succeeded when none failed, else Failed;
-//  8. otherwise Running.
+//  7. nothing handed out yet and the action's Package is not Ready at any
+//     site with pending targets → WaitingForContent (reason
+//     WaitingForContent, or PackageNotFound, WrongPackageType);
+//  8. every target finished → Succeeded when none failed, else Failed;
+//  9. otherwise Running.
+//
+// The task services hand a site's targets the work only once
+// status.sites[].contentReady is true for that site (always for the
+// actions without a Package); the ContentReady condition names the sites
+// that wait.
 //
 // Once terminal, the target set no longer follows the Computers: targets
 // are the computers with an entry (whose states keep following their
@@ -93,6 +101,66 @@ type taskScope struct {
 	// shards are the task's DispatchShards; shards of another task UID are
 	// ignored.
 	shards []siteopsv1.DispatchShard
+	// pkg is the Package the action needs; nil when it needs none or the
+	// Package does not exist.
+	pkg *siteopsv1.Package
+}
+
+// taskContent is what a task's action needs of its Package, and where it
+// has it.
+type taskContent struct {
+	// needed: the action needs a Package (deployImage, installSoftware).
+	needed bool
+	// usable: the Package exists and has the type the action needs; when
+	// not, reason and message say why.
+	usable          bool
+	reason, message string
+	// ready are the sites at which the Package's content is Ready.
+	ready map[string]bool
+}
+
+// contentOf reads what scope's task needs of its Package.
+func contentOf(scope *taskScope) taskContent {
+	name, typ := scope.task.Spec.Action.Package()
+	if name == "" {
+		return taskContent{}
+	}
+	c := taskContent{needed: true}
+	p := scope.pkg
+	switch {
+	case p == nil:
+		c.reason = siteopsv1.ReasonPackageNotFound
+		c.message = fmt.Sprintf("Package %s does not exist in namespace %s: the task waits for it", name, scope.task.Namespace)
+	case p.Spec.Type != typ:
+		c.reason = siteopsv1.ReasonWrongPackageType
+		c.message = fmt.Sprintf("Package %s is of type %s; %s needs a %s package", name, p.Spec.Type,
+			tasks.ActionName(scope.task.Spec.Action), typ)
+	default:
+		c.usable = true
+		c.ready = map[string]bool{}
+		for _, st := range p.Status.Sites {
+			if st.State == siteopsv1.ContentReady {
+				c.ready[st.Site] = true
+			}
+		}
+	}
+	return c
+}
+
+// readyAnywhere tells whether the content is ready at a site with
+// pending targets, so that work may be handed out.
+func (c taskContent) readyAnywhere(t *taskTally) bool {
+	for site, counts := range t.sites {
+		if counts.Pending > 0 && c.readyAt(site) {
+			return true
+		}
+	}
+	return false
+}
+
+// readyAt tells whether the content is ready for the targets of site.
+func (c taskContent) readyAt(site string) bool {
+	return !c.needed || c.usable && c.ready[site]
 }
 
 // taskVerdict is the computed status and what the controller does next.
@@ -184,6 +252,7 @@ func desiredTaskStatus(scope *taskScope) taskVerdict {
 		status.MissingComputers = missing[:min(len(missing), siteopsv1.MaxMissingComputers)]
 	}
 	tally := tallyTask(scope, resolved)
+	content := contentOf(scope)
 	if latched {
 		tally.freezePending(stored)
 	}
@@ -201,7 +270,7 @@ func desiredTaskStatus(scope *taskScope) taskVerdict {
 		st = taskState{phase: siteopsv1.TaskPending, reason: siteopsv1.ReasonInvalidSchedule,
 			message: scheduleErr.Error(), invalid: scheduleErr}
 	default:
-		st = activeState(task, tally, schedule, missing, scope.now)
+		st = activeState(task, tally, schedule, missing, scope.now, content)
 	}
 
 	status.Phase = st.phase
@@ -226,7 +295,7 @@ func desiredTaskStatus(scope *taskScope) taskVerdict {
 		status.CompletionTime = &completed
 	}
 	var unlisted int
-	status.Sites, unlisted = taskSites(tally, contentReady(task.Spec.Action))
+	status.Sites, unlisted = taskSites(tally, content)
 	if unlisted > 0 {
 		st.message += fmt.Sprintf(" (status.sites lists the first %d sites by name; %d more are not listed)",
 			siteopsv1.MaxTaskSites, unlisted)
@@ -239,6 +308,7 @@ func desiredTaskStatus(scope *taskScope) taskVerdict {
 		status.MissingComputers = nil
 	}
 	setTaskConditions(status, task.Generation, st)
+	meta.SetStatusCondition(&status.Conditions, contentCondition(task, tally, content))
 	return taskVerdict{status: status, requeueAfter: taskRequeue(scope.now, tally, st), invalid: st.invalid}
 }
 
@@ -376,21 +446,66 @@ func cutJSON(s string, n int) string {
 
 // actionTimeout bounds one run of the action on a target.
 func actionTimeout(a siteopsv1.DeploymentTaskAction) time.Duration {
-	if a.RunScript != nil && a.RunScript.Timeout.Duration > 0 {
-		return a.RunScript.Timeout.Duration
+	var d *metav1.Duration
+	switch {
+	case a.RunScript != nil:
+		d = &a.RunScript.Timeout
+	case a.DeployImage != nil:
+		d = a.DeployImage.Timeout
+	case a.InstallSoftware != nil:
+		d = a.InstallSoftware.Timeout
+	case a.CaptureImage != nil:
+		d = a.CaptureImage.Timeout
 	}
-	return defaultActionTimeout
+	if d != nil && d.Duration > 0 {
+		return d.Duration
+	}
+	if a.RunScript != nil || a.Reboot != nil {
+		return defaultActionTimeout
+	}
+	return defaultPackageActionTimeout
 }
 
-// contentReady tells whether the action's content is ready at every site:
-// always for the actions that need no Package.
-func contentReady(a siteopsv1.DeploymentTaskAction) bool {
-	return a.RunScript != nil || a.Reboot != nil
+// defaultPackageActionTimeout is the timeout of a package or capture
+// action that has none (the CRD's default).
+const defaultPackageActionTimeout = time.Hour
+
+// contentCondition is the task's ContentReady condition: True when the
+// action needs no Package or its content is Ready at every site with
+// targets; False naming the sites that wait, or why the Package cannot be
+// used.
+func contentCondition(task *siteopsv1.DeploymentTask, t *taskTally, c taskContent) metav1.Condition {
+	cond := metav1.Condition{Type: siteopsv1.ConditionContentReady, Status: metav1.ConditionTrue,
+		ObservedGeneration: task.Generation}
+	name, _ := task.Spec.Action.Package()
+	switch {
+	case !c.needed:
+		cond.Reason, cond.Message = siteopsv1.ReasonNoContentNeeded, "The action needs no Package"
+		return cond
+	case !c.usable:
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, c.reason, c.message
+		return cond
+	}
+	var waiting []string
+	for _, site := range slices.Sorted(maps.Keys(t.sites)) {
+		if !c.ready[site] {
+			waiting = append(waiting, siteLabel(site))
+		}
+	}
+	if len(waiting) == 0 {
+		cond.Reason = siteopsv1.ReasonContentReady
+		cond.Message = fmt.Sprintf("Package %s is Ready at every site of the targets (%d)", name, len(t.sites))
+		return cond
+	}
+	cond.Status, cond.Reason = metav1.ConditionFalse, siteopsv1.ReasonWaitingForContent
+	cond.Message = boundedMessage(fmt.Sprintf("Package %s is not Ready yet at %s (%d of %d sites): their targets get the work once it is (the Package's status.sites says how far it is)",
+		name, nameList(waiting), len(waiting), len(t.sites)))
+	return cond
 }
 
 // taskSites lists the per-site counts by site name, at most MaxTaskSites
 // of them, and says how many more there are.
-func taskSites(t *taskTally, ready bool) ([]siteopsv1.TaskSiteStatus, int) {
+func taskSites(t *taskTally, content taskContent) ([]siteopsv1.TaskSiteStatus, int) {
 	names := slices.Sorted(maps.Keys(t.sites))
 	listed := names[:min(len(names), siteopsv1.MaxTaskSites)]
 	if len(listed) == 0 {
@@ -398,7 +513,8 @@ func taskSites(t *taskTally, ready bool) ([]siteopsv1.TaskSiteStatus, int) {
 	}
 	sites := make([]siteopsv1.TaskSiteStatus, 0, len(listed))
 	for _, name := range listed {
-		sites = append(sites, siteopsv1.TaskSiteStatus{Site: name, ContentReady: ready, Targets: *t.sites[name]})
+		sites = append(sites, siteopsv1.TaskSiteStatus{Site: name, ContentReady: content.readyAt(name),
+			Targets: *t.sites[name]})
 	}
 	return sites, len(names) - len(listed)
 }
@@ -463,7 +579,7 @@ func latchedState(task *siteopsv1.DeploymentTask, t *taskTally) taskState {
 // activeState is the state of a task that is neither latched, stopped nor
 // unusable.
 func activeState(task *siteopsv1.DeploymentTask, t *taskTally, schedule *tasks.Schedule, missing []string,
-	now time.Time) taskState {
+	now time.Time, content taskContent) taskState {
 	c := t.counts
 	switch {
 	case tasks.ThresholdPassed(task.Spec.Rollout, int(c.Failed), int(c.Total)):
@@ -486,6 +602,14 @@ func activeState(task *siteopsv1.DeploymentTask, t *taskTally, schedule *tasks.S
 		} else {
 			st.reason = siteopsv1.ReasonWaitingForWindow
 			st.message = fmt.Sprintf("Waiting for the maintenance window (spec.schedule.window): it opens next at %s", when)
+		}
+		return st
+	case t.handed() == 0 && !content.readyAnywhere(t):
+		st := taskState{phase: siteopsv1.TaskWaitingForContent, reason: content.reason, message: content.message}
+		if content.usable {
+			name, _ := task.Spec.Action.Package()
+			st.reason = siteopsv1.ReasonWaitingForContent
+			st.message = fmt.Sprintf("Waiting for Package %s to be Ready at a site of the targets (its status.sites says how far it is)", name)
 		}
 		return st
 	case c.Pending == 0 && c.Running == 0:

@@ -614,3 +614,94 @@ func TestDeploymentTaskStatusSizeBound(t *testing.T) {
 		t.Errorf("worst-case status is %d bytes, over 256 KiB", len(data))
 	}
 }
+
+// deployTask is testTask deploying the DiskImage Package win11.
+func deployTask() *siteopsv1.DeploymentTask {
+	return testTask(func(t *siteopsv1.DeploymentTask) {
+		t.Spec.Action = siteopsv1.DeploymentTaskAction{DeployImage: &siteopsv1.PackageAction{Package: "win11"}}
+	})
+}
+
+// win11 is the DiskImage Package win11, Ready at the sites ready and
+// Replicating at the others listed.
+func win11(typ siteopsv1.PackageType, ready []string, replicating ...string) *siteopsv1.Package {
+	p := &siteopsv1.Package{ObjectMeta: metav1.ObjectMeta{Namespace: "tenant", Name: "win11"},
+		Spec: siteopsv1.PackageSpec{Type: typ}}
+	for _, s := range ready {
+		p.Status.Sites = append(p.Status.Sites, siteopsv1.PackageSiteStatus{Site: s, State: siteopsv1.ContentReady})
+	}
+	for _, s := range replicating {
+		p.Status.Sites = append(p.Status.Sites, siteopsv1.PackageSiteStatus{Site: s, State: siteopsv1.ContentReplicating})
+	}
+	return p
+}
+
+func TestDeploymentTaskWaitsForContent(t *testing.T) {
+	comps := []siteopsv1.Computer{kiosk("p1", "paris"), kiosk("l1", "lyon"), kiosk("n1", "")}
+	for _, tc := range []struct {
+		name         string
+		task         *siteopsv1.DeploymentTask
+		pkg          *siteopsv1.Package
+		entries      map[string]siteopsv1.DispatchEntry
+		phase        string
+		reason       string // of Ready
+		content      metav1.ConditionStatus
+		contentWhy   string
+		contentSites string // site=contentReady
+		mentions     string // in the ContentReady message
+	}{
+		{name: "a script needs no content", task: testTask(), phase: siteopsv1.TaskRunning, reason: siteopsv1.ReasonTaskRunning,
+			content: metav1.ConditionTrue, contentWhy: siteopsv1.ReasonNoContentNeeded, contentSites: "=true lyon=true paris=true"},
+		{name: "no Package", task: deployTask(), phase: siteopsv1.TaskWaitingForContent, reason: siteopsv1.ReasonPackageNotFound,
+			content: metav1.ConditionFalse, contentWhy: siteopsv1.ReasonPackageNotFound,
+			contentSites: "=false lyon=false paris=false", mentions: "Package win11 does not exist in namespace tenant"},
+		{name: "a Package of another type", task: deployTask(), pkg: win11(siteopsv1.PackageSoftware, []string{"paris", "lyon", ""}),
+			phase: siteopsv1.TaskWaitingForContent, reason: siteopsv1.ReasonWrongPackageType,
+			content: metav1.ConditionFalse, contentWhy: siteopsv1.ReasonWrongPackageType,
+			contentSites: "=false lyon=false paris=false", mentions: "deployImage needs a DiskImage package"},
+		{name: "ready nowhere yet", task: deployTask(), pkg: win11(siteopsv1.PackageDiskImage, nil, "paris", "lyon", ""),
+			phase: siteopsv1.TaskWaitingForContent, reason: siteopsv1.ReasonWaitingForContent,
+			content: metav1.ConditionFalse, contentWhy: siteopsv1.ReasonWaitingForContent,
+			contentSites: "=false lyon=false paris=false", mentions: "(3 of 3 sites)"},
+		{name: "ready at one site: it runs there", task: deployTask(), pkg: win11(siteopsv1.PackageDiskImage, []string{"paris"}, "lyon"),
+			phase: siteopsv1.TaskRunning, reason: siteopsv1.ReasonTaskRunning,
+			content: metav1.ConditionFalse, contentWhy: siteopsv1.ReasonWaitingForContent,
+			contentSites: "=false lyon=false paris=true", mentions: "not Ready yet at the computers in no site, site lyon (2 of 3 sites)"},
+		{name: "handed out, then a site waits: still running", task: deployTask(),
+			pkg:     win11(siteopsv1.PackageDiskImage, nil, "paris", "lyon", ""),
+			entries: map[string]siteopsv1.DispatchEntry{"p1": claimed(ago(time.Minute))},
+			phase:   siteopsv1.TaskRunning, reason: siteopsv1.ReasonTaskRunning,
+			content: metav1.ConditionFalse, contentWhy: siteopsv1.ReasonWaitingForContent, contentSites: "=false lyon=false paris=false"},
+		{name: "ready everywhere", task: deployTask(), pkg: win11(siteopsv1.PackageDiskImage, []string{"paris", "lyon", ""}),
+			phase: siteopsv1.TaskRunning, reason: siteopsv1.ReasonTaskRunning,
+			content: metav1.ConditionTrue, contentWhy: siteopsv1.ReasonContentReady, contentSites: "=true lyon=true paris=true",
+			mentions: "Ready at every site of the targets (3)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := desiredTaskStatus(&taskScope{task: tc.task, now: taskNow, computers: comps,
+				shards: shardsOf(tc.task.UID, tc.entries), pkg: tc.pkg})
+			st := v.status
+			if st.Phase != tc.phase {
+				t.Errorf("phase %s, want %s", st.Phase, tc.phase)
+			}
+			if r := meta.FindStatusCondition(st.Conditions, siteopsv1.ConditionReady); r == nil || r.Reason != tc.reason {
+				t.Errorf("Ready %+v, want reason %s", r, tc.reason)
+			}
+			c := meta.FindStatusCondition(st.Conditions, siteopsv1.ConditionContentReady)
+			if c == nil || c.Status != tc.content || c.Reason != tc.contentWhy || !strings.Contains(c.Message, tc.mentions) {
+				t.Errorf("ContentReady %+v, want %s %s mentioning %q", c, tc.content, tc.contentWhy, tc.mentions)
+			}
+			var sites []string
+			for _, s := range st.Sites {
+				sites = append(sites, fmt.Sprintf("%s=%t", s.Site, s.ContentReady))
+			}
+			if got := strings.Join(sites, " "); got != tc.contentSites {
+				t.Errorf("sites %s, want %s", got, tc.contentSites)
+			}
+			// Work may be handed out only once the task is running.
+			if started := st.StartTime != nil; started != (tc.phase == siteopsv1.TaskRunning) {
+				t.Errorf("startTime %v with phase %s", st.StartTime, st.Phase)
+			}
+		})
+	}
+}

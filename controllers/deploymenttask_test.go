@@ -205,7 +205,7 @@ var _ = Describe("DeploymentTask admission", func() {
 		}), "spec.action.captureImage.packageName"),
 		Entry("a package timeout of 30s", scriptTask("dt-adm-pkg-timeout", "adm", func(t *siteopsv1.DeploymentTask) {
 			t.Spec.Action = siteopsv1.DeploymentTaskAction{DeployImage: &siteopsv1.PackageAction{Package: "win11",
-				Timeout: metav1.Duration{Duration: 30 * time.Second}}}
+				Timeout: &metav1.Duration{Duration: 30 * time.Second}}}
 		}), "the timeout of a package action must be from 1m to 24h"),
 		Entry("empty targets", scriptTask("dt-adm-targets", "adm", func(t *siteopsv1.DeploymentTask) {
 			t.Spec.Targets = siteopsv1.DeploymentTaskTargets{Computers: []string{}}

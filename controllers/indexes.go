@@ -24,6 +24,11 @@ const (
 	// service located the agent in: the Site controller counts a site's
 	// computers with it.
 	IndexComputerSite = "status.site"
+	// IndexDeploymentTaskPackage indexes DeploymentTasks by the Package
+	// their action needs (deployImage, installSoftware): a Package finds
+	// the tasks that want it at their targets' sites, and a Package's
+	// change finds the tasks that wait for it.
+	IndexDeploymentTaskPackage = "spec.action.package"
 )
 
 func setupIndexes(mgr ctrl.Manager) error {
@@ -51,6 +56,16 @@ func setupIndexes(mgr ctrl.Manager) error {
 			return []string{site}
 		}); err != nil {
 		return fmt.Errorf("indexing Computers by %s: %w", IndexComputerSite, err)
+	}
+	if err := indexer.IndexField(context.Background(), &siteopsv1.DeploymentTask{}, IndexDeploymentTaskPackage,
+		func(o client.Object) []string {
+			name, _ := o.(*siteopsv1.DeploymentTask).Spec.Action.Package()
+			if name == "" {
+				return nil
+			}
+			return []string{name}
+		}); err != nil {
+		return fmt.Errorf("indexing DeploymentTasks by %s: %w", IndexDeploymentTaskPackage, err)
 	}
 	return nil
 }

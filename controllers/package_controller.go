@@ -46,7 +46,45 @@ func (r *PackageReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&siteopsv1.Package{}).
 		Watches(&siteopsv1.Site{}, all).
 		Watches(&siteopsv1.SiteServer{}, all).
+		// The tasks that need a package bring it to their targets' sites.
+		Watches(&siteopsv1.DeploymentTask{}, handler.EnqueueRequestsFromMapFunc(taskPackage)).
 		Complete(r)
+}
+
+// taskPackage maps a DeploymentTask to the Package its action needs.
+func taskPackage(_ context.Context, obj client.Object) []reconcile.Request {
+	t, ok := obj.(*siteopsv1.DeploymentTask)
+	if !ok {
+		return nil
+	}
+	name, _ := t.Spec.Action.Package()
+	if name == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: client.ObjectKey{Namespace: t.Namespace, Name: name}}}
+}
+
+// demandedSites are the sites of the targets of the tasks that need pkg
+// and still may hand out or run its work: those not finished, and the
+// finished ones whose targets still run it (a stopped task's work runs to
+// its end).
+func (r *PackageReconciler) demandedSites(ctx context.Context, pkg *siteopsv1.Package) ([]string, error) {
+	var list siteopsv1.DeploymentTaskList
+	if err := r.List(ctx, &list, client.InNamespace(pkg.Namespace),
+		client.MatchingFields{IndexDeploymentTaskPackage: pkg.Name}, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing the DeploymentTasks that need Package %s: %w", klog.KObj(pkg), err)
+	}
+	var sites []string
+	for i := range list.Items {
+		t := &list.Items[i]
+		if terminalPhase(t.Status.Phase) && t.Status.Targets.Running == 0 {
+			continue
+		}
+		for _, s := range t.Status.Sites {
+			sites = append(sites, s.Site)
+		}
+	}
+	return sites, nil
 }
 
 // allPackages maps a topology change to every Package.
@@ -81,7 +119,11 @@ func (r *PackageReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	if err := r.List(ctx, &servers, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, fmt.Errorf("listing SiteServers: %w", err)
 	}
-	scope := &packageScope{pkg: &pkg, servers: packages.ServersOf(servers.Items)}
+	demanded, err := r.demandedSites(ctx, &pkg)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	scope := &packageScope{pkg: &pkg, servers: packages.ServersOf(servers.Items), demanded: demanded}
 	for i := range sites.Items {
 		scope.sites = append(scope.sites, sites.Items[i].Name)
 	}

@@ -19,9 +19,9 @@ type packageScope struct {
 	sites []string
 	// servers are the SiteServers, as the placement rules see them.
 	servers []packages.Server
-	// demanded are the sites of the computers that the DeploymentTasks
-	// needing the package target (OnDemand). None yet: no action that
-	// needs a package is admitted.
+	// demanded are the sites of the computers that the unfinished
+	// DeploymentTasks needing the package target: wanted whatever the
+	// policy (internal/packages, rule 1).
 	demanded []string
 }
 

@@ -210,6 +210,58 @@ var _ = Describe("Package", func() {
 		}, timeout, interval).Should(ContainElements("SiteNotFound", "NoPackageServer", "ReplicationFailed", "Replicated"))
 	})
 
+	It("goes OnDemand where a task needs it, holds the task's sites until it is there, and is let go once the task ends", func() {
+		ensureNamespace(ctx, taskNamespace)
+		createSite(ctx, "pk-od-a")
+		createSite(ctx, "pk-od-b")
+		createNode(ctx, "pk-od-node", map[string]string{"test.siteops.io/role": "pk-od"})
+		createStorageClass(ctx, "pk-od-class")
+		createSiteServer(ctx, "pk-od-srv", []string{"pk-od-a", "pk-od-b"}, "pk-od", "pk-od-class")
+		markStatefulSetAvailable(ctx, "pk-od-srv-package")
+		markDeploymentAvailable(ctx, "pk-od-srv-task")
+		p := diskImage("pk-od-sw", func(p *siteopsv1.Package) {
+			p.Namespace, p.Spec.Type = taskNamespace, siteopsv1.PackageSoftware
+		})
+		Expect(k8sClient.Create(ctx, p)).To(Succeed())
+		DeferCleanup(deleteIgnoringNotFound, ctx, p)
+		Eventually(packageCondition(ctx, p, siteopsv1.ConditionReady), timeout, interval).Should(Equal("True/NotNeeded"))
+
+		By("a task installing it at site pk-od-a: wanted there, the task waits for it")
+		createTarget(ctx, "pk-od-pc", "pk-od-a", map[string]string{"dt-spec": "pk-od"})
+		task := createTask(ctx, scriptTask("pk-od-install", "pk-od", func(t *siteopsv1.DeploymentTask) {
+			t.Spec.Action = siteopsv1.DeploymentTaskAction{InstallSoftware: &siteopsv1.PackageAction{Package: p.Name}}
+		}))
+		Eventually(taskPhase(ctx, task), timeout, interval).Should(Equal(siteopsv1.TaskWaitingForContent))
+		Expect(taskCondition(ctx, task, siteopsv1.ConditionContentReady)(Default)).To(Equal("False/WaitingForContent"))
+		Expect(taskStatus(ctx, task)(Default).StartTime).To(BeNil(), "no work may be handed out yet")
+		wantedSites := func(g Gomega) string {
+			var now siteopsv1.Package
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(p), &now)).To(Succeed())
+			var out []string
+			for _, s := range now.Status.Sites {
+				out = append(out, s.Site+"="+s.State)
+			}
+			return now.Status.SitesReady + " " + strings.Join(out, ",")
+		}
+		Eventually(wantedSites, timeout, interval).Should(Equal("0/1 pk-od-a=Pending"))
+
+		By("the content at the site: the task runs there")
+		reportCopy(ctx, p, "pk-od-srv", siteopsv1.ContentReady, p.Spec.Size, "")
+		Eventually(wantedSites, timeout, interval).Should(Equal("1/1 pk-od-a=Ready"))
+		Eventually(taskPhase(ctx, task), timeout, interval).Should(Equal(siteopsv1.TaskRunning))
+		st := taskStatus(ctx, task)(Default)
+		Expect(st.StartTime).NotTo(BeNil())
+		Expect(st.Sites).To(HaveLen(1))
+		Expect(st.Sites[0].ContentReady).To(BeTrue())
+		Expect(taskCondition(ctx, task, siteopsv1.ConditionContentReady)(Default)).To(Equal("True/ContentReady"))
+
+		By("the task stopped with nothing running: no site wants the content any more")
+		Expect(tryUpdate(ctx, task, func(t *siteopsv1.DeploymentTask) { t.Spec.Stop = true })).To(Succeed())
+		Eventually(taskPhase(ctx, task), timeout, interval).Should(Equal(siteopsv1.TaskStopped))
+		Eventually(wantedSites, timeout, interval).Should(Equal("0/0 "))
+		Eventually(packageCondition(ctx, p, siteopsv1.ConditionReady), timeout, interval).Should(Equal("True/NotNeeded"))
+	})
+
 	It("is Ready with NotNeeded when it is OnDemand and no task needs it", func() {
 		p := diskImage("pk-ondemand", func(p *siteopsv1.Package) {
 			p.Spec.Type = siteopsv1.PackageSoftware

@@ -35,6 +35,19 @@ type DeploymentTaskAction struct {
 	CaptureImage *CaptureImageAction `json:"captureImage,omitempty"`
 }
 
+// Package returns the name of the Package the action needs (deployImage,
+// installSoftware) and the type that Package must have; "" for the
+// actions that need none.
+func (a DeploymentTaskAction) Package() (name string, typ PackageType) {
+	switch {
+	case a.DeployImage != nil:
+		return a.DeployImage.Package, PackageDiskImage
+	case a.InstallSoftware != nil:
+		return a.InstallSoftware.Package, PackageSoftware
+	}
+	return "", ""
+}
+
 // Interpreters a runScript action may name.
 const (
 	InterpreterSh         = "sh"
@@ -70,7 +83,7 @@ type RunScriptAction struct {
 	// reports the target Failed with reason TimedOut. Default 10m, from 1s
 	// to 24h.
 	// +optional
-	// +kubebuilder:default="10m"
+	// +kubebuilder:default="10m0s"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('24h')",message="spec.action.runScript.timeout must be from 1s to 24h"
 	Timeout metav1.Duration `json:"timeout,omitempty"`
 }
@@ -91,11 +104,13 @@ type PackageAction struct {
 
 	// timeout bounds the work on one target, download included: the agent
 	// stops past it and reports the target Failed with reason TimedOut.
-	// Default 1h, from 1m to 24h.
+	// Default 1h, from 1m to 24h. (Defaults are written the way Go prints
+	// a duration, so that a Go client that reads the task and writes it
+	// back sends the same string, which the immutability rule compares.)
 	// +optional
-	// +kubebuilder:default="1h"
+	// +kubebuilder:default="1h0m0s"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('24h')",message="the timeout of a package action must be from 1m to 24h"
-	Timeout metav1.Duration `json:"timeout,omitempty"`
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
 }
 
 // CaptureImageAction names the Package a capture makes.
@@ -113,9 +128,9 @@ type CaptureImageAction struct {
 	// it and reports the target Failed with reason TimedOut. Default 1h,
 	// from 1m to 24h.
 	// +optional
-	// +kubebuilder:default="1h"
+	// +kubebuilder:default="1h0m0s"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('24h')",message="spec.action.captureImage.timeout must be from 1m to 24h"
-	Timeout metav1.Duration `json:"timeout,omitempty"`
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
 }
 
 // DeploymentTaskTargets are the computers a task is for: the union of the

@@ -10,9 +10,11 @@
 //
 //  1. The wanted sites follow the effective policy: every Site and the
 //     computers in no site for AllSites; spec.replication.sites (those
-//     that exist) for Sites; the sites of the computers that the
-//     DeploymentTasks needing the package target for OnDemand. The empty
-//     site name stands for the computers in no site.
+//     that exist) for Sites; none of its own for OnDemand. Whatever the
+//     policy, the sites of the computers that the unfinished
+//     DeploymentTasks needing the package target are wanted too: a task
+//     brings the content where it needs it, and keeps it there while it
+//     runs. The empty site name stands for the computers in no site.
 //  2. A site's content is held by the servers that serve its agents (the
 //     topology package's serving rules): its own servers once one of them
 //     is ready, else the unassigned servers.
@@ -63,8 +65,9 @@ type Copy struct {
 
 // WantedSites returns the sites that want the content under policy (rule
 // 1). existing are the Sites that exist, listed spec.replication.sites,
-// demanded the sites of the computers that tasks needing the package
-// target. missing are the listed sites that do not exist.
+// demanded the sites of the computers that unfinished tasks needing the
+// package target (wanted under every policy). missing are the listed
+// sites that do not exist.
 func WantedSites(policy siteopsv1.ReplicationPolicy, existing, listed, demanded []string) (wanted, missing []string) {
 	switch policy {
 	case siteopsv1.ReplicateAllSites:
@@ -77,11 +80,10 @@ func WantedSites(policy siteopsv1.ReplicationPolicy, existing, listed, demanded 
 				missing = append(missing, s)
 			}
 		}
-	case siteopsv1.ReplicateOnDemand:
-		for _, s := range demanded {
-			if s == "" || slices.Contains(existing, s) {
-				wanted = append(wanted, s)
-			}
+	}
+	for _, s := range demanded {
+		if s == "" || slices.Contains(existing, s) {
+			wanted = append(wanted, s)
 		}
 	}
 	return sortedSet(wanted), sortedSet(missing)

@@ -21,7 +21,8 @@ func TestWantedSites(t *testing.T) {
 		{"Sites: the listed ones that exist; the others reported", siteopsv1.ReplicateSites, []string{"paris", "oslo", "paris"}, nil, "[paris]", "[oslo]"},
 		{"OnDemand: the sites the tasks' computers are in, no site included", siteopsv1.ReplicateOnDemand, nil, []string{"nice", "", "nice", "gone"}, "[ nice]", "[]"},
 		{"OnDemand with no task: nowhere", siteopsv1.ReplicateOnDemand, nil, nil, "[]", "[]"},
-		{"Sites ignores the tasks", siteopsv1.ReplicateSites, []string{"lyon"}, []string{"paris"}, "[lyon]", "[]"},
+		{"Sites adds the sites the tasks need", siteopsv1.ReplicateSites, []string{"lyon"}, []string{"paris", "gone"}, "[lyon paris]", "[]"},
+		{"AllSites: the tasks add nothing", siteopsv1.ReplicateAllSites, nil, []string{"paris", ""}, "[ lyon nice paris]", "[]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			wanted, missing := WantedSites(tc.policy, existing, tc.listed, tc.demanded)

@@ -305,6 +305,11 @@ func (r *replicator) followLimit(me *siteopsv1.SiteServer) {
 // server: it serves one of the sites that the controller found wanting it.
 // decided is false while the controller has not placed p's generation.
 func (r *replicator) mine(p *siteopsv1.Package, placement []packages.Server, sitesExist bool) (mine, decided bool) {
+	// The server that received a capture keeps it whatever the placement:
+	// it is the first holder, the source of every other copy.
+	if c := p.Spec.Source.Captured; c != nil && c.SiteServer == r.server {
+		return true, true
+	}
 	if p.Status.ObservedGeneration != p.Generation || p.Status.Policy == "" {
 		return false, false
 	}

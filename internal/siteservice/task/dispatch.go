@@ -44,6 +44,9 @@ type dispatcher struct {
 	// wake asks the service to look again at the held check-ins: work may
 	// be due for them (a task arrived, a window opened, room freed up).
 	wake func()
+	// content looks up a Package's content in the cache; false when the
+	// cache does not hold the Package.
+	content func(namespace, name string) (protocol.Content, bool)
 
 	mu     sync.Mutex
 	tasks  map[string]*taskView // by UID
@@ -80,7 +83,13 @@ type taskView struct {
 	schedule    *tasks.Schedule
 	rollout     *siteopsv1.DeploymentTaskRollout
 	action      protocol.Action
-	statusTotal int
+	// pkg is the Package the action needs ("" for none): its content goes
+	// into the action when the work is handed out, and a site's targets
+	// get the work only once the manager found the content ready there
+	// (contentReady, from status.sites[].contentReady).
+	pkg          string
+	contentReady map[string]bool
+	statusTotal  int
 	generation  int64
 	openNow     bool // the schedule was open at the last tick
 
@@ -101,8 +110,19 @@ type taskCounts struct {
 }
 
 func newDispatcher(k *kube, server string, log *slog.Logger, wake func()) *dispatcher {
-	return &dispatcher{k: k, server: server, log: log, now: time.Now, wake: wake,
+	d := &dispatcher{k: k, server: server, log: log, now: time.Now, wake: wake,
 		tasks: map[string]*taskView{}, shards: map[shardKey]*shardWriter{}}
+	d.content = func(namespace, name string) (protocol.Content, bool) {
+		if k == nil || k.client == nil {
+			return protocol.Content{}, false
+		}
+		var p siteopsv1.Package
+		if err := k.client.Get(context.Background(), types.NamespacedName{Namespace: namespace, Name: name}, &p); err != nil {
+			return protocol.Content{}, false
+		}
+		return protocol.Content{Package: namespace + "/" + name, Digest: p.Spec.Digest, Size: p.Spec.Size}, true
+	}
+	return d
 }
 
 // watch feeds the dispatcher from the cache's informers of DeploymentTasks
@@ -129,7 +149,12 @@ func (d *dispatcher) watch(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	d.k.synced = append(d.k.synced, ti.HasSynced, si.HasSynced)
+	// The Packages whose content the work hands out.
+	pi, err := d.k.cache.GetInformer(ctx, &siteopsv1.Package{})
+	if err != nil {
+		return fmt.Errorf("getting the Package informer: %w", err)
+	}
+	d.k.synced = append(d.k.synced, ti.HasSynced, si.HasSynced, pi.HasSynced)
 	return nil
 }
 
@@ -143,7 +168,9 @@ func terminal(t *siteopsv1.DeploymentTask) bool {
 }
 
 // actionOf is the protocol's form of a task's action, or false for an
-// action agents cannot carry out yet.
+// action agents cannot carry out. The content of a deployImage or
+// installSoftware action is filled in when the work is handed out
+// (withContent).
 func actionOf(a siteopsv1.DeploymentTaskAction) (protocol.Action, bool) {
 	switch {
 	case a.RunScript != nil:
@@ -159,8 +186,42 @@ func actionOf(a siteopsv1.DeploymentTaskAction) (protocol.Action, bool) {
 			TimeoutSeconds: int64((timeout + time.Second - 1) / time.Second)}}, true
 	case a.Reboot != nil:
 		return protocol.Action{Reboot: &protocol.Reboot{}}, true
+	case a.DeployImage != nil:
+		return protocol.Action{DeployImage: &protocol.DeployImage{TimeoutSeconds: seconds(a.DeployImage.Timeout)}}, true
+	case a.InstallSoftware != nil:
+		return protocol.Action{InstallSoftware: &protocol.InstallSoftware{
+			TimeoutSeconds: seconds(a.InstallSoftware.Timeout)}}, true
+	case a.CaptureImage != nil:
+		return protocol.Action{CaptureImage: &protocol.CaptureImage{PackageName: a.CaptureImage.PackageName,
+			TimeoutSeconds: seconds(a.CaptureImage.Timeout)}}, true
 	}
 	return protocol.Action{}, false
+}
+
+// seconds is a package action's timeout in whole seconds, the CRD's
+// default (1h) when unset.
+func seconds(timeout *metav1.Duration) int64 {
+	d := time.Hour
+	if timeout != nil && timeout.Duration > 0 {
+		d = timeout.Duration
+	}
+	return int64((d + time.Second - 1) / time.Second)
+}
+
+// withContent is a copy of action with content set in its member that
+// takes one.
+func withContent(action protocol.Action, content protocol.Content) protocol.Action {
+	switch {
+	case action.DeployImage != nil:
+		a := *action.DeployImage
+		a.Content = content
+		action.DeployImage = &a
+	case action.InstallSoftware != nil:
+		a := *action.InstallSoftware
+		a.Content = content
+		action.InstallSoftware = &a
+	}
+	return action
 }
 
 func (d *dispatcher) taskChanged(obj any) {
@@ -177,6 +238,15 @@ func (d *dispatcher) taskChanged(obj any) {
 	v.schedule, errS = tasks.CompileSchedule(t.Spec.Schedule)
 	action, known := actionOf(t.Spec.Action)
 	v.action = action
+	v.pkg, _ = t.Spec.Action.Package()
+	if v.pkg != "" {
+		v.contentReady = map[string]bool{}
+		for _, s := range t.Status.Sites {
+			if s.ContentReady {
+				v.contentReady[s.Site] = true
+			}
+		}
+	}
 	v.active = !terminal(t) && errT == nil && errS == nil && known
 	v.started = t.Status.StartTime != nil && t.Status.ObservedGeneration == t.Generation
 	if v.active {
@@ -193,9 +263,21 @@ func (d *dispatcher) taskChanged(obj any) {
 	d.mu.Unlock()
 	// A status update of the manager changes nothing to hand out, but the
 	// one that starts the task.
-	if v.active && (old == nil || !old.active || old.generation != v.generation || (v.started && !old.started)) {
+	if v.active && (old == nil || !old.active || old.generation != v.generation || (v.started && !old.started) ||
+		contentArrived(old, v)) {
 		d.wake()
 	}
+}
+
+// contentArrived tells whether the content of v's Package became ready at
+// a site where it was not in old: that site's targets may get work now.
+func contentArrived(old, v *taskView) bool {
+	for site := range v.contentReady {
+		if !old.contentReady[site] {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *dispatcher) taskDeleted(obj any) {
@@ -331,10 +413,25 @@ func compareStrings(a, b string) int {
 	return 0
 }
 
-// item is the work item of task t, attempt for the agent.
-func (t *taskView) item(attempt int32) protocol.WorkItem {
+// item is the work item of task t, attempt for the agent, with the
+// content of its Package; false when the cache holds no such Package.
+func (d *dispatcher) item(t *taskView, attempt int32) (protocol.WorkItem, bool) {
+	action := t.action
+	if t.pkg != "" {
+		content, ok := d.content(t.namespace, t.pkg)
+		if !ok {
+			return protocol.WorkItem{}, false
+		}
+		action = withContent(action, content)
+	}
 	return protocol.WorkItem{ID: tasks.WorkID(t.uid, attempt), Task: t.namespace + "/" + t.name,
-		Attempt: attempt, Action: t.action}
+		Attempt: attempt, Action: action}, true
+}
+
+// contentReadyAt tells whether the targets of site may get t's work: its
+// action needs no Package, or the manager found the content ready there.
+func (t *taskView) contentReadyAt(site string) bool {
+	return t.pkg == "" || t.contentReady[site]
 }
 
 // mayClaim reports whether t may hand out one more piece of work now: its
@@ -374,9 +471,8 @@ func (d *dispatcher) next(comp *siteopsv1.Computer, busy string, then func(*prot
 			// agent had it, and an agent that lost its state must not run
 			// it twice.
 			if e.State == siteopsv1.DispatchClaimed {
-				if t.action.RunScript != nil || t.action.Reboot != nil {
+				if item, ok := d.item(t, e.Attempt); ok {
 					d.reoffered.Add(1)
-					item := t.item(e.Attempt)
 					then(&item)
 					return
 				}
@@ -394,12 +490,19 @@ func (d *dispatcher) next(comp *siteopsv1.Computer, busy string, then func(*prot
 				then(nil)
 				return
 			}
-			item := t.item(r.entry.Attempt)
-			then(&item)
+			if item, ok := d.item(t, r.entry.Attempt); ok {
+				then(&item)
+				return
+			}
+			then(nil)
 		}) {
 			return
 		}
-		if !t.mayClaim(now) {
+		if !t.mayClaim(now) || !t.contentReadyAt(comp.Status.Site) {
+			continue
+		}
+		// The Package must be in the cache to hand its content out.
+		if _, ok := d.item(t, 1); !ok {
 			continue
 		}
 		t.claiming.Add(1)
@@ -413,7 +516,13 @@ func (d *dispatcher) next(comp *siteopsv1.Computer, busy string, then func(*prot
 				return
 			}
 			d.dispatched.Add(1)
-			item := t.item(r.entry.Attempt)
+			item, ok := d.item(t, r.entry.Attempt)
+			if !ok {
+				// The Package went between the check and the claim: the
+				// claim is offered again at the next check-in.
+				then(nil)
+				return
+			}
 			then(&item)
 		})
 		return

@@ -422,3 +422,55 @@ func TestRepeatedResultCountsOnce(t *testing.T) {
 		t.Errorf("%d answers counted the change, want 1", changed)
 	}
 }
+
+// A deployImage task hands its work to a site's computers only once the
+// manager found the content ready there (status.sites[].contentReady),
+// with the Package's content in the item; a content that arrives at a
+// site wakes the held check-ins.
+func TestContentGatesTheDispatchPerSite(t *testing.T) {
+	fc := fake.NewClientBuilder().WithScheme(unitScheme(t)).WithInterceptorFuncs(genFuncs(interceptor.Funcs{})).Build()
+	var woken atomic.Int64
+	d := newDispatcher(&kube{writer: fc, live: fc}, "srv", slog.Default(), func() { woken.Add(1) })
+	const digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	var cached atomic.Bool
+	d.content = func(namespace, name string) (protocol.Content, bool) {
+		if namespace != "ns" || name != "win11" || !cached.Load() {
+			return protocol.Content{}, false
+		}
+		return protocol.Content{Package: "ns/win11", Digest: digest, Size: 42}, true
+	}
+	task := unitTask(10)
+	task.Spec.Action = siteopsv1.DeploymentTaskAction{DeployImage: &siteopsv1.PackageAction{Package: "win11",
+		Timeout: &metav1.Duration{Duration: 90 * time.Second}}}
+	task.Status.Sites = []siteopsv1.TaskSiteStatus{{Site: "paris", ContentReady: true}, {Site: "lyon"}}
+	d.taskChanged(task)
+	inSite := func(name, site string) *siteopsv1.Computer {
+		c := comp(name)
+		c.Status.Site = site
+		return c
+	}
+	if it := nextSync(d, inSite("pc-paris", "paris")); it != nil {
+		t.Errorf("work handed out while the cache holds no Package: %+v", it)
+	}
+	cached.Store(true)
+	if it := nextSync(d, inSite("pc-lyon", "lyon")); it != nil {
+		t.Errorf("work handed out at lyon, where the content is not ready: %+v", it)
+	}
+	it := nextSync(d, inSite("pc-paris", "paris"))
+	if it == nil || it.Action.DeployImage == nil {
+		t.Fatalf("pc-paris got %+v, want the deployImage work", it)
+	}
+	if got := it.Action.DeployImage; got.Digest != digest || got.Size != 42 || got.Package != "ns/win11" || got.TimeoutSeconds != 90 {
+		t.Errorf("action %+v", got)
+	}
+	before := woken.Load()
+	upd := task.DeepCopy()
+	upd.Status.Sites[1].ContentReady = true
+	d.taskChanged(upd)
+	if woken.Load() == before {
+		t.Error("the content ready at lyon did not wake the held check-ins")
+	}
+	if it := nextSync(d, inSite("pc-lyon", "lyon")); it == nil || it.Action.DeployImage == nil {
+		t.Errorf("pc-lyon got %+v once the content is ready at lyon", it)
+	}
+}
