@@ -20,8 +20,10 @@ import (
 type agentProc struct {
 	name, stateDir, addressesFile, caFile, token string
 	env                                          []string
-	cmd                                          *exec.Cmd
-	log                                          *os.File
+	// args are added to the command line (startAgentWith).
+	args []string
+	cmd  *exec.Cmd
+	log  *os.File
 }
 
 // startAgent starts a real agent process named name at address, trusting
@@ -30,9 +32,15 @@ type agentProc struct {
 // spec's container ends.
 func startAgent(name, address, caFile, token string, env ...string) *agentProc {
 	GinkgoHelper()
+	return startAgentWith(name, address, caFile, token, nil, env...)
+}
+
+// startAgentWith is startAgent with args added to the agent's command line.
+func startAgentWith(name, address, caFile, token string, args []string, env ...string) *agentProc {
+	GinkgoHelper()
 	dir := GinkgoT().TempDir()
 	a := &agentProc{name: name, stateDir: filepath.Join(dir, "state"), addressesFile: filepath.Join(dir, "addresses"),
-		caFile: caFile, token: token, env: env}
+		caFile: caFile, token: token, env: env, args: args}
 	Expect(os.WriteFile(a.addressesFile, []byte(address+"\n"), 0o644)).To(Succeed())
 	a.start()
 	DeferCleanup(a.stop)
@@ -49,6 +57,7 @@ func (a *agentProc) start() {
 		"--locator", "https://"+locatorAddress, "--ca-file", a.caFile, "--token", a.token,
 		"--state-dir", a.stateDir, "--addresses-file", a.addressesFile, "--hostname", a.name,
 		"--hardware-id", "e2e-"+a.name, "--mac-addresses", macFor(a.name), "--wait", "5s", "--log-level", "debug")
+	a.cmd.Args = append(a.cmd.Args, a.args...)
 	a.cmd.Env = append(os.Environ(), a.env...)
 	a.cmd.Stdout, a.cmd.Stderr = log, log
 	Expect(a.cmd.Start()).To(Succeed())
