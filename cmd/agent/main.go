@@ -143,6 +143,8 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	relocate := fs.Duration("relocate-interval", agent.DefaultRelocateInterval, "how often to locate again while all is well (jittered)")
 	rebootCommand := fs.String("reboot-command", agent.DefaultRebootCommand,
 		"command that restarts the computer once a reboot work item's success is recorded, split at spaces (empty: restart nothing)")
+	disk := fs.String("disk", "", "the disk that deployImage writes and captureImage reads (a block device such as /dev/sda; "+
+		"empty: those actions fail with reason DiskFailed)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -154,6 +156,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg := agent.Config{
 		Locators: locators, StateDir: *stateDir, Hostname: *hostname, HardwareID: *hardwareID,
 		Wait: *wait, RelocateInterval: *relocate, Version: version, Logger: log, RebootCommand: *rebootCommand,
+		Disk: *disk,
 	}
 	if *caFile == "" {
 		return errors.New("--ca-file is required: the agent trusts only the CAs it is given")
@@ -195,7 +198,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("starting the agent: %w", err)
 	}
-	log.Info("Starting the agent", "version", version, "locators", []string(locators), "stateDir", *stateDir)
+	log.Info("Starting the agent", "version", version, "locators", []string(locators), "stateDir", *stateDir, "disk", *disk)
 	err = a.Run(ctx)
 	log.Info("Stopped the agent")
 	return err

@@ -3,6 +3,9 @@
 package main
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"net/http"
 	"os"
 	"os/exec"
@@ -61,7 +64,12 @@ type agentProcess struct {
 
 func newAgentProcess(t *testing.T, task *agenttest.TaskServer, ca *agenttest.CA, extra ...string) *agentProcess {
 	t.Helper()
-	locator := agenttest.NewLocator(t, ca, agenttest.Endpoints("paris", task.URL))
+	return newAgentProcessWith(t, agenttest.NewLocator(t, ca, agenttest.Endpoints("paris", task.URL)), ca, extra...)
+}
+
+// newAgentProcessWith is an agent process that locates with locator.
+func newAgentProcessWith(t *testing.T, locator *agenttest.Locator, ca *agenttest.CA, extra ...string) *agentProcess {
+	t.Helper()
 	stateDir := filepath.Join(t.TempDir(), "state")
 	args := append([]string{"run", "--locator", locator.URL, "--ca-file", ca.File, "--token", token, "--state-dir", stateDir,
 		"--addresses", "10.0.0.9", "--hostname", "pc-9", "--hardware-id", "hw-9", "--mac-addresses", "aa:bb:cc:00:00:09",
@@ -219,5 +227,52 @@ func TestRebootCommand(t *testing.T) {
 	defer mu.Unlock()
 	if b, _ := os.ReadFile(rebooted); early || string(b) != "-r now\n" {
 		t.Errorf("the command ran with %q (before the result: %v)", b, early)
+	}
+}
+
+// TestDeployImageToTheDisk runs a deployImage item in an agent process
+// with --disk: the image, downloaded from the site's package endpoint,
+// ends up on the disk.
+func TestDeployImageToTheDisk(t *testing.T) {
+	ca := agenttest.NewCA(t)
+	task := agenttest.NewTaskServer(t, ca, "paris-1", "paris", token)
+	image := bytes.Repeat([]byte("an image "), 100_000)
+	sum := sha256.Sum256(image)
+	digest := "sha256:" + hex.EncodeToString(sum[:])
+	pkg := ca.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != protocol.ContentPath(digest) {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(image))
+	}))
+	locator := agenttest.NewLocator(t, ca, func(int, []string) protocol.LocateResponse {
+		return protocol.LocateResponse{Site: "paris", Rule: protocol.RuleSite, TaskEndpoints: []string{task.URL},
+			PackageEndpoints: []string{pkg.URL}}
+	})
+	disk := filepath.Join(t.TempDir(), "disk")
+	if err := os.WriteFile(disk, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	item := protocol.WorkItem{ID: "uid-di.1", Task: "imaging/deploy", Attempt: 1, Action: protocol.Action{DeployImage: &protocol.DeployImage{
+		Content: protocol.Content{Package: "imaging/win11", Digest: digest, Size: int64(len(image))}, TimeoutSeconds: 60}}}
+	task.Set(func(b *agenttest.Behaviour) {
+		b.NextCheckIn = 20 * time.Millisecond
+		b.Offer = []protocol.WorkItem{item}
+	})
+	p := newAgentProcessWith(t, locator, ca, "--disk", disk)
+	p.start()
+	var st protocol.WorkStatus
+	agenttest.Eventually(t, 20*time.Second, func() bool {
+		var ok bool
+		st, ok = resultOf(task, item.ID)
+		return ok
+	}, "the agent reported nothing:\n%s", p.log)
+	p.stop()
+	if st.State != protocol.WorkSucceeded {
+		t.Fatalf("result %+v, want Succeeded", st)
+	}
+	if b, _ := os.ReadFile(disk); !bytes.Equal(b, image) {
+		t.Errorf("the disk holds %d bytes, want the image's %d", len(b), len(image))
 	}
 }

@@ -87,6 +87,10 @@ type Config struct {
 	// RelocateInterval is how often the agent locates again while all is
 	// well, jittered; 0 means DefaultRelocateInterval.
 	RelocateInterval time.Duration
+	// Disk is the disk that deployImage writes and captureImage reads: a
+	// block device ("/dev/sda"), or a file (tests). Empty: those actions
+	// fail with reason DiskFailed.
+	Disk string
 	// Version is the agent's version, sent to the services.
 	Version string
 	// Logger receives the agent's log; nil means slog.Default().
@@ -123,6 +127,23 @@ type timings struct {
 	// rebootGrace is how long the agent takes no other work after its
 	// reboot command succeeded, while the computer goes down.
 	rebootGrace time.Duration
+	// content is the back-off between the rounds of a download over the
+	// package endpoints; contentRounds is how many rounds fail before the
+	// download does.
+	contentBase, contentMax time.Duration
+	contentRounds           int
+	// stallTimeout is how long a download or an upload request may go
+	// without moving a byte before it is given up.
+	stallTimeout time.Duration
+	// uploadChunk is the size of a capture's PATCH (at most
+	// protocol.MaxUploadChunkBytes).
+	uploadChunk int64
+	// upload is the back-off between the attempts of a capture's requests
+	// and between rounds over the package endpoints; uploadTries is how
+	// many times an upload's status is asked after a failed request
+	// before its endpoint counts as down.
+	uploadBase, uploadMax time.Duration
+	uploadTries           int
 }
 
 func defaultTimings() timings {
@@ -141,6 +162,14 @@ func defaultTimings() timings {
 		reportMax:          time.Minute,
 		scriptWaitDelay:    5 * time.Second,
 		rebootGrace:        5 * time.Minute,
+		contentBase:        2 * time.Second,
+		contentMax:         time.Minute,
+		contentRounds:      10,
+		stallTimeout:       time.Minute,
+		uploadChunk:        8 << 20,
+		uploadBase:         time.Second,
+		uploadMax:          30 * time.Second,
+		uploadTries:        4,
 	}
 }
 
@@ -322,7 +351,11 @@ func (a *Agent) step(ctx context.Context) time.Duration {
 	}
 	a.addrs = addrs
 	if refused := a.takeRefused(); refused != "" && refused == a.credential {
-		return a.credentialRefused(errors.New("a report was refused with 401"))
+		return a.credentialRefused(errors.New("a report or an upload was refused with 401"))
+	}
+	if a.takeRelocateAsked() && a.hasLocated && !a.needLocate {
+		a.log.Info("A package service does not serve this agent: locating again")
+		a.needLocate = true
 	}
 	if a.hasLocated && !a.needLocate && !slices.Equal(addrs, a.locatedAddrs) {
 		a.log.Info("The agent's addresses changed: locating again", "addresses", addrs, "previous", a.locatedAddrs)
@@ -373,6 +406,7 @@ func (a *Agent) located(resp protocol.LocateResponse, locator string) time.Durat
 	a.locatedAddrs = a.addrs
 	a.state.Locator, a.state.Addresses = locator, a.addrs
 	retryAfter := time.Duration(resp.RetryAfterSeconds) * a.t.secondUnit
+	a.setPackageEndpoints(resp.PackageEndpoints, len(resp.TaskEndpoints) > 0)
 	if len(resp.TaskEndpoints) == 0 {
 		a.endpoints, a.current = nil, 0
 		a.needLocate = true
@@ -388,7 +422,7 @@ func (a *Agent) located(resp protocol.LocateResponse, locator string) time.Durat
 	if !slices.Equal(a.endpoints, resp.TaskEndpoints) {
 		a.closeIdle()
 		a.log.Info("Located the agent's servers", "site", resp.Site, "rule", resp.Rule, "subnet", resp.Subnet,
-			"taskEndpoints", resp.TaskEndpoints, "locator", locator)
+			"taskEndpoints", resp.TaskEndpoints, "packageEndpoints", resp.PackageEndpoints, "locator", locator)
 	}
 	a.endpoints, a.current = resp.TaskEndpoints, 0
 	a.state.Site = resp.Site

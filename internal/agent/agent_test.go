@@ -40,6 +40,14 @@ func testTimings() timings {
 		reportMax:          100 * time.Millisecond,
 		scriptWaitDelay:    time.Second,
 		rebootGrace:        300 * time.Millisecond,
+		contentBase:        10 * time.Millisecond,
+		contentMax:         50 * time.Millisecond,
+		contentRounds:      3,
+		stallTimeout:       2 * time.Second,
+		uploadChunk:        64 << 10,
+		uploadBase:         10 * time.Millisecond,
+		uploadMax:          50 * time.Millisecond,
+		uploadTries:        3,
 	}
 }
 

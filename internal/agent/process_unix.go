@@ -37,3 +37,10 @@ func exitCodeOf(ps *os.ProcessState) int32 {
 	}
 	return int32(ps.ExitCode())
 }
+
+// installerFile is the name an installSoftware item's installer runs as.
+const installerFile = "installer"
+
+// isTextBusy says whether a program could not start because a process
+// still holds its file open for writing.
+func isTextBusy(err error) bool { return errors.Is(err, syscall.ETXTBSY) }

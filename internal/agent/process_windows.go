@@ -30,3 +30,10 @@ func killProcessGroup(p *os.Process) error {
 func exitCodeOf(ps *os.ProcessState) int32 {
 	return int32(ps.ExitCode())
 }
+
+// installerFile is the name an installSoftware item's installer runs as:
+// Windows runs only a file with the extension of a program.
+const installerFile = "installer.exe"
+
+// isTextBusy is false: Windows has no ETXTBSY.
+func isTextBusy(error) bool { return false }

@@ -62,15 +62,15 @@ func (a *Agent) runScript(ctx context.Context, item protocol.WorkItem, started t
 	if interp == "" {
 		interp = "sh" // the API's default
 	}
-	program, args, ext, ok := interpreterCommand(interp)
+	command, args, ext, ok := interpreterCommand(interp)
 	if !ok {
 		return failedStatus(item, started, protocol.ReasonInterpreterNotFound,
 			fmt.Sprintf("the agent knows no interpreter %q: it runs %s", interp, strings.Join(interpreters, ", "))), false
 	}
-	path, err := exec.LookPath(program)
+	path, err := exec.LookPath(command)
 	if err != nil {
 		return failedStatus(item, started, protocol.ReasonInterpreterNotFound,
-			fmt.Sprintf("interpreter %s not found on this computer: %v", program, err)), false
+			fmt.Sprintf("interpreter %s not found on this computer: %v", command, err)), false
 	}
 	dir, err := a.scriptDir(item.ID)
 	if err != nil {
@@ -90,30 +90,75 @@ func (a *Agent) runScript(ctx context.Context, item protocol.WorkItem, started t
 	if timeout <= 0 {
 		timeout = defaultScriptTimeout
 	}
-	runCtx, cancel := context.WithTimeout(ctx, timeout)
+	return a.runProgram(ctx, item, started, program{
+		what: "the script", name: command, path: path, args: append(args, file), dir: dir, timeout: timeout,
+		timedOut: fmt.Sprintf("the script ran past its timeout of %s: it was killed, with the processes it started", timeout),
+		logAttrs: []any{"interpreter", interp},
+	})
+}
+
+// program is a program a work item runs: a script's interpreter, or an
+// installer.
+type program struct {
+	// what names it in messages ("the script", "the installer"); name is
+	// the command, for a failed start.
+	what, name string
+	path       string
+	args       []string
+	// dir is its working directory.
+	dir string
+	// timeout bounds it; timedOut is the message when it runs past.
+	timeout  time.Duration
+	timedOut string
+	// logAttrs are added to the log line that starts it.
+	logAttrs []any
+}
+
+// textBusyRetries is how many times a program whose file another process
+// still holds open for writing (ETXTBSY: a process forked by another
+// goroutine while the file was written has not exec'd yet) is started
+// again.
+const textBusyRetries = 10
+
+// runProgram runs p for item, in a process group of its own that the
+// timeout kills whole, keeping the last protocol.MaxOutputBytes of its
+// output; its exit code decides. stopped is true when ctx ended (the agent
+// stops) while it ran: it was killed, and there is no result.
+func (a *Agent) runProgram(ctx context.Context, item protocol.WorkItem, started time.Time, p program) (st protocol.WorkStatus, stopped bool) {
+	runCtx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	cmd := exec.CommandContext(runCtx, path, append(args, file)...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "SITEOPS_WORK_ID="+item.ID, "SITEOPS_TASK="+item.Task)
 	out := newTailBuffer(protocol.MaxOutputBytes)
-	// One writer for both: os/exec then copies them through one pipe, in
-	// the order the script wrote them.
-	cmd.Stdout, cmd.Stderr = out, out
-	setProcessGroup(cmd)
 	var timedOut bool
-	cmd.Cancel = func() error {
-		// Called once, when runCtx ends before the script does.
-		stopped = ctx.Err() != nil
-		timedOut = !stopped
-		return killProcessGroup(cmd.Process)
+	var cmd *exec.Cmd
+	for try := 0; ; try++ {
+		cmd = exec.CommandContext(runCtx, p.path, p.args...)
+		cmd.Dir = p.dir
+		cmd.Env = append(os.Environ(), "SITEOPS_WORK_ID="+item.ID, "SITEOPS_TASK="+item.Task)
+		// One writer for both: os/exec then copies them through one pipe,
+		// in the order the program wrote them.
+		cmd.Stdout, cmd.Stderr = out, out
+		setProcessGroup(cmd)
+		c := cmd
+		c.Cancel = func() error {
+			// Called once, when runCtx ends before the program does.
+			stopped = ctx.Err() != nil
+			timedOut = !stopped
+			return killProcessGroup(c.Process)
+		}
+		// A process the program left behind may hold its output open: stop
+		// reading that long after the program ended (or was killed).
+		cmd.WaitDelay = a.t.scriptWaitDelay
+		err := cmd.Start()
+		if err == nil {
+			break
+		}
+		if isTextBusy(err) && try < textBusyRetries && runCtx.Err() == nil {
+			time.Sleep(time.Duration(try+1) * 10 * time.Millisecond)
+			continue
+		}
+		return failedStatus(item, started, protocol.ReasonStartFailed, fmt.Sprintf("starting %s: %v", p.name, err)), false
 	}
-	// A process the script left behind may hold its output open: stop
-	// reading that long after the script ended (or was killed).
-	cmd.WaitDelay = a.t.scriptWaitDelay
-	if err := cmd.Start(); err != nil {
-		return failedStatus(item, started, protocol.ReasonStartFailed, fmt.Sprintf("starting %s: %v", program, err)), false
-	}
-	a.log.Info("Running the script", "id", item.ID, "interpreter", interp, "pid", cmd.Process.Pid, "timeout", timeout.String())
+	a.log.Info("Running "+p.what, append([]any{"id", item.ID, "pid", cmd.Process.Pid, "timeout", p.timeout.String()}, p.logAttrs...)...)
 	waitErr := cmd.Wait()
 	if stopped {
 		return protocol.WorkStatus{}, true
@@ -124,10 +169,10 @@ func (a *Agent) runScript(ctx context.Context, item protocol.WorkItem, started t
 	switch {
 	case timedOut:
 		st.State, st.Reason = protocol.WorkFailed, protocol.ReasonTimedOut
-		st.Message = fmt.Sprintf("the script ran past its timeout of %s: it was killed, with the processes it started", timeout)
+		st.Message = p.timedOut
 	case cmd.ProcessState == nil:
 		st.State, st.Reason = protocol.WorkFailed, protocol.ReasonStartFailed
-		st.Message = fmt.Sprintf("waiting for %s: %v", program, waitErr)
+		st.Message = fmt.Sprintf("waiting for %s: %v", p.name, waitErr)
 	default:
 		code := exitCodeOf(cmd.ProcessState)
 		st.ExitCode = &code
@@ -135,7 +180,7 @@ func (a *Agent) runScript(ctx context.Context, item protocol.WorkItem, started t
 			st.State = protocol.WorkSucceeded
 		} else {
 			st.State, st.Reason = protocol.WorkFailed, protocol.ReasonExitCode
-			st.Message = fmt.Sprintf("the script exited with code %d", code)
+			st.Message = fmt.Sprintf("%s exited with code %d", p.what, code)
 		}
 		if errors.Is(waitErr, exec.ErrWaitDelay) {
 			st.Message = joinMessage(st.Message, "processes it started held its output open after it ended: the output stops there")

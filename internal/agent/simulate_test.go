@@ -305,3 +305,53 @@ func bearer(r *http.Request) string {
 	v, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	return v
 }
+
+// Simulated agents download, write, run and upload nothing: their content
+// actions succeed after the simulated work's duration, without a package
+// endpoint or a disk.
+func TestSimulatedAgentsSimulateContentActions(t *testing.T) {
+	ca := agenttest.NewCA(t)
+	task := agenttest.NewTaskServer(t, ca, "paris-1", "paris", testToken)
+	content := protocol.Content{Package: "imaging/win11", Digest: "sha256:" + strings.Repeat("ab", 32), Size: 1 << 30}
+	items := []protocol.WorkItem{
+		{ID: "uid-sd.1", Task: "imaging/deploy", Attempt: 1, Action: protocol.Action{DeployImage: &protocol.DeployImage{Content: content}}},
+		{ID: "uid-si.1", Task: "apps/install", Attempt: 1, Action: protocol.Action{InstallSoftware: &protocol.InstallSoftware{Content: content}}},
+		{ID: "uid-sc.1", Task: "imaging/capture", Attempt: 1, Action: protocol.Action{CaptureImage: &protocol.CaptureImage{PackageName: "golden"}}},
+	}
+	task.Set(func(b *agenttest.Behaviour) {
+		b.MaxHold, b.NextCheckIn, b.Offer = 100*time.Millisecond, 20*time.Millisecond, items
+	})
+	locator := agenttest.NewLocator(t, ca, agenttest.Endpoints("paris", task.URL))
+	const count = 2
+	tm := testTimings()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	final, err := Simulate(ctx, SimulateOptions{
+		Count: count, Addresses: "10.60.0.0/24", Locators: []string{locator.URL}, RootCAs: pool(t, ca), Token: testToken,
+		Wait: time.Second, StatsInterval: 50 * time.Millisecond, timings: &tm, WorkDuration: 50 * time.Millisecond,
+		OnStats: func(s SimStats) {
+			if s.ResultsAcknowledged >= count*int64(len(items)) && s.Working == 0 {
+				cancel()
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if final.ResultsAcknowledged != count*int64(len(items)) {
+		t.Fatalf("%d results acknowledged, want %d", final.ResultsAcknowledged, count*len(items))
+	}
+	results := task.Results()
+	for i := range count {
+		host, _, _ := SimulatedIdentity("", i)
+		for _, item := range items {
+			st := results["sites/"+host+" "+item.ID]
+			if st.State != protocol.WorkSucceeded || st.Finished.Sub(*st.Started) < 50*time.Millisecond {
+				t.Errorf("%s %s: %+v, want Succeeded after the simulated 50ms", host, item.ID, st)
+			}
+			if (st.ExitCode != nil) != (item.Action.InstallSoftware != nil) {
+				t.Errorf("%s %s: exit code %v, want one for installSoftware only", host, item.ID, st.ExitCode)
+			}
+		}
+	}
+}

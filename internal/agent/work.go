@@ -70,9 +70,16 @@ type workState struct {
 	// they change.
 	endpoint, credential string
 	linkChanged          chan struct{}
-	// refused is a credential a report was refused with (401), for the
-	// loop to handle as a refused check-in.
+	// refused is a credential a report or an upload was refused with
+	// (401), for the loop to handle as a refused check-in.
 	refused string
+	// packageEndpoints are the package endpoints of the last locate
+	// answer: the package services of the servers that serve the agent,
+	// in the order to try them. The content actions read them.
+	packageEndpoints []string
+	// relocateAsked: a package service answered 421, for the loop to
+	// locate again.
+	relocateAsked bool
 }
 
 // busyID is the ID of the item carried out or reported now, or "".
@@ -145,6 +152,76 @@ func (a *Agent) takeRefused() string {
 	c := a.work.refused
 	a.work.refused = ""
 	return c
+}
+
+// setPackageEndpoints keeps the package endpoints of a locate answer. Only
+// HTTPS ones are kept: the agent speaks nothing else. served is false when
+// the answer gave no task endpoint (no server serves the agent).
+func (a *Agent) setPackageEndpoints(endpoints []string, served bool) {
+	var keep []string
+	if !served {
+		endpoints = nil
+	}
+	for _, e := range endpoints {
+		if !strings.HasPrefix(e, "https://") {
+			a.log.Warn("Ignoring a package endpoint that is not HTTPS", "endpoint", e)
+			continue
+		}
+		keep = append(keep, e)
+	}
+	a.work.mu.Lock()
+	a.work.packageEndpoints = keep
+	a.work.mu.Unlock()
+}
+
+// packageEndpointList returns the package endpoints of the last locate
+// answer.
+func (a *Agent) packageEndpointList() []string {
+	a.work.mu.Lock()
+	defer a.work.mu.Unlock()
+	return slices.Clone(a.work.packageEndpoints)
+}
+
+// askRelocate asks the loop to locate again (a package service answered
+// 421).
+func (a *Agent) askRelocate() {
+	a.work.mu.Lock()
+	a.work.relocateAsked = true
+	a.work.mu.Unlock()
+}
+
+// takeRelocateAsked says, once, whether the work asked to locate again.
+func (a *Agent) takeRelocateAsked() bool {
+	a.work.mu.Lock()
+	defer a.work.mu.Unlock()
+	asked := a.work.relocateAsked
+	a.work.relocateAsked = false
+	return asked
+}
+
+// awaitOtherCredential returns the agent's credential once it is one
+// other than refused (after the loop registered again); ok is false when
+// ctx ended first.
+func (a *Agent) awaitOtherCredential(ctx context.Context, refused string) (credential string, ok bool) {
+	w := &a.work
+	for {
+		w.mu.Lock()
+		if w.credential != "" && w.credential != refused {
+			credential = w.credential
+			w.mu.Unlock()
+			return credential, true
+		}
+		if w.linkChanged == nil {
+			w.linkChanged = make(chan struct{})
+		}
+		changed := w.linkChanged
+		w.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return "", false
+		case <-changed:
+		}
+	}
 }
 
 // loadWork reads the work state of the state directory: the IDs finished,
@@ -264,11 +341,19 @@ func (a *Agent) takeWork(ctx context.Context, items []protocol.WorkItem) {
 // actionName names the action of an item, for the logs.
 func actionName(act protocol.Action) string {
 	var names []string
-	if act.RunScript != nil {
-		names = append(names, "runScript")
-	}
-	if act.Reboot != nil {
-		names = append(names, "reboot")
+	for _, m := range []struct {
+		set  bool
+		name string
+	}{
+		{act.RunScript != nil, "runScript"},
+		{act.Reboot != nil, "reboot"},
+		{act.DeployImage != nil, "deployImage"},
+		{act.InstallSoftware != nil, "installSoftware"},
+		{act.CaptureImage != nil, "captureImage"},
+	} {
+		if m.set {
+			names = append(names, m.name)
+		}
 	}
 	if len(names) == 0 {
 		return "unknown"
@@ -310,15 +395,23 @@ func (a *Agent) carryOut(ctx context.Context, rec *workRecord) {
 func (a *Agent) execute(ctx context.Context, rec *workRecord) (protocol.WorkStatus, bool) {
 	item := rec.Item
 	act := item.Action
-	if act.RunScript == nil && act.Reboot == nil || act.RunScript != nil && act.Reboot != nil {
+	if name := actionName(act); name == "unknown" || strings.Contains(name, "+") {
 		return failedStatus(item, rec.Started, protocol.ReasonStartFailed, fmt.Sprintf(
-			"the agent (version %s) does not know the action of this work item: it carries out runScript or reboot", a.cfg.Version)), false
+			"the agent (version %s) does not know the action of this work item: it carries out one of runScript, reboot, "+
+				"deployImage, installSoftware or captureImage", a.cfg.Version)), false
 	}
 	if a.sim.on {
 		return a.simulateWork(ctx, rec)
 	}
-	if act.RunScript != nil {
+	switch {
+	case act.RunScript != nil:
 		return a.runScript(ctx, item, rec.Started)
+	case act.DeployImage != nil:
+		return a.deployImage(ctx, item, rec.Started)
+	case act.InstallSoftware != nil:
+		return a.installSoftware(ctx, item, rec.Started)
+	case act.CaptureImage != nil:
+		return a.captureImage(ctx, item, rec.Started)
 	}
 	// A reboot succeeds first: the computer restarts once the service has
 	// recorded it (conclude), or its restart would lose the result.
@@ -328,7 +421,10 @@ func (a *Agent) execute(ctx context.Context, rec *workRecord) (protocol.WorkStat
 
 // simulateWork stands for the work of a simulated agent: it lasts the
 // simulation's work duration, then succeeds, or fails with exit code 1
-// for the agents chosen to fail.
+// for the agents chosen to fail. A simulated agent downloads, writes,
+// installs and uploads nothing: deployImage, installSoftware and
+// captureImage are simulated like runScript (installSoftware with an exit
+// code, as its installer would have one).
 func (a *Agent) simulateWork(ctx context.Context, rec *workRecord) (protocol.WorkStatus, bool) {
 	timer := time.NewTimer(a.sim.duration)
 	defer timer.Stop()
@@ -344,7 +440,7 @@ func (a *Agent) simulateWork(ctx context.Context, rec *workRecord) (protocol.Wor
 		code = 1
 		st.State, st.Reason, st.Message = protocol.WorkFailed, protocol.ReasonExitCode, "the simulated script exited with code 1"
 	}
-	if rec.Item.Action.RunScript != nil {
+	if rec.Item.Action.RunScript != nil || rec.Item.Action.InstallSoftware != nil {
 		st.ExitCode = &code
 		st.Output = "simulated\n"
 	}

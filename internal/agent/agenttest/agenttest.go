@@ -75,6 +75,13 @@ func (ca *CA) serve(t testing.TB, h http.Handler, connState func(net.Conn, http.
 	return srv
 }
 
+// Serve serves h over HTTPS on 127.0.0.1 with a certificate from ca, until
+// the test ends: a package service, or any other server a test writes.
+func (ca *CA) Serve(t testing.TB, h http.Handler) *httptest.Server {
+	t.Helper()
+	return ca.serve(t, h, nil)
+}
+
 // DeadURL is an HTTPS URL where nothing listens.
 func DeadURL(t testing.TB) string {
 	t.Helper()
