@@ -103,7 +103,9 @@ type PackageAction struct {
 	Package string `json:"package"`
 
 	// timeout bounds the work on one target, download included: the agent
-	// stops past it and reports the target Failed with reason TimedOut.
+	// stops past it and reports the target Failed, with reason
+	// ContentUnavailable when the download did not finish in time, and
+	// TimedOut when the disk write or the installer ran past it.
 	// Default 1h, from 1m to 24h. (Defaults are written the way Go prints
 	// a duration, so that a Go client that reads the task and writes it
 	// back sends the same string, which the immutability rule compares.)
@@ -125,8 +127,9 @@ type CaptureImageAction struct {
 	PackageName string `json:"packageName"`
 
 	// timeout bounds the capture, upload included: the agent stops past
-	// it and reports the target Failed with reason TimedOut. Default 1h,
-	// from 1m to 24h.
+	// it and reports the target Failed, with reason UploadFailed when the
+	// upload did not finish in time (TimedOut while it still read the
+	// disk). Default 1h, from 1m to 24h.
 	// +optional
 	// +kubebuilder:default="1h0m0s"
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('24h')",message="spec.action.captureImage.timeout must be from 1m to 24h"
