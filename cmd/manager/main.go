@@ -100,6 +100,11 @@ func main() {
 		setupLog.Error(err, "Registering the topology metrics")
 		os.Exit(1)
 	}
+	// The status rollups (docs/monitoring.md) come from the leader only.
+	if err := metrics.Registry.Register(controllers.StatusCollector(mgr.GetCache(), mgr.Elected())); err != nil {
+		setupLog.Error(err, "Registering the status metrics")
+		os.Exit(1)
+	}
 	// The locator answers agents from every replica, from the resolver and
 	// the SiteServers its informers hold: no API request per locate.
 	servers := locator.NewServerSet()

@@ -114,6 +114,7 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 	}
 	s.host = &host.Host{Name: "package-service", Handler: mux, Ready: s.store.Ready, Logger: opts.Logger,
 		MaxConnections: cfg.Package.MaxConnections, Limits: host.Limits{MinRate: cfg.Package.MinTransferRate}}
+	s.instrument() // GET /metrics on the health port (metrics.go)
 	return s, nil
 }
 

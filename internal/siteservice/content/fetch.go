@@ -34,6 +34,9 @@ type Fetcher struct {
 
 	mu     sync.Mutex
 	active map[string]*Progress // by digest
+	// fetched is the bytes read from sources by the Fetches that returned
+	// (metrics.go adds those under way).
+	fetched int64
 }
 
 // Progress is what a transfer under way has done.
@@ -98,14 +101,18 @@ func (f *Fetcher) Fetch(ctx context.Context, digest string, size int64, sources 
 	}
 	p := &Progress{Size: size}
 	f.mu.Lock()
-	if _, busy := f.active[digest]; !busy {
+	_, busy := f.active[digest]
+	if !busy {
 		f.active[digest] = p
-		defer func() {
-			f.mu.Lock()
-			delete(f.active, digest)
-			f.mu.Unlock()
-		}()
 	}
+	defer func() {
+		f.mu.Lock()
+		if !busy {
+			delete(f.active, digest)
+		}
+		f.fetched += p.Fetched.Load()
+		f.mu.Unlock()
+	}()
 	f.mu.Unlock()
 	opts := ResumeOptions{Limit: f.limit, Received: &p.Received, Fetched: &p.Fetched}
 	var last error

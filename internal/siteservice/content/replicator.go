@@ -70,6 +70,9 @@ type replicator struct {
 	jobs map[types.NamespacedName]*job
 	// written is the last entry written per Package, and when.
 	written map[types.NamespacedName]writtenEntry
+	// metrics, when set, counts the transfers and follows the lag
+	// (metrics.go).
+	metrics *metrics
 }
 
 // job is one package's transfer: under way, or failed and waiting.
@@ -239,11 +242,13 @@ func (r *replicator) reconcile(ctx context.Context) error {
 		if !decided {
 			continue // the controller has not placed this generation yet
 		}
+		r.metrics.observe(key, mine && p.DeletionTimestamp.IsZero() && !r.store.Has(p.Spec.Digest), r.now())
 		if err := r.reconcilePackage(ctx, p, mine, servers.Items); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	r.forgetGone(seen)
+	r.metrics.forgetGone(seen)
 	if err := r.collect(ctx, wanted); err != nil {
 		errs = append(errs, err)
 	}
@@ -448,6 +453,7 @@ func (r *replicator) transfer(ctx context.Context, key types.NamespacedName, j *
 	r.poke() // Replicating
 	r.log.Info("Replicating a package", "package", key.String(), "digest", j.digest, "size", j.size, "sources", sources)
 	err := r.fetcher.Fetch(ctx, j.digest, j.size, sources)
+	r.metrics.transferEnded(ctx, err)
 	if !until.IsZero() && err != nil && (errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(err, errNoTimeLeft)) {
 		r.log.Info("The replication windows closed: the transfer pauses", "package", key.String(), "digest", j.digest,
 			"received", r.store.Partial(j.digest))
