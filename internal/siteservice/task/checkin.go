@@ -111,28 +111,6 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request) (*siteopsv1.
 	return live, nil
 }
 
-// credentialValid checks secret against the Computer's credential.
-func credentialValid(comp *siteopsv1.Computer, secret string) error {
-	if comp == nil {
-		return errors.New("no such Computer")
-	}
-	cred := comp.Status.Credential
-	if cred == nil {
-		return errors.New("it has no credential")
-	}
-	if !secretMatches(secret, cred.Hash) {
-		return errors.New("the secret does not match its credential")
-	}
-	return credentialNotRevoked(comp, cred.IssuedAt.Time)
-}
-
-func credentialNotRevoked(comp *siteopsv1.Computer, issuedAt time.Time) error {
-	if nb := comp.Spec.CredentialsNotBefore; nb != nil && issuedAt.Before(nb.Time) {
-		return fmt.Errorf("its credential, issued at %s, is revoked by spec.credentialsNotBefore", issuedAt.UTC().Format(time.RFC3339))
-	}
-	return nil
-}
-
 // work serves GET /v1/work: the check-in, a long poll.
 func (s *Server) work(w http.ResponseWriter, r *http.Request) {
 	if s.kube == nil {

@@ -1,75 +1,41 @@
 package task
 
 import (
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/base64"
-	"encoding/hex"
-	"errors"
-	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
+
+	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
+	"github.com/siteops/site-operator/internal/siteservice/agentauth"
 )
 
-// A credential is what an agent presents at each check-in once it has
-// registered: "<base64url(namespace/name)>.<base64url(32 random bytes)>".
-// The first part names the Computer, so that the service finds the hash to
-// compare with in one lookup; the second is the secret, of which the
-// Computer's status keeps only the SHA-256 (status.credential.hash).
-const (
-	credentialSecretBytes = 32
-	// hashPrefix starts every stored hash.
-	hashPrefix = "sha256:"
-)
-
-var errMalformedCredential = errors.New("the credential is malformed")
+// The rules of an agent's credential live in package agentauth, which the
+// package service shares: these are the task service's names for them.
 
 // newCredential draws a credential for the Computer key and returns it
 // with the hash to store.
-func newCredential(key types.NamespacedName) (credential, hash string) {
-	secret := make([]byte, credentialSecretBytes)
-	_, _ = rand.Read(secret) // never fails (crypto/rand)
-	s := base64.RawURLEncoding.EncodeToString(secret)
-	return base64.RawURLEncoding.EncodeToString([]byte(key.String())) + "." + s, hashSecret(s)
-}
-
-// hashSecret is the stored form of a credential's secret part.
-func hashSecret(secret string) string {
-	sum := sha256.Sum256([]byte(secret))
-	return hashPrefix + hex.EncodeToString(sum[:])
-}
+func newCredential(key types.NamespacedName) (credential, hash string) { return agentauth.New(key) }
 
 // parseCredential splits a credential into the Computer it names and its
 // secret part.
 func parseCredential(credential string) (types.NamespacedName, string, error) {
-	id, secret, ok := strings.Cut(credential, ".")
-	if !ok || id == "" || len(secret) != base64.RawURLEncoding.EncodedLen(credentialSecretBytes) {
-		return types.NamespacedName{}, "", errMalformedCredential
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(id)
-	if err != nil {
-		return types.NamespacedName{}, "", errMalformedCredential
-	}
-	ns, name, ok := strings.Cut(string(raw), "/")
-	if !ok || ns == "" || name == "" {
-		return types.NamespacedName{}, "", errMalformedCredential
-	}
-	return types.NamespacedName{Namespace: ns, Name: name}, secret, nil
+	return agentauth.Parse(credential)
 }
 
 // secretMatches reports whether secret hashes to the stored hash, in time
 // that does not depend on where they differ.
-func secretMatches(secret, stored string) bool {
-	return subtle.ConstantTimeCompare([]byte(hashSecret(secret)), []byte(stored)) == 1
-}
+func secretMatches(secret, stored string) bool { return agentauth.SecretMatches(secret, stored) }
 
 // bearer returns the token of an "Authorization: Bearer <token>" header.
-func bearer(header string) (string, bool) {
-	scheme, token, ok := strings.Cut(header, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
-	}
-	token = strings.TrimSpace(token)
-	return token, token != ""
+func bearer(header string) (string, bool) { return agentauth.Bearer(header) }
+
+// credentialValid checks secret against the Computer's credential.
+func credentialValid(comp *siteopsv1.Computer, secret string) error {
+	return agentauth.Valid(comp, secret)
+}
+
+// credentialNotRevoked reports an error when spec.credentialsNotBefore
+// revokes a credential issued at issuedAt.
+func credentialNotRevoked(comp *siteopsv1.Computer, issuedAt time.Time) error {
+	return agentauth.NotRevoked(comp, issuedAt)
 }
