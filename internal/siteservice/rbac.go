@@ -38,3 +38,11 @@ package siteservice
 //
 // +kubebuilder:rbac:groups=siteops.io,resources=packages,verbs=get;list;watch
 // +kubebuilder:rbac:groups=siteops.io,resources=packages/status,verbs=get;patch
+//
+// The package service takes capture uploads: it authenticates the agent
+// by its Computer, checks the captureImage DeploymentTask (both read
+// above, with the topology for the serving rules) and creates the Package
+// the upload becomes. It never updates nor deletes a Package: one that
+// exists with other content is left as it is.
+//
+// +kubebuilder:rbac:groups=siteops.io,resources=packages,verbs=create

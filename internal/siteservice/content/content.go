@@ -12,6 +12,8 @@
 //	tmp/                     ingests in progress, cleared at start
 //	partial/<hex>            transfers in progress (Store.Resume), kept
 //	                         across restarts to resume from
+//	uploads/<id>/            capture uploads in progress (upload.go): data
+//	                         and upload.json, kept across restarts
 //	quarantine/              files withdrawn from serving, for a look
 //
 // Content enters only through [Store.Ingest], which writes a temporary
@@ -51,6 +53,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"k8s.io/client-go/rest"
 
@@ -64,9 +67,12 @@ type Options struct {
 	Version string
 	// Logger receives the service's logs; nil means slog.Default().
 	Logger *slog.Logger
-	// RestConfig reaches the API server for replication; nil serves the
-	// store only.
+	// RestConfig reaches the API server for replication and capture
+	// uploads; nil serves the store only.
 	RestConfig *rest.Config
+	// UploadIdleTimeout is how long a capture upload lives without a
+	// request; 0 means protocol.UploadIdleTimeoutSeconds.
+	UploadIdleTimeout time.Duration
 }
 
 // Server is one package service.
@@ -77,6 +83,8 @@ type Server struct {
 	host  *host.Host
 	// replicator fills the store; nil without API access.
 	replicator *replicator
+	// uploads are the capture uploads (upload.go).
+	uploads *uploads
 }
 
 // New returns the package service configured by cfg. It does not create
@@ -98,6 +106,12 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 		Service: "package", SiteServer: cfg.SiteServer, Sites: cfg.Sites, Version: opts.Version,
 	}))
 	mux.HandleFunc("GET /v1/content/{digest}", s.serveContent)
+	uploads, err := newUploads(s.store, cfg.SiteServer, opts.RestConfig, opts.UploadIdleTimeout, log)
+	if err != nil {
+		return nil, fmt.Errorf("package service capture uploads: %w", err)
+	}
+	s.uploads = uploads
+	uploads.register(mux) // POST /v1/uploads; PATCH, GET, PUT, DELETE /v1/uploads/{id}
 	if opts.RestConfig != nil {
 		caFile := ""
 		if !cfg.TLS.Disabled {
@@ -188,8 +202,10 @@ func (s *Server) run(ctx context.Context, serve func(context.Context) error) err
 	defer func() {
 		cancel()
 		s.store.Wait()
+		s.uploads.wait()
 	}()
 	s.store.Start(ctx)
+	s.uploads.start(ctx)
 	if s.replicator == nil {
 		return serve(ctx)
 	}

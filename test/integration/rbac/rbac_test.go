@@ -298,10 +298,10 @@ func siteServiceNeeded() []access {
 		n = append(n, each([]string{"get", "list", "watch"}, "siteops.io", []string{"deploymenttasks"}, "", ns)...)
 		n = append(n, each([]string{"get", "list", "watch", "create", "patch"}, "siteops.io", []string{"dispatchshards"}, "", ns)...)
 	}
-	// Packages: the package services read them and apply their own copy's
-	// entry in the status.
+	// Packages: the package services read them, apply their own copy's
+	// entry in the status, and create the Packages of capture uploads.
 	for _, ns := range []string{otherNamespace, ""} {
-		n = append(n, each([]string{"get", "list", "watch"}, "siteops.io", []string{"packages"}, "", ns)...)
+		n = append(n, each([]string{"get", "list", "watch", "create"}, "siteops.io", []string{"packages"}, "", ns)...)
 		n = append(n, each([]string{"patch"}, "siteops.io", []string{"packages"}, "status", ns)...)
 	}
 	return n
@@ -320,8 +320,9 @@ func siteServiceForbidden() []access {
 	f = append(f, each([]string{"create", "update", "patch", "delete"}, "siteops.io", []string{"deploymenttasks"}, "", otherNamespace)...)
 	f = append(f, each([]string{"update", "patch"}, "siteops.io", []string{"deploymenttasks"}, "status", otherNamespace)...)
 	f = append(f, each([]string{"delete", "deletecollection"}, "siteops.io", []string{"dispatchshards"}, "", otherNamespace)...)
-	// A Package's spec is its user's.
-	f = append(f, each([]string{"create", "update", "patch", "delete"}, "siteops.io", []string{"packages"}, "", otherNamespace)...)
+	// A Package's spec is its user's: the package services create the
+	// Packages of captures, and never change nor delete one.
+	f = append(f, each([]string{"update", "patch", "delete", "deletecollection"}, "siteops.io", []string{"packages"}, "", otherNamespace)...)
 	f = append(f, each([]string{"create", "delete", "patch", "deletecollection"}, "", []string{"secrets"}, "", tokenNamespace)...)
 	for _, ns := range []string{operatorNamespace, otherNamespace, ""} {
 		f = append(f, each(all, "", []string{"secrets", "configmaps", "services", "pods"}, "", ns)...)
