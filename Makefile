@@ -50,10 +50,11 @@ vet: ## go vet, including the end-to-end suite (build tag e2e).
 	go vet -tags e2e ./test/e2e/... ./internal/simcluster/...
 
 .PHONY: tidy
-tidy: ## go mod tidy for the project and its tools modules.
+tidy: ## go mod tidy for the project, its tools modules and hack/promql.
 	go mod tidy
 	cd hack/tools && go mod tidy
 	cd hack/lint && go mod tidy
+	cd hack/promql && go mod tidy
 
 .PHONY: verify
 verify: generate manifests fmt tidy vet ## Regenerate, format, tidy and vet, then fail if the tree changed.
@@ -70,9 +71,10 @@ controlplane: ## Build etcd and kube-apiserver from module sources (once; cached
 	$(CONTROLPLANE)
 
 .PHONY: test
-test: generate manifests ## Unit tests, envtest suites on the local control plane, and a short fuzz run.
+test: generate manifests ## Unit tests, envtest suites on the local control plane, a short fuzz run, and the chart's PromQL (hack/promql).
 	KUBEBUILDER_ASSETS="$$($(CONTROLPLANE))" go test ./... -count=1
 	go test ./internal/topology -run='^$$' -fuzz=FuzzResolver -fuzztime=$(FUZZTIME)
+	cd hack/promql && go test ./... -count=1
 
 .PHONY: test-e2e
 test-e2e: ## End-to-end suite on a simulated cluster (kube-controller-manager, kube-scheduler, kwok nodes).
