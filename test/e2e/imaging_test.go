@@ -125,7 +125,7 @@ var _ = Describe("Imaging", Ordered, func() {
 		n, err := io.Copy(h, f)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(n).To(Equal(int64(imageSize)))
-		Expect("sha256:" + hex.EncodeToString(h.Sum(nil))).To(Equal(imageDigest), "%s is not the captured image", disk)
+		Expect("sha256:"+hex.EncodeToString(h.Sum(nil))).To(Equal(imageDigest), "%s is not the captured image", disk)
 	}
 	startImagingAgent := func(name, address, disk string) *agentProc {
 		GinkgoHelper()

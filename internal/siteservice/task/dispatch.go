@@ -78,11 +78,11 @@ type taskView struct {
 	created              time.Time
 	owner                metav1.OwnerReference
 	// active: work may be handed out (not finished, not stopped, usable).
-	active      bool
-	targets     *tasks.Targets
-	schedule    *tasks.Schedule
-	rollout     *siteopsv1.DeploymentTaskRollout
-	action      protocol.Action
+	active   bool
+	targets  *tasks.Targets
+	schedule *tasks.Schedule
+	rollout  *siteopsv1.DeploymentTaskRollout
+	action   protocol.Action
 	// pkg is the Package the action needs ("" for none): its content goes
 	// into the action when the work is handed out, and a site's targets
 	// get the work only once the manager found the content ready there
@@ -90,8 +90,8 @@ type taskView struct {
 	pkg          string
 	contentReady map[string]bool
 	statusTotal  int
-	generation  int64
-	openNow     bool // the schedule was open at the last tick
+	generation   int64
+	openNow      bool // the schedule was open at the last tick
 
 	// started: the manager set status.startTime for the current
 	// generation, so the spec can no longer change: work may be claimed.
