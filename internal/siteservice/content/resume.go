@@ -216,41 +216,64 @@ func (t *transfer) restart() error {
 	return nil
 }
 
-// copy appends body to f, paced by the limit, up to the size. The hash
-// runs on its own goroutine, a few chunks behind, so that hashing and the
-// transfer share the machine's cores.
+// copy appends body to f, paced by the limit, up to the size. The reads
+// from the source run here; the writes to f and the hash run on a
+// goroutine of their own, a few chunks behind, so that the socket, the
+// disk and the hash share the machine's cores rather than take turns.
+// t.held counts the bytes written and hashed.
 func (t *transfer) copy(ctx context.Context, body io.Reader) error {
 	free := make(chan []byte, hashDepth)
 	for range hashDepth {
 		free <- make([]byte, bigChunk)
 	}
 	work := make(chan []byte, hashDepth)
-	hashed := make(chan struct{})
+	written := make(chan struct{})
+	var failed atomic.Bool // the writer stopped on an error: read no more
+	var werr error         // the writer's error, read once written is closed
 	go func() {
-		defer close(hashed)
+		defer close(written)
 		for b := range work {
-			t.hash.Write(b)
+			if werr == nil {
+				if _, err := t.f.Write(b); err != nil {
+					werr = err
+					failed.Store(true)
+				} else {
+					t.hash.Write(b)
+					t.held += int64(len(b))
+					if t.opts.Received != nil {
+						t.opts.Received.Store(t.held)
+					}
+				}
+			}
 			free <- b[:cap(b)]
 		}
 	}()
-	defer func() {
+	read := t.held
+	finish := func(err error) error {
 		close(work)
-		<-hashed
-	}()
-	for t.held < t.size {
+		<-written
+		if werr != nil {
+			if errors.Is(werr, syscall.ENOSPC) {
+				return fmt.Errorf("%w: the disk filled up at byte %d of %d", ErrNoSpace, t.held, t.size)
+			}
+			return werr
+		}
+		return err
+	}
+	for read < t.size && !failed.Load() {
 		chunk := int64(bigChunk)
 		if t.opts.Limit != nil && t.opts.Limit.Limit() != rate.Inf {
 			chunk = chunkSize // the limiter's burst: no read waits for more
 		}
-		want := min(chunk, t.size-t.held)
+		want := min(chunk, t.size-read)
 		if t.opts.Limit != nil {
 			if err := t.opts.Limit.WaitN(ctx, int(want)); err != nil {
 				if ctx.Err() == nil {
 					// The limit leaves no time for the chunk before ctx's
 					// deadline: the transfer ends as if it had come.
-					return fmt.Errorf("%w: %w", errNoTimeLeft, err)
+					return finish(fmt.Errorf("%w: %w", errNoTimeLeft, err))
 				}
-				return err
+				return finish(err)
 			}
 		}
 		buf := <-free
@@ -259,27 +282,20 @@ func (t *transfer) copy(ctx context.Context, body io.Reader) error {
 			if t.opts.Fetched != nil {
 				t.opts.Fetched.Add(int64(n))
 			}
-			if _, werr := t.f.Write(buf[:n]); werr != nil {
-				free <- buf
-				if errors.Is(werr, syscall.ENOSPC) {
-					return fmt.Errorf("%w: the disk filled up at byte %d of %d", ErrNoSpace, t.held, t.size)
-				}
-				return werr
-			}
 			work <- buf[:n]
-			t.held += int64(n)
-			if t.opts.Received != nil {
-				t.opts.Received.Store(t.held)
-			}
+			read += int64(n)
 		} else {
 			free <- buf
 		}
 		switch {
 		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-			return nil // short: the caller asks again from t.held
+			return finish(nil) // short: the caller asks again from t.held
 		case err != nil:
-			return err
+			return finish(err)
 		}
+	}
+	if err := finish(nil); err != nil || t.held < t.size {
+		return err
 	}
 	// A source that sends more than the content is wrong.
 	var one [1]byte
