@@ -117,6 +117,7 @@ bench: ## Resolver benchmarks, the locator load harness and the controller load 
 .PHONY: build
 build: generate ## Build the manager binary into bin/.
 	go build -o bin/manager ./cmd/manager
+	go build -o bin/kubectl-siteops ./cmd/kubectl-siteops
 
 .PHONY: run
 run: build manifests ## Start a simulated cluster (kwok nodes) with the CRDs and samples, and run the manager against it.
