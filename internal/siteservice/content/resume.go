@@ -25,13 +25,20 @@ const partialDir = "partial"
 const spaceMargin = 16 << 20
 
 // chunkSize is what one read of a transfer moves and the bandwidth limit
-// paces at once; without a limit a read moves up to bigChunk. hashDepth is
-// how many reads the hash may lag behind.
+// paces at once. Larger reads cost more than they save: a 1 MiB buffer
+// leaves the CPU caches between the socket, the file and the hash, and
+// replication ran at 60% of the speed it has with 256 KiB (see
+// docs/benchmarks.md). hashDepth is how many reads the writes and the
+// hash may lag behind.
 const (
 	chunkSize = 256 << 10
-	bigChunk  = 1 << 20
 	hashDepth = 8
 )
+
+// writebackEvery is how many bytes a transfer writes before it starts
+// their writeback to the disk (startWriteback): the final sync then waits
+// for the last few only, not for the whole content.
+const writebackEvery = 8 << 20
 
 // ErrNoSpace is wrapped by the errors of Resume when the store's file
 // system cannot hold the content: nothing partial is left behind.
@@ -224,7 +231,7 @@ func (t *transfer) restart() error {
 func (t *transfer) copy(ctx context.Context, body io.Reader) error {
 	free := make(chan []byte, hashDepth)
 	for range hashDepth {
-		free <- make([]byte, bigChunk)
+		free <- make([]byte, chunkSize)
 	}
 	work := make(chan []byte, hashDepth)
 	written := make(chan struct{})
@@ -232,6 +239,7 @@ func (t *transfer) copy(ctx context.Context, body io.Reader) error {
 	var werr error         // the writer's error, read once written is closed
 	go func() {
 		defer close(written)
+		flushed := t.held // the bytes whose writeback has started
 		for b := range work {
 			if werr == nil {
 				if _, err := t.f.Write(b); err != nil {
@@ -242,6 +250,10 @@ func (t *transfer) copy(ctx context.Context, body io.Reader) error {
 					t.held += int64(len(b))
 					if t.opts.Received != nil {
 						t.opts.Received.Store(t.held)
+					}
+					if t.held-flushed >= writebackEvery {
+						startWriteback(t.f, flushed, t.held-flushed)
+						flushed = t.held
 					}
 				}
 			}
@@ -261,11 +273,7 @@ func (t *transfer) copy(ctx context.Context, body io.Reader) error {
 		return err
 	}
 	for read < t.size && !failed.Load() {
-		chunk := int64(bigChunk)
-		if t.opts.Limit != nil && t.opts.Limit.Limit() != rate.Inf {
-			chunk = chunkSize // the limiter's burst: no read waits for more
-		}
-		want := min(chunk, t.size-read)
+		want := min(int64(chunkSize), t.size-read)
 		if t.opts.Limit != nil {
 			if err := t.opts.Limit.WaitN(ctx, int(want)); err != nil {
 				if ctx.Err() == nil {

@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,8 +48,19 @@ func main() {
 		downloads = flag.Int("downloads", 1000, "Concurrent ranged downloads")
 		rangeFlag = flag.String("range", "2Mi", "Bytes each ranged download asks for")
 		workDir   = flag.String("work-dir", "", "Directory for the stores (default: a temporary one, removed at the end)")
+		profile   = flag.String("cpuprofile", "", "Write the harness's CPU profile (the replication engine and the plain copy) to this file")
 	)
 	flag.Parse()
+	if *profile != "" {
+		f, err := os.Create(*profile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	log.SetFlags(log.Ltime)
 	size := mustQuantity(*sizeFlag)
 	rangeSize := mustQuantity(*rangeFlag)
