@@ -116,3 +116,20 @@ func FeedResolver(ctx context.Context, c cache.Informers, resolver *topology.Res
 	}
 	return func() bool { return subnetsFed.HasSynced() && sitesFed.HasSynced() }, nil
 }
+
+// FeedLocator returns a locator whose resolver and server set follow c's
+// Subnets, Sites and SiteServers (FeedResolver, FeedServerSet), with the
+// default options, and a function that tells when both are synced: the
+// site services answer by it only the agents the serving rules give them.
+func FeedLocator(ctx context.Context, c cache.Informers) (loc *locator.Locator, synced func() bool, err error) {
+	resolver, servers := topology.New(), locator.NewServerSet()
+	resolverSynced, err := FeedResolver(ctx, c, resolver)
+	if err != nil {
+		return nil, nil, err
+	}
+	serversSynced, err := FeedServerSet(ctx, c, servers)
+	if err != nil {
+		return nil, nil, err
+	}
+	return locator.New(resolver, servers, locator.Options{}), func() bool { return resolverSynced() && serversSynced() }, nil
+}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -320,4 +321,23 @@ func operatorCAPool(ctx context.Context) *x509.CertPool {
 	pool := x509.NewCertPool()
 	Expect(pool.AppendCertsFromPEM(operatorCA(ctx))).To(BeTrue())
 	return pool
+}
+
+// getTask reads DeploymentTask namespace/name.
+func getTask(ctx context.Context, g Gomega, namespace, name string) *siteopsv1.DeploymentTask {
+	t := &siteopsv1.DeploymentTask{}
+	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, t)).To(Succeed())
+	return t
+}
+
+// expectTaskPhase waits up to timeout for DeploymentTask namespace/name to
+// reach phase, and returns it; diag says what to print when it does not.
+func expectTaskPhase(ctx context.Context, namespace, name, phase string, timeout time.Duration, diag func() string) *siteopsv1.DeploymentTask {
+	GinkgoHelper()
+	var t *siteopsv1.DeploymentTask
+	Eventually(func(g Gomega) string {
+		t = getTask(ctx, g, namespace, name)
+		return t.Status.Phase
+	}).WithContext(ctx).WithTimeout(timeout).Should(Equal(phase), diag)
+	return t
 }

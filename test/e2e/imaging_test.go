@@ -54,11 +54,6 @@ var _ = Describe("Imaging", Ordered, func() {
 		capturer, deployee   *agentProc
 	)
 
-	getTask := func(ctx context.Context, g Gomega, name string) *siteopsv1.DeploymentTask {
-		t := &siteopsv1.DeploymentTask{}
-		g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, t)).To(Succeed())
-		return t
-	}
 	getGolden := func(ctx context.Context, g Gomega) *siteopsv1.Package {
 		p := &siteopsv1.Package{}
 		g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: namespace, Name: golden}, p)).To(Succeed())
@@ -100,12 +95,7 @@ var _ = Describe("Imaging", Ordered, func() {
 	}
 	expectPhase := func(ctx context.Context, name, phase string, timeout time.Duration) *siteopsv1.DeploymentTask {
 		GinkgoHelper()
-		var t *siteopsv1.DeploymentTask
-		Eventually(func(g Gomega) string {
-			t = getTask(ctx, g, name)
-			return t.Status.Phase
-		}).WithContext(ctx).WithTimeout(timeout).Should(Equal(phase), func() string { return imagingDiagnostics(ctx) })
-		return t
+		return expectTaskPhase(ctx, namespace, name, phase, timeout, func() string { return imagingDiagnostics(ctx) })
 	}
 	deployTask := func(ctx context.Context, name, computer string) {
 		GinkgoHelper()
@@ -196,7 +186,7 @@ var _ = Describe("Imaging", Ordered, func() {
 		By("asking for the deployment first: it waits for a Package that does not exist yet")
 		deployTask(ctx, "deploy-b1", deployee.name)
 		Eventually(func(g Gomega) string {
-			t := getTask(ctx, g, "deploy-b1")
+			t := getTask(ctx, g, namespace, "deploy-b1")
 			return t.Status.Phase + "/" + condition(t.Status.Conditions, siteopsv1.ConditionContentReady).Reason
 		}).WithContext(ctx).Should(Equal(siteopsv1.TaskWaitingForContent+"/"+siteopsv1.ReasonPackageNotFound),
 			func() string { return imagingDiagnostics(ctx) })
@@ -220,7 +210,7 @@ var _ = Describe("Imaging", Ordered, func() {
 		Eventually(func(g Gomega) {
 			p := getGolden(ctx, g)
 			g.Expect(siteState(p, siteB)).To(Equal(siteopsv1.ContentReplicating))
-			t := getTask(ctx, g, "deploy-b1")
+			t := getTask(ctx, g, namespace, "deploy-b1")
 			g.Expect(t.Status.Phase).To(Equal(siteopsv1.TaskWaitingForContent))
 			g.Expect(t.Status.Targets.Pending).To(Equal(int32(1)))
 		}).WithContext(ctx).WithPolling(100*time.Millisecond).Should(Succeed(), func() string { return imagingDiagnostics(ctx) })

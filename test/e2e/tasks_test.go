@@ -51,11 +51,6 @@ var _ = Describe("DeploymentTasks", Ordered, func() {
 		return siteopsv1.DeploymentTaskAction{RunScript: &siteopsv1.RunScriptAction{Script: script, Interpreter: "sh",
 			Timeout: metav1.Duration{Duration: 2 * time.Minute}}}
 	}
-	getTask := func(ctx context.Context, g Gomega, name string) *siteopsv1.DeploymentTask {
-		t := &siteopsv1.DeploymentTask{}
-		g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: computersNamespace, Name: name}, t)).To(Succeed())
-		return t
-	}
 	// runsOf counts the lines of the runs file that start with prefix.
 	runsOf := func(prefix string) map[string]int {
 		data, _ := os.ReadFile(runs)
@@ -74,12 +69,7 @@ var _ = Describe("DeploymentTasks", Ordered, func() {
 	}
 	expectPhase := func(ctx context.Context, name, phase string, timeout time.Duration) *siteopsv1.DeploymentTask {
 		GinkgoHelper()
-		var t *siteopsv1.DeploymentTask
-		Eventually(func(g Gomega) string {
-			t = getTask(ctx, g, name)
-			return t.Status.Phase
-		}).WithContext(ctx).WithTimeout(timeout).Should(Equal(phase), func() string { return diagnostics(ctx) })
-		return t
+		return expectTaskPhase(ctx, computersNamespace, name, phase, timeout, func() string { return diagnostics(ctx) })
 	}
 
 	BeforeAll(func(ctx SpecContext) {
@@ -175,7 +165,7 @@ var _ = Describe("DeploymentTasks", Ordered, func() {
 		})
 		Consistently(func(g Gomega) {
 			g.Expect(runsOf("later")).To(BeEmpty())
-			g.Expect(getTask(ctx, g, "later").Status.Phase).To(BeElementOf("", siteopsv1.TaskPending))
+			g.Expect(getTask(ctx, g, computersNamespace, "later").Status.Phase).To(BeElementOf("", siteopsv1.TaskPending))
 		}).WithContext(ctx).WithTimeout(time.Until(startAt) - time.Second).Should(Succeed())
 		expectPhase(ctx, "later", siteopsv1.TaskSucceeded, time.Minute)
 		Expect(runsOf("later")).To(HaveLen(1))

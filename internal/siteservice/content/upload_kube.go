@@ -21,7 +21,6 @@ import (
 	"github.com/siteops/site-operator/internal/locator"
 	"github.com/siteops/site-operator/internal/siteservice/agentauth"
 	"github.com/siteops/site-operator/internal/tasks"
-	"github.com/siteops/site-operator/internal/topology"
 	"github.com/siteops/site-operator/internal/topologyfeed"
 
 	"golang.org/x/time/rate"
@@ -93,16 +92,11 @@ func newUploadKube(rc *rest.Config, server string) (*uploadKube, error) {
 	}
 	k := &uploadKube{server: server, cache: c, client: cl, live: live,
 		liveReads: rate.NewLimiter(liveReadsPerSecond, liveReadsBurst)}
-	resolver, servers := topology.New(), locator.NewServerSet()
-	resolverSynced, err := topologyfeed.FeedResolver(ctx, c, resolver)
+	loc, topologySynced, err := topologyfeed.FeedLocator(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	serversSynced, err := topologyfeed.FeedServerSet(ctx, c, servers)
-	if err != nil {
-		return nil, err
-	}
-	k.locator = locator.New(resolver, servers, locator.Options{})
+	k.locator = loc
 	for _, obj := range []client.Object{&siteopsv1.Computer{}, &siteopsv1.DeploymentTask{}} {
 		inf, err := c.GetInformer(ctx, obj)
 		if err != nil {
@@ -110,7 +104,7 @@ func newUploadKube(rc *rest.Config, server string) (*uploadKube, error) {
 		}
 		k.synced = append(k.synced, inf.HasSynced)
 	}
-	k.synced = append(k.synced, resolverSynced, serversSynced)
+	k.synced = append(k.synced, topologySynced)
 	return k, nil
 }
 

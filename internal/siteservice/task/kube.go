@@ -16,7 +16,6 @@ import (
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
 	"github.com/siteops/site-operator/internal/locator"
-	"github.com/siteops/site-operator/internal/topology"
 	"github.com/siteops/site-operator/internal/topologyfeed"
 )
 
@@ -102,16 +101,11 @@ func newKube(cfg *rest.Config, tokenNamespace string) (*kube, error) {
 		return nil, fmt.Errorf("creating the client: %w", err)
 	}
 	k := &kube{cache: c, client: cl, live: live, writer: writer}
-	resolver, servers := topology.New(), locator.NewServerSet()
-	resolverSynced, err := topologyfeed.FeedResolver(ctx, c, resolver)
+	loc, topologySynced, err := topologyfeed.FeedLocator(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	serversSynced, err := topologyfeed.FeedServerSet(ctx, c, servers)
-	if err != nil {
-		return nil, err
-	}
-	k.locator = locator.New(resolver, servers, locator.Options{})
+	k.locator = loc
 	// The informers of the kinds read through the cache exist before it
 	// starts, so that readiness waits for them too.
 	for _, obj := range []client.Object{&siteopsv1.Computer{}, &corev1.Secret{}} {
@@ -129,7 +123,7 @@ func newKube(cfg *rest.Config, tokenNamespace string) (*kube, error) {
 	if k.computers == nil {
 		return nil, errors.New("the Computer informer has no store")
 	}
-	k.synced = append(k.synced, resolverSynced, serversSynced)
+	k.synced = append(k.synced, topologySynced)
 	return k, nil
 }
 

@@ -13,7 +13,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	"github.com/siteops/site-operator/internal/locator"
-	"github.com/siteops/site-operator/internal/topology"
 	"github.com/siteops/site-operator/internal/topologyfeed"
 )
 
@@ -31,16 +30,10 @@ func startLocator(ctx context.Context, cp *controlPlane, p pki, taskURL string) 
 	if err != nil {
 		return nil, fmt.Errorf("creating the locator's cache: %w", err)
 	}
-	resolver, servers := topology.New(), locator.NewServerSet()
-	resolverSynced, err := topologyfeed.FeedResolver(ctx, c, resolver)
+	loc, topologySynced, err := topologyfeed.FeedLocator(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	serversSynced, err := topologyfeed.FeedServerSet(ctx, c, servers)
-	if err != nil {
-		return nil, err
-	}
-	loc := locator.New(resolver, servers, locator.Options{})
 	cert, err := tls.X509KeyPair(p.locatorCert, p.locatorKey)
 	if err != nil {
 		return nil, err
@@ -60,7 +53,7 @@ func startLocator(ctx context.Context, cp *controlPlane, p pki, taskURL string) 
 	}
 	probe, _ := netip.ParseAddr("10.64.0.1")
 	deadline := time.Now().Add(30 * time.Second)
-	for hs.Addr() == nil || !resolverSynced() || !serversSynced() ||
+	for hs.Addr() == nil || !topologySynced() ||
 		!slices.Equal(loc.Locate([]netip.Addr{probe}).TaskEndpoints, []string{taskURL}) {
 		if time.Now().After(deadline) {
 			return nil, errors.Join(fmt.Errorf("the locator did not send agents to %s within 30s", taskURL), stop())
