@@ -30,6 +30,10 @@ package controllers
 // +kubebuilder:rbac:groups=siteops.io,resources=computers/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=storage.k8s.io,resources=storageclasses,verbs=get;list;watch
+// The metrics endpoint (--metrics-secure, internal/managermetrics) checks each
+// scrape's token and its right to get /metrics with the API server.
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 
 // The workload namespace: the Role.
 // +kubebuilder:rbac:groups="",namespace=system,resources=services;configmaps,verbs=get;list;watch;create;update;patch;delete

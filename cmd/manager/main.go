@@ -10,17 +10,19 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/siteops/site-operator/controllers"
 	"github.com/siteops/site-operator/internal/certs"
 	"github.com/siteops/site-operator/internal/locator"
+	"github.com/siteops/site-operator/internal/managermetrics"
 	"github.com/siteops/site-operator/internal/siteservice/config"
 )
 
 func main() {
 	var (
 		metricsAddr, probeAddr string
+		metricsSecure          bool
+		metricsCertDir         string
 		leaderElect            bool
 		opts                   = controllers.DefaultOptions()
 		locatorOpts            = locator.HTTPOptions{Addr: ":9443"}
@@ -29,6 +31,10 @@ func main() {
 		locatorHosts           string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
+	flag.BoolVar(&metricsSecure, "metrics-secure", true,
+		"Serve /metrics over HTTPS, each scrape authenticated (TokenReview) and authorized (SubjectAccessReview: get on /metrics) by the API server; false serves plain HTTP to anyone.")
+	flag.StringVar(&metricsCertDir, "metrics-cert-dir", "",
+		"Directory holding the metrics endpoint's tls.crt and tls.key (reloaded when they change); empty: a self-signed certificate made at start.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one replica runs the controllers.")
 	flag.IntVar(&opts.SubnetConcurrency, "subnet-concurrency", opts.SubnetConcurrency, "Subnets reconciled at once.")
@@ -78,7 +84,7 @@ func main() {
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                  scheme,
 		Cache:                   controllers.CacheOptions(opts.Workloads.Namespace),
-		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
+		Metrics:                 managermetrics.ServerOptions(managermetrics.Config{BindAddress: metricsAddr, Secure: metricsSecure, CertDir: metricsCertDir}),
 		HealthProbeBindAddress:  probeAddr,
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "site-operator.siteops.io",

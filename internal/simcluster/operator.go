@@ -301,7 +301,7 @@ func StartManager(ctx context.Context, c *Cluster, opts ManagerOptions) (*Proces
 	}
 	args := append([]string{
 		"--kubeconfig=" + kubeconfig,
-		"--metrics-bind-address=" + metrics,
+		"--metrics-bind-address=" + metrics, "--metrics-secure=false",
 		"--health-probe-bind-address=" + probe,
 		"--workload-namespace=" + opts.Namespace,
 		"--service-image=" + opts.Image,
