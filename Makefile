@@ -32,9 +32,16 @@ manifests: ## Generate the CRDs, the manager's RBAC and the site services' RBAC 
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	$(CONTROLLER_GEN) rbac:roleName=site-operator-site-service paths="./internal/siteservice/..." \
 		output:rbac:artifacts:config=config/rbac/site-service
-	@mkdir -p charts/site-operator/crds && cp config/crd/bases/*.yaml charts/site-operator/crds/
+	@hack/chart-crds.sh
 	@cp config/rbac/role.yaml charts/site-operator/files/manager-role.yaml
 	@cp config/rbac/site-service/role.yaml charts/site-operator/files/site-service-role.yaml
+	@$(MAKE) --no-print-directory chart-docs
+
+.PHONY: chart-docs
+chart-docs: ## Generate the chart's README (charts/site-operator/README.md) from the comments of its values.yaml.
+	cd hack/chartdoc && go run . -values ../../charts/site-operator/values.yaml \
+		-schema ../../charts/site-operator/values.schema.json \
+		-header ../../charts/site-operator/README.header.md -o ../../charts/site-operator/README.md
 
 .PHONY: generate
 generate: ## Generate the DeepCopy methods.
@@ -50,11 +57,12 @@ vet: ## go vet, including the end-to-end suite (build tag e2e).
 	go vet -tags e2e ./test/e2e/... ./internal/simcluster/...
 
 .PHONY: tidy
-tidy: ## go mod tidy for the project, its tools modules and hack/promql.
+tidy: ## go mod tidy for the project, its tools modules, hack/promql and hack/chartdoc.
 	go mod tidy
 	cd hack/tools && go mod tidy
 	cd hack/lint && go mod tidy
 	cd hack/promql && go mod tidy
+	cd hack/chartdoc && go mod tidy
 
 .PHONY: verify
 verify: generate manifests fmt tidy vet ## Regenerate, format, tidy and vet, then fail if the tree changed.
@@ -136,6 +144,9 @@ build-installer: manifests ## Render config/default into dist/install.yaml.
 	$(KUSTOMIZE) build config/default > dist/install.yaml
 
 .PHONY: helm-lint
-helm-lint: ## Lint and render the Helm chart.
-	$(HELM) lint charts/site-operator
+helm-lint: ## Lint and render the Helm chart (defaults, then every optional part on).
+	$(HELM) lint --strict charts/site-operator
 	$(HELM) template site-operator charts/site-operator >/dev/null
+	$(HELM) template site-operator charts/site-operator --set certManager.enabled=true \
+		--set certManager.issuerRef.kind=ClusterIssuer --set certManager.issuerRef.name=ca \
+		--set networkPolicy.enabled=true --set monitoring.serviceMonitor.enabled=true >/dev/null

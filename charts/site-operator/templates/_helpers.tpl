@@ -55,3 +55,26 @@ app.kubernetes.io/component: manager
 {{- define "site-operator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) }}
 {{- end }}
+
+{{/*
+The site services' image (--service-image): siteServices.image, each part
+defaulting to the manager's.
+*/}}
+{{- define "site-operator.serviceImage" -}}
+{{- $img := .Values.siteServices.image }}
+{{- $repo := default .Values.image.repository $img.repository }}
+{{- $tag := default (default .Chart.AppVersion .Values.image.tag | toString) ($img.tag | toString) }}
+{{- printf "%s:%s" $repo $tag }}
+{{- end }}
+
+{{/* The site services' pull policy (--service-image-pull-policy). */}}
+{{- define "site-operator.serviceImagePullPolicy" -}}
+{{- default .Values.image.pullPolicy .Values.siteServices.image.pullPolicy }}
+{{- end }}
+
+{{/* Labels that select the pods of the site services of a component ($component). */}}
+{{- define "site-operator.siteServiceSelector" -}}
+app.kubernetes.io/name: site-operator
+app.kubernetes.io/managed-by: site-operator
+app.kubernetes.io/component: {{ . }}
+{{- end }}
