@@ -41,3 +41,13 @@ package controllers
 // +kubebuilder:rbac:groups=policy,namespace=system,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",namespace=system,resources=pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",namespace=system,resources=secrets,verbs=get;list;watch;create;update;patch;delete
+
+// cert-manager mode only (--certificates=cert-manager,
+// siteserver_certificates_certmanager.go): the Certificates of the site
+// services and the locator, in the workload namespace. They sit in the same
+// Role as the rest, granted in operator mode too: controller-gen writes one
+// Role per namespace and roleName per run, so a Role of their own (granted
+// only when the chart enables cert-manager) would take a package of its own
+// outside ./controllers/..., another run in `make manifests` and its copy
+// checked by hack/check-chart-rbac.sh.
+// +kubebuilder:rbac:groups=cert-manager.io,namespace=system,resources=certificates,verbs=get;list;watch;create;update;patch;delete

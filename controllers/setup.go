@@ -43,6 +43,9 @@ type Options struct {
 	// DirectoryReadTimeout bounds the connection and each request to a
 	// directory; 0 means 30 s.
 	DirectoryReadTimeout time.Duration
+	// Certificates say who issues the serving certificates: the operator's
+	// CA or cert-manager (docs/tls.md).
+	Certificates CertificateOptions
 }
 
 // DefaultOptions are the options the manager binary starts with.
@@ -54,6 +57,7 @@ func DefaultOptions() Options {
 		SiteConcurrency:       8,
 		SiteServerConcurrency: 4,
 		ComputerOfflineAfter:  15 * time.Minute,
+		Certificates:          DefaultCertificateOptions(),
 		Workloads: WorkloadConfig{
 			Namespace:       "site-operator-system",
 			Image:           "site-operator:0.1.0",
@@ -68,6 +72,14 @@ func DefaultOptions() Options {
 // controllers run on the leader only); the locator reads it. A readiness
 // check named "topology" passes once it holds every Subnet and Site.
 func Setup(mgr ctrl.Manager, opts Options) (*topology.Resolver, error) {
+	if err := opts.Certificates.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Certificates.certManager() {
+		if err := checkCertificateKind(mgr.GetRESTMapper()); err != nil {
+			return nil, err
+		}
+	}
 	if err := setupIndexes(mgr); err != nil {
 		return nil, fmt.Errorf("setting up field indexes: %w", err)
 	}
@@ -88,7 +100,8 @@ func Setup(mgr ctrl.Manager, opts Options) (*topology.Resolver, error) {
 	if err := sites.SetupWithManager(mgr, opts.SiteConcurrency); err != nil {
 		return nil, fmt.Errorf("setting up the Site controller: %w", err)
 	}
-	siteServers := &SiteServerReconciler{Client: mgr.GetClient(), Workloads: opts.Workloads}
+	siteServers := &SiteServerReconciler{Client: mgr.GetClient(), Workloads: opts.Workloads,
+		Certificates: opts.Certificates, CertificateReader: mgr.GetCache()}
 	if err := siteServers.SetupWithManager(mgr, opts.SiteServerConcurrency); err != nil {
 		return nil, fmt.Errorf("setting up the SiteServer controller: %w", err)
 	}
@@ -130,6 +143,18 @@ func NewScheme() (*runtime.Scheme, error) {
 		return nil, fmt.Errorf("registering the siteops.io kinds: %w", err)
 	}
 	return scheme, nil
+}
+
+// CacheOptionsFor is CacheOptions for the manager that opts configure: in
+// cert-manager mode the cache holds the Certificates of the workload
+// namespace too (and only there: the manager's Role grants them there).
+// The Certificate kind must then be served, or the cache cannot be made.
+func CacheOptionsFor(opts Options) cache.Options {
+	o := CacheOptions(opts.Workloads.Namespace)
+	if opts.Certificates.certManager() {
+		o.ByObject[newCertificate()] = cache.ByObject{Namespaces: map[string]cache.Config{opts.Workloads.Namespace: {}}}
+	}
+	return o
 }
 
 // CacheOptions limits the manager's cache of the workload kinds to the

@@ -143,6 +143,9 @@ type certificateState struct {
 	// renewAt is when the certificate is due; the reconcile is requeued
 	// for it.
 	renewAt time.Time
+	// certManager is set in cert-manager mode instead of secret
+	// (siteserver_certificates_certmanager.go).
+	certManager *certManagerState
 }
 
 // requeueAfter is how long until the certificate is due, 0 when nothing is.
@@ -157,6 +160,9 @@ func (c certificateState) requeueAfter(now time.Time) time.Duration {
 // decides the SiteServer's serving certificate, issuing a new one when
 // certs.Decide says so.
 func (r *SiteServerReconciler) reconcileCertificate(ctx context.Context, s *siteServerScope) error {
+	if r.Certificates.certManager() {
+		return r.reconcileCertManagerCertificate(ctx, s)
+	}
 	now := time.Now()
 	ca, bundle, err := ensureCA(ctx, r.Client, r.Workloads.Namespace, now)
 	if err != nil {

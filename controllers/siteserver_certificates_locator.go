@@ -34,6 +34,9 @@ type LocatorCertificateOptions struct {
 	// Interval is how often the leader checks the certificate and every
 	// replica reloads it from the cache; 0 means a minute and 5 seconds.
 	Interval, LoadInterval time.Duration
+	// Certificates say who issues it: the operator's CA, or in cert-manager
+	// mode a Certificate of the same name as the Secret.
+	Certificates CertificateOptions
 }
 
 // ServiceDNSNames are the in-cluster DNS names of a Service.
@@ -45,7 +48,10 @@ func ServiceDNSNames(service, namespace string) []string {
 // operator's CA (the one agents trust through the published bundle), in
 // its Secret, and holds it in memory on every replica.
 type LocatorCertificate struct {
-	client  client.Client
+	client client.Client
+	// reader reads cert-manager Certificates: the manager's cache, or the
+	// client.
+	reader  client.Reader
 	opts    LocatorCertificateOptions
 	names   certs.Names
 	current certs.Current
@@ -72,7 +78,10 @@ func NewLocatorCertificate(c client.Client, opts LocatorCertificateOptions) (*Lo
 	if names.Empty() {
 		return nil, fmt.Errorf("locator certificate hosts: at least one name or address must be set")
 	}
-	return &LocatorCertificate{client: c, opts: opts, names: names}, nil
+	if err := opts.Certificates.Validate(); err != nil {
+		return nil, fmt.Errorf("locator certificate: %w", err)
+	}
+	return &LocatorCertificate{client: c, reader: c, opts: opts, names: names}, nil
 }
 
 // AddLocatorCertificate registers with mgr the leader's upkeep of the
@@ -85,6 +94,7 @@ func AddLocatorCertificate(mgr ctrl.Manager, opts LocatorCertificateOptions) (*L
 	if err != nil {
 		return nil, err
 	}
+	lc.reader = mgr.GetCache()
 	if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		lc.every(ctx, lc.opts.Interval, "Keeping the locator's certificate", lc.Ensure)
 		return nil
@@ -130,6 +140,9 @@ func (lc *LocatorCertificate) GetCertificate(hello *tls.ClientHelloInfo) (*tls.C
 // or CA changed, due for renewal) and writes it with the CA bundle; a
 // steady state reads the cache and writes nothing.
 func (lc *LocatorCertificate) Ensure(ctx context.Context) error {
+	if lc.opts.Certificates.certManager() {
+		return lc.ensureCertManager(ctx)
+	}
 	now := time.Now()
 	ca, bundle, err := ensureCA(ctx, lc.client, lc.opts.Namespace, now)
 	if err != nil {
@@ -166,4 +179,26 @@ func (lc *LocatorCertificate) Load(ctx context.Context) error {
 		return fmt.Errorf("loading the locator's certificate from Secret %s: %w", key, err)
 	}
 	return nil
+}
+
+// ensureCertManager keeps, in cert-manager mode, a Certificate for the
+// locator's Secret (what Load reads, whoever writes it) and publishes the
+// CA bundle with its ca.crt.
+func (lc *LocatorCertificate) ensureCertManager(ctx context.Context) error {
+	key := client.ObjectKey{Namespace: lc.opts.Namespace, Name: lc.opts.SecretName}
+	desired := desiredCertificate(key.Name, key.Namespace, map[string]string{"app.kubernetes.io/name": "site-operator",
+		"app.kubernetes.io/managed-by": "site-operator", LabelComponent: "locator"}, nil, lc.opts.Certificates.Issuer, lc.names)
+	live := newCertificate()
+	if err := lc.reader.Get(ctx, key, live); err != nil {
+		if client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("reading the locator's Certificate %s: %w", key, err)
+		}
+		live = nil
+	}
+	if applied, err := applyCertificate(ctx, lc.client, live, desired, nil); err != nil {
+		return err
+	} else if applied {
+		log.FromContext(ctx).Info("Asking cert-manager for the locator's certificate", "certificate", key, "names", lc.names.String())
+	}
+	return publishCertManagerBundle(ctx, lc.client, lc.opts.Namespace)
 }

@@ -71,12 +71,17 @@ const annotationDefaultStorageClass = "storageclass.kubernetes.io/is-default-cla
 type SiteServerReconciler struct {
 	client.Client
 	Workloads WorkloadConfig
+	// Certificates say who issues the serving certificates.
+	Certificates CertificateOptions
+	// CertificateReader reads cert-manager Certificates (the manager's
+	// cache); nil means the client.
+	CertificateReader client.Reader
 }
 
 // SetupWithManager registers the controller.
 func (r *SiteServerReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) error {
 	all := handler.EnqueueRequestsFromMapFunc(r.allSiteServers)
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("siteserver").
 		// A change of what it advertises re-issues its certificate.
 		For(&siteopsv1.SiteServer{}, builder.WithPredicates(
@@ -104,9 +109,15 @@ func (r *SiteServerReconciler) SetupWithManager(mgr ctrl.Manager, concurrency in
 		// Nodes and StorageClasses are few and change rarely; node status
 		// heartbeats are filtered out by the label predicate.
 		Watches(&corev1.Node{}, all, builder.WithPredicates(predicate.LabelChangedPredicate{})).
-		Watches(&storagev1.StorageClass{}, all).
-		WithOptions(controller.Options{MaxConcurrentReconciles: concurrency}).
-		Complete(r)
+		Watches(&storagev1.StorageClass{}, all)
+	if r.Certificates.certManager() {
+		// The Certificate's Ready condition, and the Secret cert-manager
+		// writes (labelled by the Certificate's secretTemplate, not owned),
+		// whose ca.crt goes into the published bundle.
+		b = b.Owns(newCertificate()).
+			Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(siteServerOfPod))
+	}
+	return b.WithOptions(controller.Options{MaxConcurrentReconciles: concurrency}).Complete(r)
 }
 
 // isCAObject passes events of the CA's Secret and bundle ConfigMap.
@@ -266,6 +277,7 @@ func resultOfApplyError(err error) (ctrl.Result, error) {
 // patchStatus writes the status computed from the scope, when it differs.
 func (r *SiteServerReconciler) patchStatus(ctx context.Context, s *siteServerScope) error {
 	status := siteServerStatus(s, r.Workloads)
+	setCertificateReady(status, s, r.Certificates.certManager(), s.ss.Generation)
 	if equality.Semantic.DeepEqual(status, &s.ss.Status) {
 		return nil
 	}
@@ -434,9 +446,7 @@ func (r *SiteServerReconciler) children(s *siteServerScope) ([]child, error) {
 			return applyIfChanged(ctx, r.Client, &corev1.ConfigMap{}, cm, corev1ac.ExtractConfigMap)
 		}},
 		// The serving certificate, before the pods that mount it.
-		{&corev1.Secret{}, key(tlsSecretName(ss)), s.certificate.secret != nil, func(ctx context.Context) error {
-			return applyIfChanged(ctx, r.Client, &corev1.Secret{}, s.certificate.secret, corev1ac.ExtractSecret)
-		}},
+		r.certificateChild(s, key(tlsSecretName(ss))),
 		{&appsv1.Deployment{}, key(taskName(ss)), s.runTask, func(ctx context.Context) error {
 			return applyIfChanged(ctx, r.Client, &appsv1.Deployment{}, desiredTaskDeployment(ss, wc, configHash), appsv1ac.ExtractDeployment)
 		}},
@@ -456,6 +466,20 @@ func (r *SiteServerReconciler) children(s *siteServerScope) ([]child, error) {
 			return applyIfChanged(ctx, r.Client, &corev1.Service{}, desiredServerService(ss, componentPackage, wc), corev1ac.ExtractService)
 		}},
 	}, nil
+}
+
+// certificateChild is the serving certificate's Secret, or in cert-manager
+// mode the Certificate that makes it (the Secret is then cert-manager's:
+// neither applied nor deleted).
+func (r *SiteServerReconciler) certificateChild(s *siteServerScope, key client.ObjectKey) child {
+	if s.certificate.certManager != nil {
+		return child{newCertificate(), key, true, func(ctx context.Context) error {
+			return r.applyCertManagerCertificate(ctx, s)
+		}}
+	}
+	return child{&corev1.Secret{}, key, s.certificate.secret != nil, func(ctx context.Context) error {
+		return applyIfChanged(ctx, r.Client, &corev1.Secret{}, s.certificate.secret, corev1ac.ExtractSecret)
+	}}
 }
 
 // applyChildren applies the wanted children and deletes the others, and

@@ -3,6 +3,7 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"strings"
 
@@ -59,6 +60,14 @@ func main() {
 		"Least seconds between two status writes of one Computer by the task services (check-ins are not API writes).")
 	flag.DurationVar(&opts.ComputerOfflineAfter, "computer-offline-after", opts.ComputerOfflineAfter,
 		"How long a Computer may go without a recorded check-in before it turns Ready=False (AgentOffline).")
+	flag.StringVar((*string)(&opts.Certificates.Mode), "certificates", string(opts.Certificates.Mode),
+		"Who issues the site services' and the locator's serving certificates: operator (the operator's own CA) or cert-manager (a cert-manager Certificate per SiteServer; docs/tls.md).")
+	flag.StringVar(&opts.Certificates.Issuer.Kind, "cert-manager-issuer-kind", opts.Certificates.Issuer.Kind,
+		"With --certificates=cert-manager: the kind of the issuer, Issuer (in the workload namespace) or ClusterIssuer.")
+	flag.StringVar(&opts.Certificates.Issuer.Name, "cert-manager-issuer-name", "",
+		"With --certificates=cert-manager: the name of the issuer (required).")
+	flag.StringVar(&opts.Certificates.Issuer.Group, "cert-manager-issuer-group", opts.Certificates.Issuer.Group,
+		"With --certificates=cert-manager: the API group of the issuer (another for an external issuer).")
 	flag.StringVar(&locatorOpts.Addr, "locator-bind-address", locatorOpts.Addr, "Address the agent locator (POST /v1/locate, HTTPS) binds to, on every replica; 0 disables it.")
 	flag.StringVar(&locatorOpts.CertDir, "locator-cert-dir", "",
 		"Directory holding the locator's serving certificate as tls.crt and tls.key (a mounted kubernetes.io/tls Secret), reloaded when they change.")
@@ -75,6 +84,11 @@ func main() {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	setupLog := ctrl.Log.WithName("setup")
 
+	if err := opts.Certificates.Validate(); err != nil {
+		setupLog.Error(err, "Checking the flags")
+		os.Exit(1)
+	}
+
 	scheme, err := controllers.NewScheme()
 	if err != nil {
 		setupLog.Error(err, "Building the scheme")
@@ -83,7 +97,7 @@ func main() {
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                  scheme,
-		Cache:                   controllers.CacheOptions(opts.Workloads.Namespace),
+		Cache:                   controllers.CacheOptionsFor(opts),
 		Metrics:                 managermetrics.ServerOptions(managermetrics.Config{BindAddress: metricsAddr, Secure: metricsSecure, CertDir: metricsCertDir}),
 		HealthProbeBindAddress:  probeAddr,
 		LeaderElection:          leaderElect,
@@ -91,6 +105,10 @@ func main() {
 		LeaderElectionNamespace: os.Getenv("POD_NAMESPACE"),
 	})
 	if err != nil {
+		if opts.Certificates.Mode == controllers.CertificatesCertManager {
+			err = fmt.Errorf("%w (is cert-manager installed? --certificates=cert-manager needs its Certificate kind, %s)",
+				err, controllers.CertificateGVK.GroupVersion())
+		}
 		setupLog.Error(err, "Creating the manager")
 		os.Exit(1)
 	}
@@ -144,7 +162,8 @@ func main() {
 					hosts = append(hosts, h)
 				}
 			}
-			cert, err := controllers.AddLocatorCertificate(mgr, controllers.LocatorCertificateOptions{Namespace: opts.Workloads.Namespace, Hosts: hosts})
+			cert, err := controllers.AddLocatorCertificate(mgr, controllers.LocatorCertificateOptions{Namespace: opts.Workloads.Namespace, Hosts: hosts,
+				Certificates: opts.Certificates})
 			if err != nil {
 				setupLog.Error(err, "Setting up the locator's certificate")
 				os.Exit(1)
