@@ -53,24 +53,6 @@ const (
 // CertManagerGroup is cert-manager's API group, the default issuer group.
 const CertManagerGroup = "cert-manager.io"
 
-// The SiteServer condition that reports its serving certificate in
-// cert-manager mode, and its reasons. (In operator mode the certificate is
-// issued within the reconcile; a failure shows in Ready as ApplyFailed.)
-const (
-	// ConditionCertificateReady is True when the SiteServer's Certificate
-	// is Ready: its Secret holds a certificate for the current names.
-	ConditionCertificateReady = "CertificateReady"
-	// ReasonCertManagerIssuing: cert-manager has not (yet) issued the
-	// Certificate for its current spec: new, or its names changed.
-	ReasonCertManagerIssuing = "CertManagerIssuing"
-	// ReasonCertManagerReady: the Certificate is Ready.
-	ReasonCertManagerReady = "CertManagerReady"
-	// ReasonCertManagerFailed: cert-manager's last issuance failed (an
-	// issuer missing or not ready, a request refused); cert-manager retries
-	// with back-off. The message is cert-manager's.
-	ReasonCertManagerFailed = "CertManagerFailed"
-)
-
 // CertManagerIssuer is the issuerRef of the Certificates.
 type CertManagerIssuer struct {
 	// Kind is Issuer (in the workload namespace) or ClusterIssuer; an
@@ -364,8 +346,8 @@ func applyCertificate(ctx context.Context, c client.Client, live, desired *unstr
 // for its current generation, a failed issuance, or issuing.
 func certificateCondition(state *certManagerState, gen int64) metav1.Condition {
 	key := client.ObjectKeyFromObject(state.desired)
-	cond := metav1.Condition{Type: ConditionCertificateReady, Status: metav1.ConditionFalse, ObservedGeneration: gen,
-		Reason: ReasonCertManagerIssuing}
+	cond := metav1.Condition{Type: siteopsv1.ConditionCertificateReady, Status: metav1.ConditionFalse, ObservedGeneration: gen,
+		Reason: siteopsv1.ReasonCertManagerIssuing}
 	if state.live == nil || state.applied {
 		cond.Message = fmt.Sprintf("cert-manager is issuing Certificate %s for the current names", key)
 		return cond
@@ -378,10 +360,10 @@ func certificateCondition(state *certManagerState, gen int64) metav1.Condition {
 	}
 	switch {
 	case ready != nil && ready["status"] == "True" && current(ready):
-		cond.Status, cond.Reason = metav1.ConditionTrue, ReasonCertManagerReady
+		cond.Status, cond.Reason = metav1.ConditionTrue, siteopsv1.ReasonCertManagerReady
 		cond.Message = fmt.Sprintf("Certificate %s is Ready: %v", key, ready["message"])
 	case issuing != nil && issuing["status"] == "False" && issuing["reason"] == "Failed":
-		cond.Reason = ReasonCertManagerFailed
+		cond.Reason = siteopsv1.ReasonCertManagerFailed
 		cond.Message = fmt.Sprintf("cert-manager failed to issue Certificate %s: %v", key, issuing["message"])
 	default:
 		cond.Message = fmt.Sprintf("cert-manager is issuing Certificate %s", key)
@@ -411,7 +393,7 @@ func certManagerCondition(obj *unstructured.Unstructured, condType string) map[s
 func setCertificateReady(status *siteopsv1.SiteServerStatus, s *siteServerScope, certManager bool, gen int64) {
 	switch {
 	case !certManager:
-		meta.RemoveStatusCondition(&status.Conditions, ConditionCertificateReady)
+		meta.RemoveStatusCondition(&status.Conditions, siteopsv1.ConditionCertificateReady)
 	case s.certificate.certManager != nil:
 		meta.SetStatusCondition(&status.Conditions, certificateCondition(s.certificate.certManager, gen))
 	}

@@ -120,9 +120,9 @@ var _ = Describe("SiteServer certificates from cert-manager", func() {
 		Expect(spec).To(HaveKeyWithValue("renewBefore", "720h"))
 		Expect(certificateStrings(cert, "dnsNames")).To(ConsistOf(inClusterNames("cm1-srv", "cm1-site")))
 		Expect(certificateStrings(cert, "ipAddresses")).To(BeEmpty())
-		Eventually(condition(ctx, "cm1-srv", controllers.ConditionCertificateReady), timeout, interval).
-			Should(Equal("False/" + controllers.ReasonCertManagerIssuing))
-		Expect(conditionMessage(ctx, "cm1-srv", controllers.ConditionCertificateReady)).To(ContainSubstring(workloadNamespace + "/cm1-srv-tls"))
+		Eventually(condition(ctx, "cm1-srv", siteopsv1.ConditionCertificateReady), timeout, interval).
+			Should(Equal("False/" + siteopsv1.ReasonCertManagerIssuing))
+		Expect(conditionMessage(ctx, "cm1-srv", siteopsv1.ConditionCertificateReady)).To(ContainSubstring(workloadNamespace + "/cm1-srv-tls"))
 		var secret corev1.Secret
 		Expect(k8sClient.Get(ctx, workload("cm1-srv-tls"), &secret)).NotTo(Succeed(), "the operator issued the Secret itself")
 
@@ -138,9 +138,9 @@ var _ = Describe("SiteServer certificates from cert-manager", func() {
 		setCertificateStatus(ctx, "cm1-srv-tls",
 			map[string]any{"type": "Ready", "status": "False", "reason": "DoesNotExist", "message": "Issuing certificate as Secret does not exist"},
 			map[string]any{"type": "Issuing", "status": "False", "reason": "Failed", "message": `clusterissuer "siteops-test-ca" not found`})
-		Eventually(condition(ctx, "cm1-srv", controllers.ConditionCertificateReady), timeout, interval).
-			Should(Equal("False/" + controllers.ReasonCertManagerFailed))
-		Expect(conditionMessage(ctx, "cm1-srv", controllers.ConditionCertificateReady)).To(
+		Eventually(condition(ctx, "cm1-srv", siteopsv1.ConditionCertificateReady), timeout, interval).
+			Should(Equal("False/" + siteopsv1.ReasonCertManagerFailed))
+		Expect(conditionMessage(ctx, "cm1-srv", siteopsv1.ConditionCertificateReady)).To(
 			And(ContainSubstring(workloadNamespace+"/cm1-srv-tls"), ContainSubstring(`clusterissuer "siteops-test-ca" not found`)))
 
 		By("reporting Ready once cert-manager wrote the Secret, and publishing its ca.crt to agents")
@@ -159,8 +159,8 @@ var _ = Describe("SiteServer certificates from cert-manager", func() {
 		})).To(Succeed())
 		setCertificateStatus(ctx, "cm1-srv-tls",
 			map[string]any{"type": "Ready", "status": "True", "reason": "Ready", "message": "Certificate is up to date and has not expired"})
-		Eventually(condition(ctx, "cm1-srv", controllers.ConditionCertificateReady), timeout, interval).
-			Should(Equal("True/" + controllers.ReasonCertManagerReady))
+		Eventually(condition(ctx, "cm1-srv", siteopsv1.ConditionCertificateReady), timeout, interval).
+			Should(Equal("True/" + siteopsv1.ReasonCertManagerReady))
 		Eventually(func(g Gomega) error {
 			var cm corev1.ConfigMap
 			g.Expect(k8sClient.Get(ctx, workload(controllers.CAName), &cm)).To(Succeed())

@@ -112,21 +112,21 @@ func TestCertificateCondition(t *testing.T) {
 		want    string
 		message string
 	}{
-		{"absent", certManagerState{desired: desired}, "False/" + ReasonCertManagerIssuing, "cert-manager is issuing Certificate ns/paris-tls for the current names"},
-		{"just changed", certManagerState{desired: desired, live: withConditions(2, ready), applied: true}, "False/" + ReasonCertManagerIssuing, ""},
-		{"ready", certManagerState{desired: desired, live: withConditions(2, ready)}, "True/" + ReasonCertManagerReady, "Certificate ns/paris-tls is Ready: up to date"},
-		{"ready for an older spec", certManagerState{desired: desired, live: withConditions(3, ready)}, "False/" + ReasonCertManagerIssuing, ""},
+		{"absent", certManagerState{desired: desired}, "False/" + siteopsv1.ReasonCertManagerIssuing, "cert-manager is issuing Certificate ns/paris-tls for the current names"},
+		{"just changed", certManagerState{desired: desired, live: withConditions(2, ready), applied: true}, "False/" + siteopsv1.ReasonCertManagerIssuing, ""},
+		{"ready", certManagerState{desired: desired, live: withConditions(2, ready)}, "True/" + siteopsv1.ReasonCertManagerReady, "Certificate ns/paris-tls is Ready: up to date"},
+		{"ready for an older spec", certManagerState{desired: desired, live: withConditions(3, ready)}, "False/" + siteopsv1.ReasonCertManagerIssuing, ""},
 		{"failed", certManagerState{desired: desired, live: withConditions(2,
 			map[string]any{"type": "Ready", "status": "False", "reason": "DoesNotExist"},
 			map[string]any{"type": "Issuing", "status": "False", "reason": "Failed", "message": "issuer not found"})},
-			"False/" + ReasonCertManagerFailed, "cert-manager failed to issue Certificate ns/paris-tls: issuer not found"},
+			"False/" + siteopsv1.ReasonCertManagerFailed, "cert-manager failed to issue Certificate ns/paris-tls: issuer not found"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c := certificateCondition(&tt.state, 7)
 			if got := string(c.Status) + "/" + c.Reason; got != tt.want {
 				t.Errorf("got %s (%s), want %s", got, c.Message, tt.want)
 			}
-			if c.Type != ConditionCertificateReady || c.ObservedGeneration != 7 {
+			if c.Type != siteopsv1.ConditionCertificateReady || c.ObservedGeneration != 7 {
 				t.Errorf("got type %s, observedGeneration %d", c.Type, c.ObservedGeneration)
 			}
 			if tt.message != "" && c.Message != tt.message {

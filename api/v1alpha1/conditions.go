@@ -182,3 +182,21 @@ const (
 	// Also Stalled with this reason: it may need a user.
 	ReasonReplicationFailed = "ReplicationFailed"
 )
+
+// The SiteServer condition that reports its serving certificate in
+// cert-manager mode, and its reasons. (In operator mode the certificate is
+// issued within the reconcile; a failure shows in Ready as ApplyFailed.)
+const (
+	// ConditionCertificateReady is True when the SiteServer's Certificate
+	// is Ready: its Secret holds a certificate for the current names.
+	ConditionCertificateReady = "CertificateReady"
+	// ReasonCertManagerIssuing: cert-manager has not (yet) issued the
+	// Certificate for its current spec: new, or its names changed.
+	ReasonCertManagerIssuing = "CertManagerIssuing"
+	// ReasonCertManagerReady: the Certificate is Ready.
+	ReasonCertManagerReady = "CertManagerReady"
+	// ReasonCertManagerFailed: cert-manager's last issuance failed (an
+	// issuer missing or not ready, a request refused); cert-manager retries
+	// with back-off. The message is cert-manager's.
+	ReasonCertManagerFailed = "CertManagerFailed"
+)
