@@ -81,21 +81,12 @@ type ResumeOptions struct {
 // runs at a time: a second caller waits for the first, then finds the
 // content stored or resumes where the first stopped.
 func (s *Store) Resume(ctx context.Context, digest string, size int64, src Source, opts ResumeOptions) error {
-	h, err := parseDigest(digest)
-	if err != nil {
-		return err
-	}
 	if size < 0 {
 		return fmt.Errorf("storing content %s: the size must be known to resume, not %d", digest, size)
 	}
-	select {
-	case <-s.started:
-	case <-ctx.Done():
-		return fmt.Errorf("storing content %s: %w", digest, ctx.Err())
-	}
-	unlock, err := s.lockTransfer(ctx, h)
+	h, unlock, err := s.beginTransfer(ctx, digest)
 	if err != nil {
-		return fmt.Errorf("storing content %s: %w", digest, err)
+		return err
 	}
 	defer unlock()
 	if s.Has(digest) {
@@ -334,6 +325,24 @@ func statfsFree(dir string) (int64, error) {
 		return 0, err
 	}
 	return int64(st.Bavail) * int64(st.Bsize), nil //nolint:gosec,unconvert // block counts fit an int64 on every file system in use
+}
+
+// beginTransfer waits for the store to start and makes the caller the one
+// transfer of digest (lockTransfer); it returns digest's hex digits and
+// the function that ends the transfer.
+func (s *Store) beginTransfer(ctx context.Context, digest string) (h string, unlock func(), err error) {
+	if h, err = parseDigest(digest); err != nil {
+		return "", nil, err
+	}
+	select {
+	case <-s.started:
+	case <-ctx.Done():
+		return "", nil, fmt.Errorf("storing content %s: %w", digest, ctx.Err())
+	}
+	if unlock, err = s.lockTransfer(ctx, h); err != nil {
+		return "", nil, fmt.Errorf("storing content %s: %w", digest, err)
+	}
+	return h, unlock, nil
 }
 
 // lockTransfer makes the caller the one transfer of h, waiting for the one

@@ -656,16 +656,27 @@ func (us *uploads) get(w http.ResponseWriter, r *http.Request) {
 	us.fail(w, r, err)
 }
 
-// remove serves DELETE /v1/uploads/{id}.
-func (us *uploads) remove(w http.ResponseWriter, r *http.Request) {
+// take authorizes r, finds the caller's upload it names, runs check (the
+// request's own checks, nil for none) and acquires the upload: the caller
+// releases it.
+func (us *uploads) take(r *http.Request, check func() error) (*upload, *siteopsv1.Computer, error) {
 	comp, err := us.authorize(r)
 	var u *upload
 	if err == nil {
 		u, err = us.owned(r, comp)
 	}
+	if err == nil && check != nil {
+		err = check()
+	}
 	if err == nil {
 		err = u.acquire(r.Context())
 	}
+	return u, comp, err
+}
+
+// remove serves DELETE /v1/uploads/{id}.
+func (us *uploads) remove(w http.ResponseWriter, r *http.Request) {
+	u, _, err := us.take(r, nil)
 	if err != nil {
 		us.fail(w, r, err)
 		return
@@ -698,20 +709,11 @@ func chunkOf(contentRange string, contentLength int64) (first, n int64, err erro
 // patch serves PATCH /v1/uploads/{id}: a chunk that starts where the bytes
 // received end.
 func (us *uploads) patch(w http.ResponseWriter, r *http.Request) {
-	comp, err := us.authorize(r)
-	var (
-		u        *upload
-		first, n int64
-	)
-	if err == nil {
-		u, err = us.owned(r, comp)
-	}
-	if err == nil {
+	var first, n int64
+	u, _, err := us.take(r, func() (err error) {
 		first, n, err = chunkOf(r.Header.Get("Content-Range"), r.ContentLength)
-	}
-	if err == nil {
-		err = u.acquire(r.Context())
-	}
+		return err
+	})
 	if err != nil {
 		us.fail(w, r, err)
 		return
@@ -802,20 +804,13 @@ func sizeText(got, n int64) string {
 
 // put serves PUT /v1/uploads/{id}?digest=: the end of the upload.
 func (us *uploads) put(w http.ResponseWriter, r *http.Request) {
-	comp, err := us.authorize(r)
-	var u *upload
-	if err == nil {
-		u, err = us.owned(r, comp)
-	}
 	digest := r.URL.Query().Get(protocol.QueryDigest)
-	if err == nil {
-		if _, perr := parseDigest(digest); perr != nil {
-			err = refuse(http.StatusBadRequest, protocol.QueryDigest, "%v", perr)
+	u, comp, err := us.take(r, func() error {
+		if _, err := parseDigest(digest); err != nil {
+			return refuse(http.StatusBadRequest, protocol.QueryDigest, "%v", err)
 		}
-	}
-	if err == nil {
-		err = u.acquire(r.Context())
-	}
+		return nil
+	})
 	if err != nil {
 		us.fail(w, r, err)
 		return
@@ -918,18 +913,9 @@ func (us *uploads) finish(ctx context.Context, u *upload, comp *siteopsv1.Comput
 // content already stored not stored again, the size checked on the file,
 // synced and renamed into place. path is removed either way.
 func (s *Store) adopt(ctx context.Context, digest string, size int64, path string) error {
-	h, err := parseDigest(digest)
+	h, unlock, err := s.beginTransfer(ctx, digest)
 	if err != nil {
 		return err
-	}
-	select {
-	case <-s.started:
-	case <-ctx.Done():
-		return fmt.Errorf("storing content %s: %w", digest, ctx.Err())
-	}
-	unlock, err := s.lockTransfer(ctx, h)
-	if err != nil {
-		return fmt.Errorf("storing content %s: %w", digest, err)
 	}
 	defer unlock()
 	if s.Has(digest) {
