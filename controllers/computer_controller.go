@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -35,12 +38,19 @@ type ComputerReconciler struct {
 	OfflineAfter time.Duration
 	// now is the clock; time.Now when nil.
 	now func() time.Time
+	// Events records an agent going offline and coming back
+	// (computerReadyEvent); SetupWithManager defaults it to the manager's
+	// recorder.
+	Events events.EventRecorder
 }
 
 // SetupWithManager registers the controller.
 func (r *ComputerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.OfflineAfter <= 0 {
 		return fmt.Errorf("the Computer offline timeout must be positive, not %s", r.OfflineAfter)
+	}
+	if r.Events == nil {
+		r.Events = mgr.GetEventRecorder(EventReportingController)
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("computer").
@@ -105,10 +115,36 @@ func (r *ComputerReconciler) patchStatus(ctx context.Context, scope *computerSco
 	ready := computerReadyCondition(scope)
 	log.FromContext(ctx).V(1).Info("Updating Computer status", "computer", klog.KObj(computer),
 		"ready", ready.Status, "reason", ready.Reason)
+	before := readyCondition(computer.Status.Conditions)
 	patch := client.MergeFrom(computer.DeepCopy())
 	computer.Status = *status
 	if err := r.Status().Patch(ctx, computer, patch); err != nil {
 		return fmt.Errorf("patching status of Computer %s: %w", klog.KObj(computer), err)
 	}
+	if r.Events != nil && computerReadyEvent(before, &ready) {
+		eventType := corev1.EventTypeNormal
+		if ready.Status != metav1.ConditionTrue {
+			eventType = corev1.EventTypeWarning
+		}
+		r.Events.Eventf(computer, nil, eventType, ready.Reason, eventActionCheckIn, "%s", eventNote(ready.Message))
+	}
 	return nil
+}
+
+// computerReadyEvent tells whether a change of Ready from before to after
+// is worth an Event: an agent going offline or its credential revoked (a
+// Warning), and an agent back online after either. A registration (from
+// NotRegistered to AgentOnline) records none: agents registering by the
+// thousand are no news.
+func computerReadyEvent(before, after *metav1.Condition) bool {
+	if before != nil && before.Reason == after.Reason {
+		return false
+	}
+	switch after.Reason {
+	case siteopsv1.ReasonAgentOffline, siteopsv1.ReasonCredentialRevoked:
+		return true
+	case siteopsv1.ReasonAgentOnline:
+		return before != nil && (before.Reason == siteopsv1.ReasonAgentOffline || before.Reason == siteopsv1.ReasonCredentialRevoked)
+	}
+	return false
 }

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -42,6 +43,10 @@ type DirectoryImportReconciler struct {
 	ReadTimeout time.Duration
 	// now is the clock; nil means time.Now.
 	now func() time.Time
+	// Events records the changes of Ready's reason (a sync failing,
+	// succeeding again); SetupWithManager defaults it to the manager's
+	// recorder.
+	Events events.EventRecorder
 }
 
 // Keys of a DirectoryImport's bind Secret.
@@ -55,6 +60,9 @@ const importWorkers = 16
 
 // SetupWithManager registers the controller.
 func (r *DirectoryImportReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Events == nil {
+		r.Events = mgr.GetEventRecorder(EventReportingController)
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("directoryimport").
 		For(&siteopsv1.DirectoryImport{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
@@ -86,7 +94,10 @@ func (r *DirectoryImportReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		di.Status = *status
 		if err := r.Status().Patch(ctx, di, client.MergeFrom(before)); err != nil {
 			retErr = errors.Join(retErr, fmt.Errorf("patching the status of DirectoryImport %s: %w", di.Name, err))
+			return
 		}
+		recordReadyChange(r.Events, di, readyCondition(before.Status.Conditions), readyCondition(di.Status.Conditions),
+			eventActionImport, importReadyWarning)
 	}()
 	gen := di.Generation
 	interval := di.Spec.Interval.Duration
@@ -171,6 +182,18 @@ func (r *DirectoryImportReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 		"created", len(plan.CreateSites)+len(plan.CreateSubnets), "updated", len(plan.UpdateSites)+len(plan.UpdateSubnets),
 		"deleted", len(plan.DeleteSites)+len(plan.DeleteSubnets), "deletionsHeld", plan.DeletionsHeld)
 	return ctrl.Result{RequeueAfter: interval}, nil
+}
+
+// importReadyWarning: a sync that failed or held deletions is a Warning; a
+// sync that succeeded (first, or after failing) and a suspension are
+// Normal.
+func importReadyWarning(_, after *metav1.Condition) bool {
+	switch after.Reason {
+	case siteopsv1.ReasonBindFailed, siteopsv1.ReasonSearchFailed, siteopsv1.ReasonDirectoryUnreachable,
+		siteopsv1.ReasonApplyFailed, siteopsv1.ReasonDeletionsHeld:
+		return true
+	}
+	return false
 }
 
 func setImportReady(status *siteopsv1.DirectoryImportStatus, gen int64, s metav1.ConditionStatus, reason, msg string) {

@@ -151,7 +151,7 @@ func (r *PackageReconciler) patchStatus(ctx context.Context, pkg *siteopsv1.Pack
 		if after.Reason == siteopsv1.ReasonReplicationFailed || after.Reason == siteopsv1.ReasonSiteNotFound {
 			kind = corev1.EventTypeWarning
 		}
-		r.Events.Eventf(pkg, nil, kind, after.Reason, eventActionReplicate, "%s", after.Message)
+		r.Events.Eventf(pkg, nil, kind, after.Reason, eventActionReplicate, "%s", eventNote(after.Message))
 	}
 	return nil
 }

@@ -14,8 +14,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -39,11 +41,17 @@ import (
 type SiteReconciler struct {
 	client.Client
 	Workloads WorkloadConfig
+	// Events records the changes of Ready; SetupWithManager defaults it
+	// to the manager's recorder.
+	Events events.EventRecorder
 }
 
 // SetupWithManager registers the controller; concurrency is the number of
 // Sites reconciled at once.
 func (r *SiteReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) error {
+	if r.Events == nil {
+		r.Events = mgr.GetEventRecorder(EventReportingController)
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("site").
 		// The directory import's label shows in status.importedBy.
@@ -204,7 +212,8 @@ func (r *SiteReconciler) reconcileServices(ctx context.Context, scope *siteScope
 }
 
 // patchStatus writes the status computed from scope when it differs from
-// the stored one, so that a steady state writes nothing.
+// the stored one, so that a steady state writes nothing, and records an
+// Event when Ready changed reason (siteReadyEvent).
 func (r *SiteReconciler) patchStatus(ctx context.Context, scope *siteScope) error {
 	site := scope.site
 	status := desiredSiteStatus(scope)
@@ -213,12 +222,22 @@ func (r *SiteReconciler) patchStatus(ctx context.Context, scope *siteScope) erro
 	}
 	log.FromContext(ctx).V(1).Info("Updating Site status", "site", klog.KObj(site), "subnets", status.Subnets,
 		"computers", status.Computers, "siteServers", status.SiteServerCount)
+	before := readyCondition(site.Status.Conditions)
 	patch := client.MergeFrom(site.DeepCopy())
 	site.Status = *status
 	if err := r.Status().Patch(ctx, site, patch); err != nil {
 		return fmt.Errorf("patching status of Site %s: %w", site.Name, err)
 	}
+	recordReadyChange(r.Events, site, before, readyCondition(site.Status.Conditions), eventActionServe, siteReadyWarning)
 	return nil
+}
+
+// siteReadyWarning: a Site's Services that cannot be applied, and a site
+// whose own servers stopped serving it, are Warnings; a site becoming ready
+// or waiting for its first server is Normal.
+func siteReadyWarning(before, after *metav1.Condition) bool {
+	return after.Reason == siteopsv1.ReasonApplyFailed || after.Reason == siteopsv1.ReasonNotOwned ||
+		lostReadiness(before, after)
 }
 
 // desiredSiteStatus is the status that reports scope, one setter per part.
@@ -389,12 +408,81 @@ func nameList(names []string) string {
 
 // boundedMessage cuts message to maxMessageLength bytes on a rune boundary.
 func boundedMessage(message string) string {
-	if len(message) <= maxMessageLength {
+	return cutMessage(message, maxMessageLength)
+}
+
+// cutMessage cuts message to limit bytes on a rune boundary, ending with an
+// ellipsis when it cut.
+func cutMessage(message string, limit int) string {
+	if len(message) <= limit {
 		return message
 	}
-	cut := maxMessageLength - len("…")
+	cut := limit - len("…")
 	for cut > 0 && !utf8.RuneStart(message[cut]) {
 		cut--
 	}
 	return message[:cut] + "…"
+}
+
+// maxEventNoteLength is the longest note the Events API accepts
+// (events.k8s.io/v1 Event.note: 1 kB).
+const maxEventNoteLength = 1024
+
+// eventNote is message cut to what an Event's note may hold.
+func eventNote(message string) string {
+	return cutMessage(message, maxEventNoteLength)
+}
+
+// Actions of the Events about the topology kinds (events.k8s.io/v1
+// Event.action: what the controller did or saw happen).
+const (
+	// eventActionServe: whether a Site's own servers serve its agents
+	// changed.
+	eventActionServe = "Serve"
+	// eventActionRun: the state of a SiteServer's services changed.
+	eventActionRun = "Run"
+	// eventActionResolve: a Subnet's place in address resolution changed.
+	eventActionResolve = "Resolve"
+	// eventActionCheckIn: a Computer's agent went offline or came back.
+	eventActionCheckIn = "CheckIn"
+	// eventActionImport: a DirectoryImport's sync failed or succeeded.
+	eventActionImport = "Import"
+)
+
+// readyCondition is a copy of the Ready condition of conds, nil when there
+// is none.
+func readyCondition(conds []metav1.Condition) *metav1.Condition {
+	if c := meta.FindStatusCondition(conds, siteopsv1.ConditionReady); c != nil {
+		cp := *c
+		return &cp
+	}
+	return nil
+}
+
+// lostReadiness tells whether Ready went from True to False: always worth a
+// Warning.
+func lostReadiness(before, after *metav1.Condition) bool {
+	return before != nil && before.Status == metav1.ConditionTrue && after.Status != metav1.ConditionTrue
+}
+
+// recordReadyChange records an Event when obj's Ready condition changed
+// reason from before to after (nil when there was none): Warning when
+// warning says so, Normal otherwise, with the condition's reason and
+// message. A first verdict is recorded only when it is True or a warning: a
+// new object waiting for its prerequisites is no news. A nil recorder
+// records nothing. Only a change is recorded, never a reconcile: the
+// callers compare statuses read before and written after one patch.
+func recordReadyChange(rec events.EventRecorder, obj runtime.Object, before, after *metav1.Condition, action string,
+	warning func(before, after *metav1.Condition) bool) {
+	if rec == nil || after == nil || (before != nil && before.Reason == after.Reason) {
+		return
+	}
+	eventType := corev1.EventTypeNormal
+	if warning(before, after) {
+		eventType = corev1.EventTypeWarning
+	}
+	if before == nil && after.Status != metav1.ConditionTrue && eventType == corev1.EventTypeNormal {
+		return
+	}
+	rec.Eventf(obj, nil, eventType, after.Reason, action, "%s", eventNote(after.Message))
 }

@@ -16,6 +16,7 @@ import (
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	policyv1ac "k8s.io/client-go/applyconfigurations/policy/v1"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
@@ -76,10 +77,16 @@ type SiteServerReconciler struct {
 	// CertificateReader reads cert-manager Certificates (the manager's
 	// cache); nil means the client.
 	CertificateReader client.Reader
+	// Events records the changes of Ready's reason; SetupWithManager
+	// defaults it to the manager's recorder.
+	Events events.EventRecorder
 }
 
 // SetupWithManager registers the controller.
 func (r *SiteServerReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) error {
+	if r.Events == nil {
+		r.Events = mgr.GetEventRecorder(EventReportingController)
+	}
 	all := handler.EnqueueRequestsFromMapFunc(r.allSiteServers)
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("siteserver").
@@ -274,7 +281,8 @@ func resultOfApplyError(err error) (ctrl.Result, error) {
 	return ctrl.Result{}, err
 }
 
-// patchStatus writes the status computed from the scope, when it differs.
+// patchStatus writes the status computed from the scope, when it differs,
+// and records an Event when Ready changed reason (siteServerReadyWarning).
 func (r *SiteServerReconciler) patchStatus(ctx context.Context, s *siteServerScope) error {
 	status := siteServerStatus(s, r.Workloads)
 	setCertificateReady(status, s, r.Certificates.certManager(), s.ss.Generation)
@@ -282,12 +290,28 @@ func (r *SiteServerReconciler) patchStatus(ctx context.Context, s *siteServerSco
 		return nil
 	}
 	log.FromContext(ctx).V(1).Info("Updating SiteServer status", "siteServer", klog.KObj(s.ss))
+	before := readyCondition(s.ss.Status.Conditions)
 	patch := client.MergeFrom(s.ss.DeepCopy())
 	s.ss.Status = *status
 	if err := r.Status().Patch(ctx, s.ss, patch); err != nil {
 		return fmt.Errorf("patching status of SiteServer %s: %w", s.ss.Name, err)
 	}
+	recordReadyChange(r.Events, s.ss, before, readyCondition(s.ss.Status.Conditions), eventActionRun, siteServerReadyWarning)
 	return nil
+}
+
+// siteServerReadyWarning: what stops a SiteServer (a failed apply, an
+// object in the way, a storage change it cannot make, a missing
+// prerequisite, running degraded) and services that stopped being ready
+// are Warnings; progress and ServicesReady are Normal.
+func siteServerReadyWarning(before, after *metav1.Condition) bool {
+	switch after.Reason {
+	case siteopsv1.ReasonApplyFailed, siteopsv1.ReasonNotOwned, siteopsv1.ReasonStorageChangePending,
+		siteopsv1.ReasonSiteNotFound, siteopsv1.ReasonNoMatchingNode, siteopsv1.ReasonStorageClassNotFound,
+		siteopsv1.ReasonDegraded:
+		return true
+	}
+	return lostReadiness(before, after)
 }
 
 func enabled(b *bool) bool { return b == nil || *b }

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"sync"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -31,6 +33,10 @@ import (
 type SubnetReconciler struct {
 	client.Client
 	feed *resolverFeed
+	// Events records the changes of a Subnet's verdict after its first
+	// (subnetChange); SetupWithManager defaults it to the manager's
+	// recorder.
+	Events events.EventRecorder
 
 	// wrote holds, per Subnet, the resourceVersion this controller last
 	// wrote its status over: while the cache still shows that version, it
@@ -42,6 +48,9 @@ type SubnetReconciler struct {
 // SetupWithManager registers the controller; concurrency is the number of
 // Subnets reconciled at once.
 func (r *SubnetReconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) error {
+	if r.Events == nil {
+		r.Events = mgr.GetEventRecorder(EventReportingController)
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("subnet").
 		// For gives the initial list (every Subnet is reconciled when this
@@ -93,16 +102,44 @@ func (r *SubnetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		"effectiveSite", status.EffectiveSite, "reason", verdict.Reason)
 	patch := client.MergeFrom(subnet.DeepCopy())
 	over := subnet.ResourceVersion
+	before := subnet.Status.DeepCopy()
 	subnet.Status = *status
 	if err := r.Status().Patch(ctx, &subnet, patch); err != nil {
 		return ctrl.Result{}, fmt.Errorf("patching status of Subnet %s: %w", subnet.Name, err)
 	}
+	r.recordChange(&subnet, before)
 	if subnet.ResourceVersion != over {
 		// A write that changed nothing keeps the version, and brings no
 		// event: nothing to wait for then.
 		r.wrote.Store(subnet.Name, over)
 	}
 	return ctrl.Result{}, nil
+}
+
+// recordChange records an Event when a Subnet's verdict changed: Ready's
+// reason, or the site it maps to. A first verdict records none: an import
+// or a sync of thousands of Subnets is not thousands of Events, and a
+// Subnet applied with its Site may well see a SiteNotFound for a moment.
+func (r *SubnetReconciler) recordChange(subnet *siteopsv1.Subnet, before *siteopsv1.SubnetStatus) {
+	was, now := readyCondition(before.Conditions), readyCondition(subnet.Status.Conditions)
+	if r.Events == nil || was == nil || now == nil {
+		return
+	}
+	if was.Reason != now.Reason {
+		recordReadyChange(r.Events, subnet, was, now, eventActionResolve, subnetReadyWarning)
+		return
+	}
+	if before.EffectiveSite != subnet.Status.EffectiveSite {
+		r.Events.Eventf(subnet, nil, corev1.EventTypeNormal, now.Reason, eventActionResolve, "%s",
+			eventNote(fmt.Sprintf("Effective site changed from %q to %q: %s", before.EffectiveSite,
+				subnet.Status.EffectiveSite, now.Message)))
+	}
+}
+
+// subnetReadyWarning: the verdicts that need a user to act (Stalled) and a
+// subnet that stopped taking part in address resolution are Warnings.
+func subnetReadyWarning(before, after *metav1.Condition) bool {
+	return subnetStalled(topology.Reason(after.Reason)) || lostReadiness(before, after)
 }
 
 // desiredSubnetStatus is the status that reports verdict on subnet: the
