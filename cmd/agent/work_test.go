@@ -123,6 +123,19 @@ func resultOf(task *agenttest.TaskServer, id string) (protocol.WorkStatus, bool)
 	return st, ok
 }
 
+// awaitResult waits up to 20 s for the result of work id that who, the
+// agent process p, reports, and fails the test with p's log if none comes.
+func awaitResult(t *testing.T, task *agenttest.TaskServer, id, who string, p *agentProcess) protocol.WorkStatus {
+	t.Helper()
+	var st protocol.WorkStatus
+	agenttest.Eventually(t, 20*time.Second, func() bool {
+		var ok bool
+		st, ok = resultOf(task, id)
+		return ok
+	}, who+" reported nothing:\n%s", p.log)
+	return st
+}
+
 func lineCount(path string) int {
 	b, _ := os.ReadFile(path)
 	return strings.Count(string(b), "\n")
@@ -168,12 +181,7 @@ func TestKilledMidScriptReportsInterrupted(t *testing.T) {
 	}
 
 	p.start()
-	var st protocol.WorkStatus
-	agenttest.Eventually(t, 20*time.Second, func() bool {
-		var ok bool
-		st, ok = resultOf(task, item.ID)
-		return ok
-	}, "the restarted agent reported nothing:\n%s", p.log)
+	st := awaitResult(t, task, item.ID, "the restarted agent", p)
 	if st.State != protocol.WorkFailed || st.Reason != protocol.ReasonInterrupted || !strings.Contains(st.Message, "restarted") {
 		t.Errorf("result %+v, want Failed Interrupted", st)
 	}
@@ -262,12 +270,7 @@ func TestDeployImageToTheDisk(t *testing.T) {
 	})
 	p := newAgentProcessWith(t, locator, ca, "--disk", disk)
 	p.start()
-	var st protocol.WorkStatus
-	agenttest.Eventually(t, 20*time.Second, func() bool {
-		var ok bool
-		st, ok = resultOf(task, item.ID)
-		return ok
-	}, "the agent reported nothing:\n%s", p.log)
+	st := awaitResult(t, task, item.ID, "the agent", p)
 	p.stop()
 	if st.State != protocol.WorkSucceeded {
 		t.Fatalf("result %+v, want Succeeded", st)

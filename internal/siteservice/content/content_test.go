@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -67,20 +68,7 @@ func startReplicating(t *testing.T, server string, sites []string, storage strin
 		t.Fatal(err)
 	}
 	api, health := hosttest.Listen(t), hosttest.Listen(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, api, health) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Serve did not return after cancel")
-		}
-	})
+	serveFor(t, context.Background(), s, api, health)
 	return &service{api: "http://" + api.Addr().String(), health: "http://" + health.Addr().String(),
 		storage: cfg.Package.StoragePath, server: s, log: logs}
 }
@@ -354,4 +342,30 @@ func get(t *testing.T, url string, header http.Header) (int, string, http.Header
 		t.Fatalf("GET %s: %v", url, err)
 	}
 	return resp.StatusCode, string(body), resp.Header
+}
+
+// serveFor runs s on api and health with ctx until the returned stop, or
+// the end of the test, and fails the test if Serve fails or does not
+// return within 10 s of the stop. stop may be called more than once.
+func serveFor(t *testing.T, ctx context.Context, s *Server, api, health net.Listener) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, api, health) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Serve: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("Serve did not return after cancel")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }

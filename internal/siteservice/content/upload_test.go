@@ -58,26 +58,8 @@ func startUploadServer(t *testing.T, rc *rest.Config, storage string, idle time.
 		t.Fatal(err)
 	}
 	api, health := hosttest.Listen(t), hosttest.Listen(t)
-	ctx, cancel := context.WithCancel(host.WithServing(context.Background(), host.Serving{TLS: certs.ServerConfig(tlsFiles.GetCertificate)}))
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, api, health) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Serve did not return after cancel")
-		}
-	}
-	t.Cleanup(stop)
+	stop := serveFor(t, host.WithServing(context.Background(), host.Serving{TLS: certs.ServerConfig(tlsFiles.GetCertificate)}),
+		s, api, health)
 	return &uploadServer{api: "https://" + api.Addr().String(), server: s, stop: stop}
 }
 
