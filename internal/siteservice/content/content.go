@@ -212,6 +212,11 @@ func (s *Server) run(ctx context.Context, serve func(context.Context) error) err
 	replicated := make(chan error, 1)
 	go func() {
 		err := s.replicator.run(ctx)
+		if ctx.Err() != nil {
+			// The service stops: whatever the replication was doing (its
+			// cache still syncing, a transfer) ends with it, no failure.
+			err = nil
+		}
 		if err != nil {
 			s.log.Error("Replication stopped: the store is served, nothing new comes in", "error", err)
 		}
