@@ -116,7 +116,7 @@ func (r *ComputerReconciler) patchStatus(ctx context.Context, scope *computerSco
 	log.FromContext(ctx).V(1).Info("Updating Computer status", "computer", klog.KObj(computer),
 		"ready", ready.Status, "reason", ready.Reason)
 	before := readyCondition(computer.Status.Conditions)
-	patch := client.MergeFrom(computer.DeepCopy())
+	patch := client.MergeFromWithOptions(computer.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	computer.Status = *status
 	if err := r.Status().Patch(ctx, computer, patch); err != nil {
 		return fmt.Errorf("patching status of Computer %s: %w", klog.KObj(computer), err)

@@ -92,7 +92,7 @@ func (r *DirectoryImportReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	status := di.Status.DeepCopy()
 	defer func() {
 		di.Status = *status
-		if err := r.Status().Patch(ctx, di, client.MergeFrom(before)); err != nil {
+		if err := r.Status().Patch(ctx, di, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
 			retErr = errors.Join(retErr, fmt.Errorf("patching the status of DirectoryImport %s: %w", di.Name, err))
 			return
 		}

@@ -223,7 +223,7 @@ func (r *SiteReconciler) patchStatus(ctx context.Context, scope *siteScope) erro
 	log.FromContext(ctx).V(1).Info("Updating Site status", "site", klog.KObj(site), "subnets", status.Subnets,
 		"computers", status.Computers, "siteServers", status.SiteServerCount)
 	before := readyCondition(site.Status.Conditions)
-	patch := client.MergeFrom(site.DeepCopy())
+	patch := client.MergeFromWithOptions(site.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	site.Status = *status
 	if err := r.Status().Patch(ctx, site, patch); err != nil {
 		return fmt.Errorf("patching status of Site %s: %w", site.Name, err)

@@ -283,6 +283,9 @@ func resultOfApplyError(err error) (ctrl.Result, error) {
 
 // patchStatus writes the status computed from the scope, when it differs,
 // and records an Event when Ready changed reason (siteServerReadyWarning).
+// The write is conditional on the version read: a reconcile from a cache
+// that does not hold the last write yet fails with a conflict and runs
+// again, instead of announcing the same change twice.
 func (r *SiteServerReconciler) patchStatus(ctx context.Context, s *siteServerScope) error {
 	status := siteServerStatus(s, r.Workloads)
 	setCertificateReady(status, s, r.Certificates.certManager(), s.ss.Generation)
@@ -291,7 +294,7 @@ func (r *SiteServerReconciler) patchStatus(ctx context.Context, s *siteServerSco
 	}
 	log.FromContext(ctx).V(1).Info("Updating SiteServer status", "siteServer", klog.KObj(s.ss))
 	before := readyCondition(s.ss.Status.Conditions)
-	patch := client.MergeFrom(s.ss.DeepCopy())
+	patch := client.MergeFromWithOptions(s.ss.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	s.ss.Status = *status
 	if err := r.Status().Patch(ctx, s.ss, patch); err != nil {
 		return fmt.Errorf("patching status of SiteServer %s: %w", s.ss.Name, err)

@@ -100,7 +100,7 @@ func (r *SubnetReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	}
 	log.FromContext(ctx).V(1).Info("Updating Subnet status", "subnet", klog.KObj(&subnet),
 		"effectiveSite", status.EffectiveSite, "reason", verdict.Reason)
-	patch := client.MergeFrom(subnet.DeepCopy())
+	patch := client.MergeFromWithOptions(subnet.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	over := subnet.ResourceVersion
 	before := subnet.Status.DeepCopy()
 	subnet.Status = *status
