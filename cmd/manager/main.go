@@ -30,6 +30,7 @@ func main() {
 		locatorOperatorCA      bool
 		locatorService         string
 		locatorHosts           string
+		listenHost             string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the metrics endpoint binds to; 0 disables it.")
 	flag.BoolVar(&metricsSecure, "metrics-secure", true,
@@ -37,6 +38,8 @@ func main() {
 	flag.StringVar(&metricsCertDir, "metrics-cert-dir", "",
 		"Directory holding the metrics endpoint's tls.crt and tls.key (reloaded when they change); empty: a self-signed certificate made at start.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the health and readiness probes bind to.")
+	flag.StringVar(&listenHost, "listen-host", "",
+		"Host (an address of this machine) that the metrics, health-probe and locator servers listen on, replacing the host of their bind addresses; empty keeps them (every address for :port).")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one replica runs the controllers.")
 	flag.IntVar(&opts.SubnetConcurrency, "subnet-concurrency", opts.SubnetConcurrency, "Subnets reconciled at once.")
 	flag.IntVar(&opts.SiteConcurrency, "site-concurrency", opts.SiteConcurrency, "Sites reconciled at once.")
@@ -87,6 +90,13 @@ func main() {
 	if err := opts.Certificates.Validate(); err != nil {
 		setupLog.Error(err, "Checking the flags")
 		os.Exit(1)
+	}
+	for _, addr := range []*string{&metricsAddr, &probeAddr, &locatorOpts.Addr} {
+		var err error
+		if *addr, err = onHost(listenHost, *addr); err != nil {
+			setupLog.Error(err, "Checking the flags: --listen-host")
+			os.Exit(1)
+		}
 	}
 
 	scheme, err := controllers.NewScheme()

@@ -488,6 +488,12 @@ func TestChart(t *testing.T) {
 			hasArgs(t, r.managerArgs(t), "--metrics-cert-dir=/etc/site-operator/metrics-tls")
 		},
 	}, {
+		name: "listening on the pod's address",
+		sets: []string{"listenHost=$(POD_IP)"},
+		check: func(t *testing.T, r rendered) {
+			hasArgs(t, r.managerArgs(t), "--listen-host=$(POD_IP)")
+		},
+	}, {
 		name: "plain-HTTP metrics",
 		sets: []string{"metrics.secure=false", "monitoring.serviceMonitor.enabled=true"},
 		check: func(t *testing.T, r rendered) {
@@ -539,6 +545,7 @@ func TestChartRefusesWrongValues(t *testing.T) {
 		{"bad pull policy", []string{"siteServices.image.pullPolicy=Sometimes"}, []string{"/siteServices/image/pullPolicy"}},
 		{"bad agents CIDR", []string{"networkPolicy.agents[0].ipBlock.cidr=everywhere"}, []string{"/networkPolicy/agents/0/ipBlock/cidr"}},
 		{"replicas without leader election", []string{"leaderElect=false"}, []string{"replicaCount > 1 needs leaderElect: true"}},
+		{"bad listen host", []string{"listenHost=every address"}, []string{"/listenHost"}},
 		{"PDB blocking every drain", []string{"podDisruptionBudget.minAvailable=2"}, []string{"podDisruptionBudget.minAvailable (2) must be less than replicaCount (2)"}},
 	}
 	for _, tc := range cases {

@@ -19,7 +19,14 @@ import (
 // agentProc is one agent process and its state directory.
 type agentProc struct {
 	name, stateDir, addressesFile, caFile, token string
-	env                                          []string
+	// locator is the locator's host:port; logDir holds the agent's log.
+	locator, logDir string
+	// hostsFile, when set, is the agent's /etc/hosts: it runs in a mount
+	// namespace of its own where the file is bind-mounted there, as a
+	// cluster's DNS would resolve Service names (a file rewritten in place
+	// changes what the agent resolves).
+	hostsFile string
+	env       []string
 	// args are added to the command line (startAgentWith).
 	args []string
 	cmd  *exec.Cmd
@@ -38,9 +45,17 @@ func startAgent(name, address, caFile, token string, env ...string) *agentProc {
 // startAgentWith is startAgent with args added to the agent's command line.
 func startAgentWith(name, address, caFile, token string, args []string, env ...string) *agentProc {
 	GinkgoHelper()
+	return startAgentOf(locatorAddress, filepath.Join(kc.Dir, "logs"), "", name, address, caFile, token, args, env...)
+}
+
+// startAgentOf is startAgentWith for the locator at locator (host:port),
+// logging into logDir, resolving names with hostsFile when set: for a
+// cluster other than the suite's.
+func startAgentOf(locator, logDir, hostsFile, name, address, caFile, token string, args []string, env ...string) *agentProc {
+	GinkgoHelper()
 	dir := GinkgoT().TempDir()
 	a := &agentProc{name: name, stateDir: filepath.Join(dir, "state"), addressesFile: filepath.Join(dir, "addresses"),
-		caFile: caFile, token: token, env: env, args: args}
+		caFile: caFile, token: token, env: env, args: args, locator: locator, logDir: logDir, hostsFile: hostsFile}
 	Expect(os.WriteFile(a.addressesFile, []byte(address+"\n"), 0o644)).To(Succeed())
 	a.start()
 	DeferCleanup(a.stop)
@@ -50,14 +65,19 @@ func startAgentWith(name, address, caFile, token string, args []string, env ...s
 // start starts the process (again, on the same state directory).
 func (a *agentProc) start() {
 	GinkgoHelper()
-	log, err := os.OpenFile(filepath.Join(kc.Dir, "logs", "agent-"+a.name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	log, err := os.OpenFile(a.logPath(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	Expect(err).NotTo(HaveOccurred())
 	a.log = log
-	a.cmd = exec.Command(agentBin, "run",
-		"--locator", "https://"+locatorAddress, "--ca-file", a.caFile, "--token", a.token,
+	args := append([]string{"run",
+		"--locator", "https://" + a.locator, "--ca-file", a.caFile, "--token", a.token,
 		"--state-dir", a.stateDir, "--addresses-file", a.addressesFile, "--hostname", a.name,
-		"--hardware-id", "e2e-"+a.name, "--mac-addresses", macFor(a.name), "--wait", "5s", "--log-level", "debug")
-	a.cmd.Args = append(a.cmd.Args, a.args...)
+		"--hardware-id", "e2e-" + a.name, "--mac-addresses", macFor(a.name), "--wait", "5s", "--log-level", "debug"}, a.args...)
+	a.cmd = exec.Command(agentBin, args...)
+	if a.hostsFile != "" {
+		// unshare and sh exec the agent: the process is the agent's.
+		a.cmd = exec.Command("unshare", append([]string{"--mount", "--propagation", "private", "/bin/sh", "-c",
+			`mount --bind "$0" /etc/hosts && exec "$@"`, a.hostsFile, agentBin}, args...)...)
+	}
 	a.cmd.Env = append(os.Environ(), a.env...)
 	a.cmd.Stdout, a.cmd.Stderr = log, log
 	Expect(a.cmd.Start()).To(Succeed())
@@ -89,6 +109,29 @@ func (a *agentProc) wait(d time.Duration) {
 	}
 	_ = a.log.Close()
 	a.cmd = nil
+}
+
+// logPath is the agent's log file.
+func (a *agentProc) logPath() string {
+	return filepath.Join(a.logDir, "agent-"+a.name+".log")
+}
+
+// logSize is how long the agent's log is now.
+func (a *agentProc) logSize() int64 {
+	info, err := os.Stat(a.logPath())
+	if err != nil {
+		return 0
+	}
+	return info.Size()
+}
+
+// logFrom is the agent's log from byte offset on.
+func (a *agentProc) logFrom(offset int64) string {
+	data, err := os.ReadFile(a.logPath())
+	if err != nil || int64(len(data)) < offset {
+		return ""
+	}
+	return string(data[offset:])
 }
 
 // execAgentStatus is what `agent status --json` prints for a.

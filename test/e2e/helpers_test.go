@@ -318,8 +318,14 @@ func operatorCAFile(ctx context.Context) string {
 // operatorCAPool is the operator's CA bundle as a certificate pool.
 func operatorCAPool(ctx context.Context) *x509.CertPool {
 	GinkgoHelper()
+	return certPool(operatorCA(ctx))
+}
+
+// certPool is a certificate pool of a PEM bundle.
+func certPool(pem []byte) *x509.CertPool {
+	GinkgoHelper()
 	pool := x509.NewCertPool()
-	Expect(pool.AppendCertsFromPEM(operatorCA(ctx))).To(BeTrue())
+	Expect(pool.AppendCertsFromPEM(pem)).To(BeTrue(), "the CA bundle holds a certificate")
 	return pool
 }
 

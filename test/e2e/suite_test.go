@@ -82,7 +82,7 @@ const (
 	labelLatePool = "siteops.io/pool"
 	// suiteBudget is how long the whole suite may take at most, whatever
 	// go test's -timeout allows.
-	suiteBudget = 10 * time.Minute
+	suiteBudget = 15 * time.Minute
 )
 
 // Nodes of the suite's cluster, by role.
