@@ -116,15 +116,6 @@ func (a *agentProc) logPath() string {
 	return filepath.Join(a.logDir, "agent-"+a.name+".log")
 }
 
-// logSize is how long the agent's log is now.
-func (a *agentProc) logSize() int64 {
-	info, err := os.Stat(a.logPath())
-	if err != nil {
-		return 0
-	}
-	return info.Size()
-}
-
 // logFrom is the agent's log from byte offset on.
 func (a *agentProc) logFrom(offset int64) string {
 	data, err := os.ReadFile(a.logPath())
