@@ -110,10 +110,13 @@ type Cluster struct {
 	Config *rest.Config
 	// KubeconfigPath is Config as a kubeconfig file.
 	KubeconfigPath string
+	// PodCIDR is the block kwok gives pod addresses from.
+	PodCIDR string
 
 	ca        *authority
 	server    string
 	pods      *podRunner // nil without a pod runner
+	podBlock  *os.File   // the lock that reserves the pod block (podnet.go), if any
 	mu        sync.Mutex
 	processes []*Process // in start order
 	stopOnce  sync.Once
@@ -158,8 +161,11 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, err
 	}
 	if opts.PodCIDR == "" {
-		opts.PodCIDR = pickPodCIDR()
+		if opts.PodCIDR, c.podBlock, err = reservePodCIDR(); err != nil {
+			return nil, err
+		}
 	}
+	c.PodCIDR = opts.PodCIDR
 	c.server = "https://" + net.JoinHostPort(c.Host, strconv.Itoa(portAPIServer))
 	if err := c.writePKI(); err != nil {
 		return nil, err
@@ -316,6 +322,9 @@ func (c *Cluster) Stop() error {
 			if err := processes[i].Stop(15 * time.Second); err != nil {
 				errs = append(errs, err)
 			}
+		}
+		if c.podBlock != nil {
+			_ = c.podBlock.Close() // the pods' addresses are free again
 		}
 		if !c.KeepDir {
 			if err := os.RemoveAll(c.Dir); err != nil {

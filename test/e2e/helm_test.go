@@ -203,6 +203,8 @@ var _ = Describe("Helm", Ordered, func() {
 		By("starting a cluster of its own, with the pod runner")
 		hc, err = simcluster.Start(ctx, simcluster.Options{BinDir: bin, PodBinDir: filepath.Dir(managerBin)})
 		Expect(err).NotTo(HaveOccurred())
+		fmt.Fprintf(GinkgoWriter, "Helm cluster on %s, pods in %s (the suite's in %s), files in %s\n", hc.Host, hc.PodCIDR, kc.PodCIDR, hc.Dir)
+		Expect(hc.PodCIDR).NotTo(Equal(kc.PodCIDR))
 		DeferCleanup(func() {
 			if CurrentSpecReport().Failed() || suiteFailed {
 				hc.KeepDir = true

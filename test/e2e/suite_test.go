@@ -152,7 +152,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	kc, err = simcluster.Start(ctx, simcluster.Options{BinDir: bin, PodBinDir: podBinDir})
 	Expect(err).NotTo(HaveOccurred())
 	DeferCleanup(stopCluster)
-	fmt.Fprintf(GinkgoWriter, "Cluster on %s, files in %s\n", kc.Host, kc.Dir)
+	fmt.Fprintf(GinkgoWriter, "Cluster on %s, pods in %s, files in %s\n", kc.Host, kc.PodCIDR, kc.Dir)
 
 	scheme, err := controllers.NewScheme()
 	Expect(err).NotTo(HaveOccurred())
