@@ -88,7 +88,7 @@ func TestSimulate(t *testing.T) {
 	if len(lines) < 5 {
 		t.Fatalf("%d lines of statistics in 1.5s at 200ms:\n%s", len(lines), out.String())
 	}
-	var sumInterval int64
+	var sumInterval, mostHeld int64
 	for i, line := range lines {
 		var s SimStats
 		if err := json.Unmarshal([]byte(line), &s); err != nil {
@@ -98,6 +98,9 @@ func TestSimulate(t *testing.T) {
 			t.Errorf("line %d has final=%v", i, s.Final)
 		}
 		sumInterval += s.CheckInsInterval
+		if !s.Final {
+			mostHeld = max(mostHeld, int64(s.Held))
+		}
 	}
 	var raw map[string]any
 	_ = json.Unmarshal([]byte(lines[len(lines)-2]), &raw)
@@ -119,11 +122,14 @@ func TestSimulate(t *testing.T) {
 	if final.Held != 0 {
 		t.Errorf("%d check-ins in flight after the end", final.Held)
 	}
+	// Each sample sees the check-ins held at that instant: 2/3 of the
+	// agents on an idle machine; on a busy one the answers and the next
+	// check-ins lag, so the test asks for half at the best sample.
+	if mostHeld < count/2 {
+		t.Errorf("at most %d check-ins were held at once, while the service holds each for 100ms of every 150ms", mostHeld)
+	}
 	var mid SimStats
 	_ = json.Unmarshal([]byte(lines[len(lines)/2]), &mid)
-	if mid.Held < count/2 {
-		t.Errorf("mid-run only %d check-ins were held, while the service holds each for 100ms of every 150ms", mid.Held)
-	}
 	// Latency excludes the service's hold: loopback answers in a few ms,
 	// not in the 100ms held.
 	if mid.LatencyP50Ms <= 0 || mid.LatencyP50Ms > 50 || mid.LatencyP99Ms < mid.LatencyP50Ms {
