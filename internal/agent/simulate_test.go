@@ -99,7 +99,7 @@ func TestSimulate(t *testing.T) {
 		}
 		sumInterval += s.CheckInsInterval
 		if !s.Final {
-			mostHeld = max(mostHeld, int64(s.Held))
+			mostHeld = max(mostHeld, s.Held)
 		}
 	}
 	var raw map[string]any
