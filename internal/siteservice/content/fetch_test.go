@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // origin serves one piece of content with ranges and counts what it sends.
@@ -327,5 +328,59 @@ func TestFetchIntoAFullDisk(t *testing.T) {
 	}
 	if s.Has(digest) || s.Partial(digest) != 0 || o.gets.Load() != 0 {
 		t.Errorf("a transfer began: stored %v, partial %d bytes, %d GETs", s.Has(digest), s.Partial(digest), o.gets.Load())
+	}
+}
+
+// A cut and an end off the 4 KiB blocks that direct writes need: the
+// resumed transfer first reaches a block boundary through the page cache,
+// writes whole blocks around it, and the last piece through it again; the
+// content is whole and nothing is fetched twice beyond what was in flight.
+func TestFetchResumesOffBlockBoundaries(t *testing.T) {
+	data, digest := randomContent(3<<20 + 1234)
+	o := newOrigin(t, data)
+	o.cutAt.Store(1<<20 + 777)
+	s := startedStore(t, t.TempDir())
+	f := testFetcher(t, s, 0)
+	if err := f.Fetch(context.Background(), digest, int64(len(data)), []string{o.URL}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(storedBytes(t, s, digest), data) {
+		t.Fatal("the stored content differs from the origin's")
+	}
+	if o.gets.Load() != 2 {
+		t.Errorf("%d GETs, want 2 (the cut one and the resume)", o.gets.Load())
+	}
+	if resent := o.sent.Load() - int64(len(data)); resent > int64(len(data))/100 {
+		t.Errorf("%d bytes sent again after the cut, over 1%% of %d", resent, len(data))
+	}
+}
+
+func TestDirectWriterFits(t *testing.T) {
+	d := &directWriter{}
+	for _, tc := range []struct {
+		off  int64
+		n    int
+		want bool
+	}{
+		{0, chunkSize, true},
+		{directAlign, directAlign, true},
+		{0, 1234, false},          // the last piece of a content
+		{777, directAlign, false}, // a resume off a boundary
+		{0, 0, false},
+	} {
+		if got := d.fits(tc.off, tc.n); got != tc.want {
+			t.Errorf("fits(%d, %d) = %v, want %v", tc.off, tc.n, got, tc.want)
+		}
+	}
+	d.disable()
+	if d.fits(0, chunkSize) {
+		t.Error("a disabled direct writer still takes writes")
+	}
+	var none *directWriter
+	if none.fits(0, chunkSize) {
+		t.Error("no direct writer takes writes")
+	}
+	if b := alignedBuffer(chunkSize); len(b) != chunkSize || cap(b) != chunkSize || uintptr(unsafe.Pointer(&b[0]))%directAlign != 0 {
+		t.Errorf("alignedBuffer: len %d cap %d at %p, want %d bytes aligned to %d", len(b), cap(b), &b[0], chunkSize, directAlign)
 	}
 }

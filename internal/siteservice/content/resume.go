@@ -220,9 +220,18 @@ func (t *transfer) restart() error {
 // disk and the hash share the machine's cores rather than take turns.
 // t.held counts the bytes written and hashed.
 func (t *transfer) copy(ctx context.Context, body io.Reader) error {
+	// Where it can, the writer writes around the page cache (directWriter):
+	// the bytes go from the buffer the socket filled to the disk, and the
+	// CPU copies them once instead of twice.
+	direct := openDirect(t.f.Name())
+	if direct != nil {
+		// What it wrote is synced (and its errors reported) through t.f
+		// when the content is installed.
+		defer func() { _ = direct.Close() }()
+	}
 	free := make(chan []byte, hashDepth)
 	for range hashDepth {
-		free <- make([]byte, chunkSize)
+		free <- alignedBuffer(chunkSize)
 	}
 	work := make(chan []byte, hashDepth)
 	written := make(chan struct{})
@@ -230,10 +239,10 @@ func (t *transfer) copy(ctx context.Context, body io.Reader) error {
 	var werr error         // the writer's error, read once written is closed
 	go func() {
 		defer close(written)
-		flushed := t.held // the bytes whose writeback has started
+		flushed := t.held // the bytes written through the page cache whose writeback has started
 		for b := range work {
 			if werr == nil {
-				if _, err := t.f.Write(b); err != nil {
+				if err := t.write(direct, b); err != nil {
 					werr = err
 					failed.Store(true)
 				} else {
@@ -242,7 +251,7 @@ func (t *transfer) copy(ctx context.Context, body io.Reader) error {
 					if t.opts.Received != nil {
 						t.opts.Received.Store(t.held)
 					}
-					if t.held-flushed >= writebackEvery {
+					if direct == nil && t.held-flushed >= writebackEvery {
 						startWriteback(t.f, flushed, t.held-flushed)
 						flushed = t.held
 					}
@@ -265,6 +274,11 @@ func (t *transfer) copy(ctx context.Context, body io.Reader) error {
 	}
 	for read < t.size && !failed.Load() {
 		want := min(int64(chunkSize), t.size-read)
+		if rest := read % directAlign; rest != 0 {
+			// A resumed transfer first reaches a block boundary, so that
+			// the chunks after it can be written around the page cache.
+			want = min(want, directAlign-rest)
+		}
 		if t.opts.Limit != nil {
 			if err := t.opts.Limit.WaitN(ctx, int(want)); err != nil {
 				if ctx.Err() == nil {
@@ -302,6 +316,23 @@ func (t *transfer) copy(ctx context.Context, body io.Reader) error {
 		return fmt.Errorf("%w: the source sent more than %d bytes", ErrMismatch, t.size)
 	}
 	return nil
+}
+
+// write writes b at t.held: around the page cache through direct when it
+// is open and b is whole aligned blocks at an aligned offset, through t.f
+// otherwise (the last piece of the content, the first of a resume). A file
+// system that refuses a direct write gets this and every later one
+// through t.f.
+func (t *transfer) write(direct *directWriter, b []byte) error {
+	if direct.fits(t.held, len(b)) {
+		err := direct.writeAt(b, t.held)
+		if !errors.Is(err, syscall.EINVAL) {
+			return err
+		}
+		direct.disable()
+	}
+	_, err := t.f.WriteAt(b, t.held)
+	return err
 }
 
 // checkSpace reports ErrNoSpace unless the store's file system has need
