@@ -107,8 +107,8 @@ bench-tasks: ## One DeploymentTask for every one of AGENTS simulated agents of o
 	KUBEBUILDER_ASSETS="$$($(CONTROLPLANE))" go run ./test/bench/agents -task -agents $(AGENTS)
 
 .PHONY: bench-replication
-bench-replication: ## A 2 GiB package replicated by the package service's engine beside a plain copy, a resume after a cut, 1,000 ranged downloads; see docs/benchmarks.md.
-	go run ./test/bench/replication -size 2Gi -downloads 1000
+bench-replication: ## A 2 GiB package replicated between two package-service processes beside a plain copy, a resume after a cut, 1,000 ranged downloads; see docs/benchmarks.md.
+	KUBEBUILDER_ASSETS="$$($(CONTROLPLANE))" go run ./test/bench/replication -size 2Gi -rounds 3 -downloads 1000
 
 .PHONY: bench-directory
 bench-directory: ## DirectoryImport of 500 sites and 5,000 subnets from a real Samba DC, against creating them directly (needs samba); see docs/benchmarks.md.

@@ -1,12 +1,15 @@
 // Command replication measures how the package service's content moves:
-// a large package replicated from a package-service process into a store
-// by the replication engine (content.Fetcher: resumable, digest verified),
-// beside a plain HTTP copy of the same content with the Go standard library
-// in the same run (no verification); the bytes sent again when a transfer
-// is cut at half way and resumed; and many concurrent ranged downloads
-// from one package-service process, with its slow-client protections on.
+// a large package replicated from one package-service process to another
+// (the second learns from a local API server that its site wants the
+// Package, fetches it with its replication engine, verifies and stores it,
+// and reports it: process.go), beside a plain HTTP copy of the same content
+// with the Go standard library in the same run (no verification); the
+// bytes sent again when a transfer is cut at half way and resumed (the
+// engine in this process, through a cutting proxy); and many concurrent
+// ranged downloads from one package-service process, with its slow-client
+// protections on.
 //
-//	go run ./test/bench/replication -size 2GiB -downloads 1000
+//	KUBEBUILDER_ASSETS="$(hack/controlplane.sh)" go run ./test/bench/replication -size 2Gi -downloads 1000
 //
 // It prints a Markdown table for docs/benchmarks.md.
 package main
@@ -48,7 +51,7 @@ func main() {
 		downloads = flag.Int("downloads", 1000, "Concurrent ranged downloads")
 		rangeFlag = flag.String("range", "2Mi", "Bytes each ranged download asks for")
 		workDir   = flag.String("work-dir", "", "Directory for the stores (default: a temporary one, removed at the end)")
-		profile   = flag.String("cpuprofile", "", "Write the harness's CPU profile (the replication engine and the plain copy) to this file")
+		profile   = flag.String("cpuprofile", "", "Write the harness's CPU profile (the plain copy, the resumed replication) to this file")
 	)
 	flag.Parse()
 	if *profile != "" {
@@ -105,19 +108,30 @@ func run(dir string, size int64, rounds, downloads int, rangeSize int64) error {
 
 	log.Printf("Generating %d bytes of content into the origin's store", size)
 	originDir := filepath.Join(dir, "origin")
-	digest, err := generate(ctx, originDir, size)
+	digest, warmUp, err := generate(ctx, originDir, size)
 	if err != nil {
 		return err
 	}
-	origin, stop, err := startPackageService(bin, dir, originDir)
+	origin, stop, err := startProcess(bin, dir, "origin", originHost, originDir, "origin", "{}", "--no-replication")
 	if err != nil {
 		return err
 	}
 	defer stop()
 	url := origin + "/v1/content/" + digest
 
-	// Throughput: plain copy and verified replication, alternated.
-	var plain, verified []float64
+	log.Printf("Starting kube-apiserver and etcd for the replica's package service")
+	api, err := startAPI(ctx, dir)
+	if err != nil {
+		return err
+	}
+	defer api.stop()
+	if err := api.startReplica(ctx, bin, dir, origin+"/v1/content/"+warmUp, warmUp, warmUpSize); err != nil {
+		return err
+	}
+
+	// Throughput: plain copy and replication between the two processes,
+	// alternated.
+	var plain, verified, reportedRates []float64
 	for r := range rounds {
 		d, err := plainCopy(ctx, url, filepath.Join(dir, "plain.bin"), size)
 		if err != nil {
@@ -125,15 +139,18 @@ func run(dir string, size int64, rounds, downloads int, rangeSize int64) error {
 		}
 		plain = append(plain, float64(size)/d.Seconds())
 		log.Printf("round %d: plain copy %s (%.0f MiB/s)", r+1, d.Round(time.Millisecond), mib(plain[r]))
-		d, err = replicate(ctx, url, filepath.Join(dir, "replica"), digest, size, nil, quiet)
+		d, reported, err := api.replicate(ctx, dir, fmt.Sprintf("image-%d", r+1), url, digest, size)
 		if err != nil {
 			return err
 		}
 		verified = append(verified, float64(size)/d.Seconds())
-		log.Printf("round %d: replication %s (%.0f MiB/s)", r+1, d.Round(time.Millisecond), mib(verified[r]))
+		reportedRates = append(reportedRates, float64(size)/reported.Seconds())
+		log.Printf("round %d: replication %s (%.0f MiB/s), reported Ready after %s", r+1, d.Round(time.Millisecond), mib(verified[r]),
+			reported.Round(time.Millisecond))
 	}
 	add("plain HTTP copy, standard library, no verification (MiB/s, each round)", "%s", rates(plain))
-	add("replication: resumable, digest verified, synced (MiB/s, each round)", "%s", rates(verified))
+	add("replication by a second package-service process: Package created → content verified, synced and in its store (MiB/s, each round)", "%s", rates(verified))
+	add("  the same until its status entry says Ready", "%s", rates(reportedRates))
 	add("**replication ÷ plain copy** (medians; target ≥ 80%)", "**%.0f%%**", 100*median(verified)/median(plain))
 
 	// Cut at half way, then resumed: what crossed the wire twice.
@@ -190,8 +207,30 @@ func median(v []float64) float64 {
 
 // generate writes size random bytes into a new store at dir through
 // Store.Ingest and returns their digest.
-func generate(ctx context.Context, dir string, size int64) (string, error) {
-	tmp := filepath.Join(filepath.Dir(dir), "generated.bin")
+// warmUpSize is the size of the small content generate also stores, which
+// the replica replicates before the measured rounds.
+const warmUpSize = 64 << 10
+
+// generate stores size random bytes, and warmUpSize more, in a store at
+// dir and returns their digests.
+func generate(ctx context.Context, dir string, size int64) (digest, warmUp string, err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", err
+	}
+	st := content.NewStore(dir, content.StoreOptions{Logger: slog.New(slog.DiscardHandler)})
+	sctx, cancel := context.WithCancel(ctx)
+	defer func() { cancel(); st.Wait() }()
+	st.Start(sctx)
+	if digest, err = ingestRandom(ctx, st, filepath.Join(filepath.Dir(dir), "generated.bin"), size, 7); err != nil {
+		return "", "", err
+	}
+	warmUp, err = ingestRandom(ctx, st, filepath.Join(filepath.Dir(dir), "warm-up.bin"), warmUpSize, 8)
+	return digest, warmUp, err
+}
+
+// ingestRandom writes size random bytes (from seed) to the file tmp, then
+// ingests them into st, and returns their digest.
+func ingestRandom(ctx context.Context, st *content.Store, tmp string, size int64, seed byte) (string, error) {
 	f, err := os.Create(tmp)
 	if err != nil {
 		return "", err
@@ -199,7 +238,7 @@ func generate(ctx context.Context, dir string, size int64) (string, error) {
 	defer func() { _ = os.Remove(tmp) }()
 	h := sha256.New()
 	w := bufio.NewWriterSize(io.MultiWriter(f, h), 1<<20)
-	if _, err := io.CopyN(w, rand.NewChaCha8([32]byte{7}), size); err != nil {
+	if _, err := io.CopyN(w, rand.NewChaCha8([32]byte{seed}), size); err != nil {
 		f.Close()
 		return "", err
 	}
@@ -207,65 +246,12 @@ func generate(ctx context.Context, dir string, size int64) (string, error) {
 		return "", err
 	}
 	digest := "sha256:" + hex.EncodeToString(h.Sum(nil))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	st := content.NewStore(dir, content.StoreOptions{Logger: slog.New(slog.DiscardHandler)})
-	sctx, cancel := context.WithCancel(ctx)
-	defer func() { cancel(); st.Wait() }()
-	st.Start(sctx)
 	in, err := os.Open(tmp)
 	if err != nil {
 		return "", err
 	}
 	defer in.Close()
 	return digest, st.Ingest(ctx, digest, size, in)
-}
-
-// startPackageService runs package-service over plain HTTP on a loopback
-// address of its own, serving the store at storage.
-func startPackageService(bin, dir, storage string) (string, func(), error) {
-	port, err := freePort()
-	if err != nil {
-		return "", nil, err
-	}
-	health, err := freePort()
-	if err != nil {
-		return "", nil, err
-	}
-	cfg := filepath.Join(dir, "package-service.yaml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, "siteServer: bench\nsites: [bench]\ntask: {port: 8080, healthPort: 8081}\n"+
-		"package: {port: %d, healthPort: %d, storagePath: %s}\n", port, health, storage), 0o600); err != nil {
-		return "", nil, err
-	}
-	logf, err := os.Create(filepath.Join(dir, "package-service.log"))
-	if err != nil {
-		return "", nil, err
-	}
-	cmd := exec.Command(bin, "--config", cfg, "--insecure-http", "--no-replication", "--listen-host", "127.0.0.5")
-	cmd.Stderr = logf
-	if err := cmd.Start(); err != nil {
-		return "", nil, err
-	}
-	stop := func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
-		logf.Close()
-	}
-	base := fmt.Sprintf("http://127.0.0.5:%d", port)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.5:%d/readyz", health))
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return base, stop, nil
-			}
-		}
-		if time.Now().After(deadline) {
-			stop()
-			return "", nil, fmt.Errorf("package-service not ready in 30 s (log %s)", logf.Name())
-		}
-	}
 }
 
 func freePort() (int, error) {
