@@ -130,30 +130,45 @@ func storedBytes(t *testing.T, s *Store, digest string) []byte {
 	return b
 }
 
+// A transfer cut mid-way resumes from where it stopped: at half of 8 MiB,
+// and with a cut and an end off the 4 KiB blocks that direct writes need
+// (the resumed transfer first reaches a block boundary through the page
+// cache, writes whole blocks around it, and the last piece through it
+// again).
 func TestFetchResumesAfterTheSourceIsCut(t *testing.T) {
-	data, digest := randomContent(8 << 20)
-	o := newOrigin(t, data)
-	o.cutAt.Store(int64(len(data) / 2))
-	s := startedStore(t, t.TempDir())
-	f := testFetcher(t, s, 0)
-	if err := f.Fetch(context.Background(), digest, int64(len(data)), []string{o.URL}); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(storedBytes(t, s, digest), data) {
-		t.Fatal("the stored content differs from the origin's")
-	}
-	// The second GET asked for the rest only: what went twice is at most
-	// what was in flight when the connection dropped.
-	resent := o.sent.Load() - int64(len(data))
-	t.Logf("origin sent %d bytes for %d (%d again) in %d GETs", o.sent.Load(), len(data), resent, o.gets.Load())
-	if o.gets.Load() != 2 {
-		t.Errorf("%d GETs, want 2 (the cut one and the resume)", o.gets.Load())
-	}
-	if resent > int64(len(data))/100 {
-		t.Errorf("%d bytes sent again after the cut, over 1%% of %d", resent, len(data))
-	}
-	if s.Partial(digest) != 0 {
-		t.Error("a partial file is left after the content was stored")
+	for _, tc := range []struct {
+		name        string
+		size, cutAt int
+	}{
+		{"at half way", 8 << 20, 4 << 20},
+		{"off block boundaries", 3<<20 + 1234, 1<<20 + 777},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data, digest := randomContent(tc.size)
+			o := newOrigin(t, data)
+			o.cutAt.Store(int64(tc.cutAt))
+			s := startedStore(t, t.TempDir())
+			f := testFetcher(t, s, 0)
+			if err := f.Fetch(context.Background(), digest, int64(len(data)), []string{o.URL}); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(storedBytes(t, s, digest), data) {
+				t.Fatal("the stored content differs from the origin's")
+			}
+			// The second GET asked for the rest only: what went twice is
+			// at most what was in flight when the connection dropped.
+			resent := o.sent.Load() - int64(len(data))
+			t.Logf("origin sent %d bytes for %d (%d again) in %d GETs", o.sent.Load(), len(data), resent, o.gets.Load())
+			if o.gets.Load() != 2 {
+				t.Errorf("%d GETs, want 2 (the cut one and the resume)", o.gets.Load())
+			}
+			if resent > int64(len(data))/100 {
+				t.Errorf("%d bytes sent again after the cut, over 1%% of %d", resent, len(data))
+			}
+			if s.Partial(digest) != 0 {
+				t.Error("a partial file is left after the content was stored")
+			}
+		})
 	}
 }
 
@@ -328,30 +343,6 @@ func TestFetchIntoAFullDisk(t *testing.T) {
 	}
 	if s.Has(digest) || s.Partial(digest) != 0 || o.gets.Load() != 0 {
 		t.Errorf("a transfer began: stored %v, partial %d bytes, %d GETs", s.Has(digest), s.Partial(digest), o.gets.Load())
-	}
-}
-
-// A cut and an end off the 4 KiB blocks that direct writes need: the
-// resumed transfer first reaches a block boundary through the page cache,
-// writes whole blocks around it, and the last piece through it again; the
-// content is whole and nothing is fetched twice beyond what was in flight.
-func TestFetchResumesOffBlockBoundaries(t *testing.T) {
-	data, digest := randomContent(3<<20 + 1234)
-	o := newOrigin(t, data)
-	o.cutAt.Store(1<<20 + 777)
-	s := startedStore(t, t.TempDir())
-	f := testFetcher(t, s, 0)
-	if err := f.Fetch(context.Background(), digest, int64(len(data)), []string{o.URL}); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(storedBytes(t, s, digest), data) {
-		t.Fatal("the stored content differs from the origin's")
-	}
-	if o.gets.Load() != 2 {
-		t.Errorf("%d GETs, want 2 (the cut one and the resume)", o.gets.Load())
-	}
-	if resent := o.sent.Load() - int64(len(data)); resent > int64(len(data))/100 {
-		t.Errorf("%d bytes sent again after the cut, over 1%% of %d", resent, len(data))
 	}
 }
 
