@@ -16,7 +16,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"k8s.io/client-go/rest"
 
@@ -345,27 +344,8 @@ func get(t *testing.T, url string, header http.Header) (int, string, http.Header
 }
 
 // serveFor runs s on api and health with ctx until the returned stop, or
-// the end of the test, and fails the test if Serve fails or does not
-// return within 10 s of the stop. stop may be called more than once.
+// the end of the test (hosttest.Serve).
 func serveFor(t *testing.T, ctx context.Context, s *Server, api, health net.Listener) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, api, health) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Serve: %v", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Error("Serve did not return after cancel")
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return hosttest.Serve(t, ctx, func(ctx context.Context) error { return s.Serve(ctx, api, health) })
 }

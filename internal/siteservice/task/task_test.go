@@ -9,7 +9,6 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/siteops/site-operator/internal/siteservice/config"
 	"github.com/siteops/site-operator/internal/siteservice/host"
@@ -43,9 +42,7 @@ func TestServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	api, health := hosttest.Listen(t), hosttest.Listen(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, api, health) }()
+	stop := hosttest.Serve(t, context.Background(), func(ctx context.Context) error { return s.Serve(ctx, api, health) })
 	apiURL, healthURL := "http://"+api.Addr().String(), "http://"+health.Addr().String()
 
 	if code, body := get(t, healthURL+"/healthz"); code != 200 {
@@ -68,15 +65,7 @@ func TestServe(t *testing.T) {
 		t.Errorf("/v1/info = %+v, want %+v", info, want)
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Serve did not return after cancel")
-	}
+	stop() // fails the test unless Serve returns nil within 10 s
 }
 
 func get(t *testing.T, url string) (int, string) {
