@@ -5,8 +5,10 @@
 // read and write the status of the siteops.io kinds and read nodes and
 // storage classes; it writes the site services' workloads, and the Secrets
 // of its CA and serving certificates, only in its own namespace. The site
-// services' ServiceAccount (config/rbac/site-service) may read the
-// SiteServers and Sites, and nothing else.
+// services' ServiceAccount (config/rbac/site-service) may do what its
+// markers in internal/siteservice/rbac.go grant (read the topology and the
+// tasks, write Computers, DispatchShards, Packages and their status, read
+// bootstrap tokens in their own namespace) and nothing else.
 package rbac_test
 
 import (
