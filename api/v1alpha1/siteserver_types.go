@@ -339,7 +339,10 @@ type SiteServerStatus struct {
 }
 
 // SiteServer is a server role: nodes that run a task service and a package
-// service for the Sites it serves.
+// service for the Sites it serves. Its name (at most 40 characters, not
+// starting with "site-") names its Deployment, StatefulSet and Services
+// <name>-task and <name>-package, which therefore never collide with a
+// Site's Services site-<site>-task and site-<site>-package.
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
