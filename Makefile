@@ -89,6 +89,10 @@ test-e2e: ## End-to-end suite on a simulated cluster (kube-controller-manager, k
 	$(CONTROLPLANE) etcd kube-apiserver kube-controller-manager kube-scheduler kwok >/dev/null
 	go test -tags e2e ./test/e2e/... ./internal/simcluster/... -count=1 -timeout 20m
 
+.PHONY: run-smoke
+run-smoke: ## Smoke test of make run: the operator running, no stack trace, the printed curl example answers, Ctrl-C stops it.
+	hack/run-smoke.sh
+
 .PHONY: bench-siteservers
 bench-siteservers: ## SiteServers on a simulated cluster of 50 kwok nodes (SITES=200); see docs/benchmarks.md.
 	$(CONTROLPLANE) etcd kube-apiserver kube-controller-manager kube-scheduler kwok >/dev/null
