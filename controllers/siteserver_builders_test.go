@@ -4,6 +4,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -108,6 +109,27 @@ func TestPodsAreRestrictedAndRequestResources(t *testing.T) {
 			}
 			if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
 				t.Errorf("%s: container %s has no /readyz readiness probe", name, c.Name)
+			}
+		}
+	}
+}
+
+// Plain HTTP is asked for explicitly (the manager's
+// --site-services-insecure-http); HTTPS otherwise.
+func TestPlainHTTPOnlyWhenAsked(t *testing.T) {
+	ss := goldenSiteServer()
+	plain := testWorkloads
+	plain.PlainHTTP = true
+	for _, tc := range []struct {
+		wc       WorkloadConfig
+		insecure bool
+	}{{testWorkloads, false}, {plain, true}} {
+		for name, spec := range map[string]*corev1.PodSpec{
+			"task":    podSpecOf(t, desiredTaskDeployment(ss, tc.wc, "h").Spec.Template.Spec),
+			"package": podSpecOf(t, desiredPackageStatefulSet(ss, tc.wc, "h").Spec.Template.Spec),
+		} {
+			if got := slices.Contains(spec.Containers[0].Args, "--insecure-http"); got != tc.insecure {
+				t.Errorf("PlainHTTP=%v: %s container args %v: --insecure-http %v, want %v", tc.wc.PlainHTTP, name, spec.Containers[0].Args, got, tc.insecure)
 			}
 		}
 	}

@@ -53,6 +53,8 @@ func main() {
 		"Image holding the task-service and package-service binaries (the operator's own image).")
 	flag.StringVar((*string)(&opts.Workloads.ImagePullPolicy), "service-image-pull-policy", string(opts.Workloads.ImagePullPolicy),
 		"Pull policy of the site services' containers: Always, IfNotPresent or Never.")
+	flag.BoolVar(&opts.Workloads.PlainHTTP, "site-services-insecure-http", false,
+		"Run the site services (task and package) over plain HTTP and advertise http:// URLs: for development only.")
 	flag.StringVar(&opts.Workloads.Agents.TokenNamespace, "bootstrap-token-namespace", config.DefaultTokenNamespace,
 		"Namespace of the bootstrap token Secrets with which agents register; the site services read Secrets there only.")
 	flag.Float64Var(&opts.Workloads.Agents.MaxCheckInRate, "agent-check-in-rate", config.DefaultMaxCheckInRate,
