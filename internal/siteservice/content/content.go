@@ -148,6 +148,8 @@ func Command(version string) host.Command {
 	return host.Command{
 		Name:    "package-service",
 		Version: version,
+		// A download holds its connection and the file it sends.
+		FilesPerConnection: 2,
 		Section: func(c *config.Config) host.Section {
 			return host.Section{Name: "package", Port: &c.Package.Port, HealthPort: &c.Package.HealthPort,
 				MaxConnections: &c.Package.MaxConnections, MinTransferRate: &c.Package.MinTransferRate}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -35,22 +36,49 @@ const (
 // less a reserve, since a download holds a connection and a file; at most
 // 16384 and at least 1.
 func DefaultMaxConnections() int {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+	nofile, ok := fileLimit()
+	if !ok {
 		return 1024 / 2
 	}
-	return connectionsFor(rl.Cur)
+	return connectionsFor(nofile)
+}
+
+// fileLimit is the process's RLIMIT_NOFILE soft limit; false when it cannot
+// be read.
+func fileLimit() (uint64, bool) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 0, false
+	}
+	return rl.Cur, true
 }
 
 // connectionsFor is the default cap under a file limit of nofile.
 func connectionsFor(nofile uint64) int {
-	if nofile > 2*maxConnectionsCeiling+fdReserve {
-		return maxConnectionsCeiling
-	}
-	if nofile <= fdReserve+2 {
+	return min(connectionsAllowed(nofile, 2), maxConnectionsCeiling)
+}
+
+// connectionsAllowed is the most connections a file limit of nofile lets
+// the process hold when each may hold filesPerConn descriptors (its socket,
+// and for a download the file it sends), fdReserve left for its own files
+// and its connections to the Kubernetes API; at least 1. Beyond it, accept
+// and the opening of files fail (EMFILE) before the cap turns clients away.
+func connectionsAllowed(nofile uint64, filesPerConn int) int {
+	per := uint64(max(filesPerConn, 1))
+	if nofile < fdReserve+per {
 		return 1
 	}
-	return int((nofile - fdReserve) / 2)
+	return int(min((nofile-fdReserve)/per, math.MaxInt32))
+}
+
+// capConnections is the cap on open connections for an explicit cap of
+// asked under a file limit of nofile, each connection holding up to
+// filesPerConn descriptors: asked, or what the file limit allows when that
+// is less. A cap above the file limit is never reached: the process runs
+// out of descriptors first, and then fails its clients, its downloads and
+// its own files alike instead of telling new clients to come back later.
+func capConnections(asked int, nofile uint64, filesPerConn int) int {
+	return min(asked, connectionsAllowed(nofile, filesPerConn))
 }
 
 // capListener admits at most max connections at once. Beyond it, it closes

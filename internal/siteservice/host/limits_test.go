@@ -2,10 +2,13 @@ package host
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -425,6 +428,50 @@ func TestDefaultMaxConnections(t *testing.T) {
 	}
 	if got := DefaultMaxConnections(); uint64(2*got) > rl.Cur {
 		t.Errorf("DefaultMaxConnections() = %d with a file limit of %d", got, rl.Cur)
+	}
+}
+
+func TestCapConnections(t *testing.T) {
+	for _, tt := range []struct {
+		asked        int
+		nofile       uint64
+		filesPerConn int
+		want         int
+	}{
+		{asked: 100, nofile: 1024, filesPerConn: 2, want: 100},       // under the limit: as asked
+		{asked: 480, nofile: 1024, filesPerConn: 2, want: 480},       // the default's own value
+		{asked: 5000, nofile: 1024, filesPerConn: 2, want: 480},      // a download holds a connection and a file
+		{asked: 5000, nofile: 1024, filesPerConn: 1, want: 960},      // a check-in holds its connection only
+		{asked: 5000, nofile: 1024, filesPerConn: 0, want: 960},      // 0 counts as 1
+		{asked: 100000, nofile: 65536, filesPerConn: 2, want: 32736}, // above the default's ceiling, under the limit
+		{asked: 5, nofile: 10, filesPerConn: 2, want: 1},             // a limit under the reserve still serves
+		{asked: 1 << 40, nofile: ^uint64(0), filesPerConn: 2, want: math.MaxInt32},
+	} {
+		if got := capConnections(tt.asked, tt.nofile, tt.filesPerConn); got != tt.want {
+			t.Errorf("capConnections(%d, nofile %d, %d per connection) = %d, want %d", tt.asked, tt.nofile, tt.filesPerConn, got, tt.want)
+		}
+	}
+}
+
+// TestCapMaxConnections: an explicit maxConnections over what the file
+// limit holds is lowered with a warning naming both values; one under it,
+// and 0 (the service's default), are left as they are, without a warning.
+func TestCapMaxConnections(t *testing.T) {
+	for _, tt := range []struct {
+		asked, want int
+		warned      bool
+	}{{5000, 480, true}, {400, 400, false}, {0, 0, false}} {
+		var logs bytes.Buffer
+		maxConns := tt.asked
+		capMaxConnections(Section{Name: "package", MaxConnections: &maxConns}, 1024, 2, slog.New(slog.NewTextHandler(&logs, nil)))
+		if maxConns != tt.want {
+			t.Errorf("asked %d under a file limit of 1024: used %d, want %d", tt.asked, maxConns, tt.want)
+		}
+		want := fmt.Sprintf("level=WARN msg=\"Capping maxConnections under the file limit\" asked=%d used=%d fileLimit=1024 "+
+			"filesPerConnection=2 setting=package.maxConnections", tt.asked, tt.want)
+		if warned := strings.Contains(logs.String(), want); warned != tt.warned {
+			t.Errorf("asked %d: log %q, want the warning %q: %v", tt.asked, logs.String(), want, tt.warned)
+		}
 	}
 }
 

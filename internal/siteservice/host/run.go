@@ -33,6 +33,11 @@ type Command struct {
 	Flags func(fs *flag.FlagSet) map[string]func(*config.Config)
 	// New builds the service from its configuration.
 	New func(cfg config.Config, version string, log *slog.Logger) (Service, error)
+	// FilesPerConnection is how many file descriptors one API connection
+	// may hold at once: its socket, and for a download the file it sends.
+	// Run caps a maxConnections set in the file or by a flag to what the
+	// process's file limit allows at that count. 0 means 1.
+	FilesPerConnection int
 }
 
 // Section points at the fields of one service in a config.Config.
@@ -59,7 +64,8 @@ type Service interface {
 
 // Run runs a service binary with the command-line arguments args (without
 // the program name): it parses the flags, loads the configuration file and
-// applies the flags set over it, builds the service and serves until
+// applies the flags set over it, caps maxConnections under the file limit
+// (Command.FilesPerConnection), builds the service and serves until
 // SIGTERM or SIGINT, then shuts down gracefully. It logs JSON to standard
 // error and returns the exit status: 0, 1 on any failure, 2 for a bad
 // command line.
@@ -133,6 +139,9 @@ func run(ctx context.Context, cmd Command, args []string, stdout, stderr io.Writ
 			apply(&cfg)
 		}
 	})
+	if nofile, ok := fileLimit(); ok {
+		capMaxConnections(cmd.Section(&cfg), nofile, cmd.FilesPerConnection, log)
+	}
 	service, err := cmd.New(cfg, version, log)
 	if err != nil {
 		return fail("Configuring the "+cmd.Name, err)
@@ -148,6 +157,21 @@ func run(ctx context.Context, cmd Command, args []string, stdout, stderr io.Writ
 		return fail("Running the "+cmd.Name, err)
 	}
 	return 0
+}
+
+// capMaxConnections lowers an explicit maxConnections of section that the
+// file limit nofile cannot hold to what it can (capConnections), with a
+// warning; 0, the service's default, is left to the service.
+func capMaxConnections(section Section, nofile uint64, filesPerConn int, log *slog.Logger) {
+	asked := *section.MaxConnections
+	if asked <= 0 {
+		return
+	}
+	if used := capConnections(asked, nofile, filesPerConn); used < asked {
+		log.Warn("Capping maxConnections under the file limit", "asked", asked, "used", used,
+			"fileLimit", nofile, "filesPerConnection", max(filesPerConn, 1), "setting", section.Name+".maxConnections")
+		*section.MaxConnections = used
+	}
 }
 
 // servingFor is where and how the service serves: HTTPS with the

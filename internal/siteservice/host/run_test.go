@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -54,6 +56,11 @@ func TestRun(t *testing.T) {
 	certFile, keyFile, _ := hosttest.WriteCertificate(t, "localhost", "127.0.0.1")
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel() // the service stops at once, as after SIGTERM
+	nofile, ok := fileLimit()
+	if !ok {
+		t.Fatal("no file limit")
+	}
+	const overFileLimit = 1 << 40 // more than any RLIMIT_NOFILE
 
 	for _, tt := range []struct {
 		name     string
@@ -82,6 +89,13 @@ func TestRun(t *testing.T) {
 				c.Package.BandwidthLimit = 99
 				c.ListenHost, c.TLS.Disabled = "127.0.0.9", true
 			}, wantListenHost: "127.0.0.9"},
+		{name: "a cap over the file limit", args: []string{"--config", path, "--max-connections", strconv.Itoa(overFileLimit), "--insecure-http"},
+			wantOut: fmt.Sprintf(`"msg":"Capping maxConnections under the file limit","asked":%d,"used":%d`,
+				overFileLimit, connectionsAllowed(nofile, 1)),
+			want: func(c *config.Config) {
+				c.Task.MaxConnections = connectionsAllowed(nofile, 1)
+				c.TLS.Disabled = true
+			}},
 		{name: "unknown flag", args: []string{"--config", path, "--prot", "1"}, wantCode: 2,
 			wantOut: "flag provided but not defined: -prot"},
 		{name: "arguments", args: []string{"--config", path, "extra"}, wantCode: 1, wantOut: `unexpected arguments [\"extra\"]`},
