@@ -20,6 +20,13 @@
 // probes are plain HTTP on the health port either way, as the kubelet
 // probes them.
 //
+// When the API serves HTTPS on a listen host that is an IP address (a
+// pod's own, --listen-host=$(POD_IP)), the Host is not ready until the
+// certificate it serves names that address: the operator re-issues the
+// certificate with a new pod's address once the pod has one, the kubelet
+// refreshes the mounted Secret up to a minute later, and a ready pod is
+// advertised by its address, which agents verify against the certificate.
+//
 // It links neither controller-runtime nor client-go, so that the agent may
 // import it.
 package host
@@ -27,6 +34,7 @@ package host
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -80,7 +88,8 @@ type Host struct {
 	// Handler serves the API.
 	Handler http.Handler
 	// Ready reports whether the service can take traffic beyond its API
-	// listener being up, which the Host checks itself; nil adds nothing.
+	// listener being up and its certificate naming its listen address,
+	// which the Host checks itself; nil adds nothing.
 	Ready ReadyFunc
 	// Logger receives the Host's logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -105,6 +114,11 @@ type Host struct {
 
 	state  atomic.Int32                // one of the host* constants
 	capped atomic.Pointer[capListener] // the API listener, once serving
+	// certIP, set by Serve, is the address the served certificate must
+	// name for the Host to be ready (certificateIP), with the TLS
+	// configuration that serves it; "" checks nothing.
+	certIP  string
+	certTLS *tls.Config
 
 	mu        sync.Mutex
 	lastReady *string // the last readiness reported, to log its changes
@@ -206,6 +220,7 @@ func (h *Host) Serve(ctx context.Context, api, health net.Listener) error {
 		api = tls.NewListener(capped, tlsConfig)
 		scheme = "https"
 	}
+	h.certIP, h.certTLS = certificateIP(tlsConfig, servingOf(ctx).ListenHost), tlsConfig
 	gb := newGivebackListener(api)
 	api = gb
 	apiServer := newAPIServer(guard(h.Limits.or(defaultLimits), h.Handler), log)
@@ -266,7 +281,8 @@ func serve(server *http.Server, ln net.Listener, what string) error {
 }
 
 // ready is the Host's readiness: its API listener is up, it is not
-// stopping, and h.Ready agrees. Changes are logged.
+// stopping, its certificate names its listen address (certificateIP), and
+// h.Ready agrees. Changes are logged.
 func (h *Host) ready(ctx context.Context) error {
 	var err error
 	switch h.state.Load() {
@@ -275,12 +291,57 @@ func (h *Host) ready(ctx context.Context) error {
 	case hostStopping:
 		err = errors.New("shutting down")
 	default:
-		if h.Ready != nil {
+		if h.certIP != "" {
+			err = certificateNames(h.certTLS, h.certIP)
+		}
+		if err == nil && h.Ready != nil {
 			err = h.Ready(ctx)
 		}
 	}
 	h.noteReadiness(err)
 	return err
+}
+
+// certificateIP is the address that the certificate of tlsConfig must name
+// before the Host is ready: the listen host when the API serves HTTPS and
+// the listen host is an IP address, the one the pod is advertised by; ""
+// for plain HTTP, a host name or every interface.
+func certificateIP(tlsConfig *tls.Config, listenHost string) string {
+	ip := net.ParseIP(strings.Trim(listenHost, "[]"))
+	if tlsConfig == nil || ip == nil || ip.IsUnspecified() {
+		return ""
+	}
+	return ip.String()
+}
+
+// certificateNames reports nil when the certificate that tlsConfig serves
+// now (reloaded first if its files changed) names ip, as a client that
+// dials ip verifies it.
+func certificateNames(tlsConfig *tls.Config, ip string) error {
+	var cert *tls.Certificate
+	var err error
+	switch {
+	case tlsConfig.GetCertificate != nil:
+		cert, err = tlsConfig.GetCertificate(&tls.ClientHelloInfo{})
+	case len(tlsConfig.Certificates) > 0:
+		cert = &tlsConfig.Certificates[0]
+	}
+	if err != nil {
+		return fmt.Errorf("no serving certificate: %w", err)
+	}
+	if cert == nil || len(cert.Certificate) == 0 {
+		return errors.New("no serving certificate")
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return fmt.Errorf("the serving certificate does not parse: %w", err)
+		}
+	}
+	if leaf.VerifyHostname(ip) != nil {
+		return fmt.Errorf("the serving certificate does not name %s yet", ip)
+	}
+	return nil
 }
 
 func (h *Host) noteReadiness(err error) {

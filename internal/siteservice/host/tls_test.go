@@ -2,6 +2,7 @@ package host
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"io"
@@ -242,6 +243,117 @@ func TestListenHost(t *testing.T) {
 			_ = c.Close()
 			t.Errorf("port %d answers on 127.0.0.1 too", p)
 		}
+	}
+}
+
+// TestNotReadyUntilTheCertificateNamesTheListenIP: a service bound to its
+// pod's IP whose certificate does not name that IP yet (re-issued, not yet
+// refreshed in the Secret volume) answers /readyz 503 saying so, and turns
+// ready without a restart once the files are rotated to a certificate that
+// names it.
+func TestNotReadyUntilTheCertificateNamesTheListenIP(t *testing.T) {
+	ca, err := certs.NewAuthority("test CA", time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.CertPEM)
+	vol := newSecretVolume(t)
+	// The names of the SiteServer's Services and of the pod it replaces.
+	certPEM, keyPEM, _ := issue(t, ca, "paris-1-task.site-operator-system.svc", "127.0.0.9")
+	vol.update(t, certPEM, keyPEM)
+	files, err := certs.LoadFiles(vol.files())
+	if err != nil {
+		t.Fatal(err)
+	}
+	files.Interval = 20 * time.Millisecond
+
+	port, healthPort := hosttest.FreePort(t), hosttest.FreePort(t)
+	ctx, cancel := context.WithCancel(WithServing(context.Background(),
+		Serving{ListenHost: "127.0.0.1", TLS: certs.ServerConfig(files.GetCertificate)}))
+	done := make(chan error, 1)
+	h := &Host{Name: "test", Handler: okHandler(), Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}
+	go func() { done <- h.ListenAndServe(ctx, PortAddr(port), PortAddr(healthPort)) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ListenAndServe: %v", err)
+		}
+	}()
+	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort)
+	api := fmt.Sprintf("https://127.0.0.1:%d/v1/info", port)
+
+	const want = "the serving certificate does not name 127.0.0.1 yet"
+	eventually(t, "/readyz answers 503 naming the address", func() bool {
+		resp, err := http.Get(readyz) // fails until the Host listens
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(body), want)
+	})
+	// What readiness protects: an agent dialing the address refuses the
+	// certificate.
+	if resp, err := hosttest.HTTPSClient(roots).Get(api); err == nil {
+		_ = resp.Body.Close()
+		t.Fatal("an agent verified a certificate that does not name the address it dialed")
+	}
+	for range 3 {
+		if code, body := get(t, readyz); code != http.StatusServiceUnavailable || !strings.Contains(body, want) {
+			t.Fatalf("/readyz with the old certificate: %d %q, want 503 %q", code, body, want)
+		}
+	}
+
+	certPEM, keyPEM, _ = issue(t, ca, "paris-1-task.site-operator-system.svc", "127.0.0.1")
+	vol.update(t, certPEM, keyPEM)
+	eventually(t, "/readyz answers 200 once the rotated certificate names the address", func() bool {
+		code, _ := get(t, readyz)
+		return code == http.StatusOK
+	})
+	resp, err := hosttest.HTTPSClient(roots).Get(api)
+	if err != nil {
+		t.Fatalf("an agent dialing the address once ready: %v", err)
+	}
+	_ = resp.Body.Close()
+}
+
+// TestCertificateIP: only an HTTPS service bound to one IP address waits
+// for its certificate to name it.
+func TestCertificateIP(t *testing.T) {
+	files, _ := loopbackServing(t)
+	tlsConfig := certs.ServerConfig(files.GetCertificate)
+	for _, tt := range []struct {
+		name       string
+		tls        bool
+		listenHost string
+		want       string
+	}{
+		{"a pod IP", true, "10.1.2.3", "10.1.2.3"},
+		{"an IPv6 pod IP", true, "fd00::7", "fd00::7"},
+		{"an IPv6 pod IP in brackets", true, "[fd00::7]", "fd00::7"},
+		{"plain HTTP", false, "10.1.2.3", ""},
+		{"every interface", true, "", ""},
+		{"every IPv4 interface", true, "0.0.0.0", ""},
+		{"every IPv6 interface", true, "::", ""},
+		{"a host name", true, "task.example.com", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var c *tls.Config
+			if tt.tls {
+				c = tlsConfig
+			}
+			if got := certificateIP(c, tt.listenHost); got != tt.want {
+				t.Errorf("certificateIP(TLS %v, %q) = %q, want %q", tt.tls, tt.listenHost, got, tt.want)
+			}
+		})
+	}
+	// The loopback certificate names 127.0.0.1 only.
+	if err := certificateNames(tlsConfig, "127.0.0.1"); err != nil {
+		t.Errorf("a certificate naming the address: %v", err)
+	}
+	if err := certificateNames(tlsConfig, "10.1.2.3"); err == nil || err.Error() != "the serving certificate does not name 10.1.2.3 yet" {
+		t.Errorf("a certificate not naming the address: %v", err)
 	}
 }
 
