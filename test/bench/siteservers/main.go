@@ -29,6 +29,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -69,6 +70,7 @@ type options struct {
 	controllerBurst       int
 	phaseTimeout          time.Duration
 	keep, skipBaseline    bool
+	podRunner             bool
 	managerFlags          string
 }
 
@@ -84,8 +86,11 @@ func main() {
 	flag.DurationVar(&o.phaseTimeout, "phase-timeout", 15*time.Minute, "Time each phase may take before it is reported as incomplete.")
 	flag.BoolVar(&o.keep, "keep", false, "Keep the cluster's directory (data and logs).")
 	flag.BoolVar(&o.skipBaseline, "skip-baseline", false, "Measure only the operator.")
+	flag.BoolVar(&o.podRunner, "pod-runner", false, "Run the site services' pods as real processes (simcluster's pod runner; needs root and unshare, and two processes per site): "+
+		"Ready then waits for real services. Measures only the operator (the baseline's pods would have no certificate).")
 	flag.StringVar(&o.managerFlags, "manager-flags", "", "More flags for the manager, space-separated, such as \"--siteserver-concurrency=16\".")
 	flag.Parse()
+	o.skipBaseline = o.skipBaseline || o.podRunner
 	if o.volumesPerNode == 0 {
 		o.volumesPerNode = int(math.Ceil(1.5*float64(o.sites)/float64(o.nodes))) + 2
 	}
@@ -155,14 +160,20 @@ func run(ctx context.Context, o options) (_ *results, err error) {
 		return nil, fmt.Errorf("making a directory for the manager: %w", err)
 	}
 	defer func() { _ = os.RemoveAll(tmp) }()
-	managerBinary, err := simcluster.BuildManager(root, tmp)
-	if err != nil {
+	var managerBinary, podBinDir string
+	if o.podRunner {
+		if err := simcluster.BuildCommands(root, tmp); err != nil {
+			return nil, err
+		}
+		managerBinary, podBinDir = filepath.Join(tmp, "manager"), tmp
+	} else if managerBinary, err = simcluster.BuildManager(root, tmp); err != nil {
 		return nil, err
 	}
 
 	log.Printf("Starting the cluster (controller client QPS %g, burst %d)", o.controllerQPS, o.controllerBurst)
 	kc, err := simcluster.Start(ctx, simcluster.Options{
 		BinDir: bin, KeepDir: o.keep, ControllerQPS: o.controllerQPS, ControllerBurst: o.controllerBurst,
+		PodBinDir: podBinDir,
 	})
 	if err != nil {
 		return nil, err
