@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -34,14 +35,18 @@ type locatorReplica struct {
 	servers *locator.ServerSet
 	synced  func() bool
 	http    *httptest.Server
+	// requests counts what the replica asks the API server.
+	requests *managertest.RequestCounter
 }
 
 const heldLease = "locator-feed-test.siteops.io"
 
 func startLocatorReplica(ctx context.Context) *locatorReplica {
 	var c cache.Cache
+	requests := &managertest.RequestCounter{}
 	m, err := managertest.Start(ctx, restCfg, scheme, managertest.Options{
 		Controllers: options,
+		Requests:    requests,
 		Configure: func(o *ctrl.Options) {
 			o.LeaderElection = true
 			o.LeaderElectionID = heldLease
@@ -54,7 +59,7 @@ func startLocatorReplica(ctx context.Context) *locatorReplica {
 		},
 	})
 	Expect(err).NotTo(HaveOccurred())
-	r := &locatorReplica{Manager: m, servers: locator.NewServerSet()}
+	r := &locatorReplica{Manager: m, servers: locator.NewServerSet(), requests: requests}
 	// The cache runs already: the handler first receives every SiteServer
 	// it holds, as at start-up.
 	r.synced, err = controllers.FeedServerSet(ctx, c, r.servers)
@@ -176,6 +181,23 @@ var _ = Describe("Locator feed", func() {
 		want.TaskEndpoints, want.PackageEndpoints = []string{"https://branch.example:8443"}, []string{"https://branch.example:8444"}
 		for _, r := range replicas {
 			Eventually(answer(r), timeout, interval).Should(Equal(want))
+		}
+
+		By("no API request per locate: the answers come from the replica's informers and resolver")
+		for _, r := range replicas {
+			before := r.requests.Snapshot()
+			for range 200 {
+				Expect(answer(r)(Default)).To(Equal(want))
+			}
+			since := r.requests.Snapshot().Sub(before)
+			Expect(since.Writes).To(BeEmpty(), "writes during 200 locates")
+			for path := range since.Reads {
+				// A replica that does not lead reads the lease now and then.
+				if strings.HasPrefix(path, "/apis/coordination.k8s.io/") {
+					delete(since.Reads, path)
+				}
+			}
+			Expect(since.Reads).To(BeEmpty(), "reads during 200 locates")
 		}
 
 		By("the server going away: back to the unassigned servers, on both replicas alike")

@@ -39,18 +39,20 @@ func TestRequestCounter(t *testing.T) {
 	send(http.MethodPatch, "/a")
 	send(http.MethodPost, "/conflict")
 	send(http.MethodPut, "/busy")
+	send(http.MethodGet, "/a")
 
 	got := counter.Snapshot().Sub(before)
 	want := Counts{
 		Writes:          map[string]int64{"PATCH /a": 2, "POST /conflict": 1, "PUT /busy": 1},
+		Reads:           map[string]int64{"/a": 1},
 		Conflicts:       1,
 		ThrottledWrites: 1,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("counts since the reads: got %+v, want %+v", got, want)
 	}
-	if before.ThrottledReads != 1 || before.Total() != 0 {
-		t.Errorf("counts after two reads: got %+v, want no write and one throttled read", before)
+	if before.ThrottledReads != 1 || before.Total() != 0 || !reflect.DeepEqual(before.Reads, map[string]int64{"/a": 1, "/busy": 1}) {
+		t.Errorf("counts after two reads: got %+v, want no write, the two reads and one throttled read", before)
 	}
 	if n := counter.Load(); n != 4 {
 		t.Errorf("Load: got %d writes, want 4", n)

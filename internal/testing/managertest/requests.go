@@ -26,6 +26,9 @@ type RequestCounter struct {
 type Counts struct {
 	// Writes are the write requests by class.
 	Writes map[string]int64
+	// Reads are the GET requests (gets, lists and the start of each
+	// watch) by path, without the query.
+	Reads map[string]int64
 	// Conflicts are the responses 409 Conflict.
 	Conflicts int64
 	// ThrottledWrites and ThrottledReads are the responses 429 Too Many
@@ -46,6 +49,7 @@ func (c Counts) Total() int64 {
 func (c Counts) Sub(before Counts) Counts {
 	d := Counts{
 		Writes:          map[string]int64{},
+		Reads:           map[string]int64{},
 		Conflicts:       c.Conflicts - before.Conflicts,
 		ThrottledWrites: c.ThrottledWrites - before.ThrottledWrites,
 		ThrottledReads:  c.ThrottledReads - before.ThrottledReads,
@@ -53,6 +57,11 @@ func (c Counts) Sub(before Counts) Counts {
 	for class, n := range c.Writes {
 		if n -= before.Writes[class]; n != 0 {
 			d.Writes[class] = n
+		}
+	}
+	for path, n := range c.Reads {
+		if n -= before.Reads[path]; n != 0 {
+			d.Reads[path] = n
 		}
 	}
 	return d
@@ -64,6 +73,7 @@ func (c *RequestCounter) Snapshot() Counts {
 	defer c.mu.Unlock()
 	s := c.counts
 	s.Writes = maps.Clone(c.counts.Writes)
+	s.Reads = maps.Clone(c.counts.Reads)
 	return s
 }
 
@@ -95,6 +105,13 @@ func (c *RequestCounter) Wrap(next http.RoundTripper) http.RoundTripper {
 				c.counts.Writes = map[string]int64{}
 			}
 			c.counts.Writes[class]++
+			c.mu.Unlock()
+		} else {
+			c.mu.Lock()
+			if c.counts.Reads == nil {
+				c.counts.Reads = map[string]int64{}
+			}
+			c.counts.Reads[req.URL.Path]++
 			c.mu.Unlock()
 		}
 		resp, err := next.RoundTrip(req)
