@@ -253,6 +253,19 @@ func (w *podWorker) cleanup() {
 	}
 }
 
+// restarts tells whether a container that exited with code starts again
+// under the pod's restartPolicy (empty means Always, the API default).
+func restarts(policy corev1.RestartPolicy, code int) bool {
+	switch policy {
+	case corev1.RestartPolicyNever:
+		return false
+	case corev1.RestartPolicyOnFailure:
+		return code != 0
+	default:
+		return true
+	}
+}
+
 // runContainer runs a container until ctx ends: start, probe, restart.
 func (w *podWorker) runContainer(ctx context.Context, st *containerState) {
 	backoff := backoffFirst
@@ -274,8 +287,7 @@ func (w *podWorker) runContainer(ctx context.Context, st *containerState) {
 			if code == 0 {
 				reason = "Completed"
 			}
-			restart := pod.Spec.RestartPolicy != corev1.RestartPolicyNever &&
-				(pod.Spec.RestartPolicy != corev1.RestartPolicyOnFailure || code != 0)
+			restart := restarts(pod.Spec.RestartPolicy, code)
 			w.setContainer(ctx, st, func() {
 				st.last = &corev1.ContainerStateTerminated{
 					ExitCode: int32(code), Reason: reason, StartedAt: metav1.NewTime(started),

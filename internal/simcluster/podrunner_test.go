@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -200,5 +201,26 @@ exec '/bin/task-service' '--config=/etc/site-operator/config.yaml' 'it'\''s'
 `
 	if got != want {
 		t.Errorf("startScript:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func TestRestartPolicy(t *testing.T) {
+	for _, tc := range []struct {
+		policy corev1.RestartPolicy
+		code   int
+		want   bool
+	}{
+		{corev1.RestartPolicyAlways, 0, true},
+		{corev1.RestartPolicyAlways, 1, true},
+		{"", 0, true},
+		{corev1.RestartPolicyOnFailure, 0, false},
+		{corev1.RestartPolicyOnFailure, 2, true},
+		{corev1.RestartPolicyOnFailure, -1, true}, // killed by a signal
+		{corev1.RestartPolicyNever, 0, false},
+		{corev1.RestartPolicyNever, 1, false},
+	} {
+		if got := restarts(tc.policy, tc.code); got != tc.want {
+			t.Errorf("restartPolicy %q, exit code %d: restarts %v, want %v", tc.policy, tc.code, got, tc.want)
+		}
 	}
 }
