@@ -83,8 +83,9 @@ type Store struct {
 	ctx         context.Context   // of Start: bounds the scrubs
 	stopScrub   context.CancelFunc
 	scrubbing   sync.WaitGroup
-	writeErr    error     // of the last writability check
-	writeTested time.Time // when
+	writeErr    error            // of the last writability check
+	writeTested time.Time        // when
+	now         func() time.Time // the clock of the writability checks
 	readyMu     sync.Mutex
 
 	started   chan struct{} // closed once Start has cleared the ingests left
@@ -119,7 +120,7 @@ func NewStore(dir string, opts StoreOptions) *Store {
 		log = slog.Default()
 	}
 	s := &Store{dir: dir, scrubRate: rate, log: log.With("store", dir), entries: map[string]*entry{},
-		started: make(chan struct{})}
+		started: make(chan struct{}), now: time.Now}
 	s.freeSpace = func() (int64, error) { return statfsFree(dir) }
 	return s
 }
@@ -159,7 +160,7 @@ func (s *Store) Ready(context.Context) error {
 	}
 	s.mu.Lock()
 	changed := s.scanned == nil || !os.SameFile(s.scanned, info)
-	stale := changed || time.Since(s.writeTested) > writeCheckAge
+	stale := changed || s.now().Sub(s.writeTested) > writeCheckAge
 	s.mu.Unlock()
 	if changed {
 		if err := s.scan(false); err != nil {
@@ -173,7 +174,7 @@ func (s *Store) Ready(context.Context) error {
 			s.log.Warn("Content store not writable", "error", werr)
 		}
 		s.mu.Lock()
-		s.writeErr, s.writeTested = werr, time.Now()
+		s.writeErr, s.writeTested = werr, s.now()
 		s.mu.Unlock()
 	}
 	s.mu.Lock()
