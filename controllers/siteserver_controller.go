@@ -226,7 +226,8 @@ func (s *siteServerScope) taskBlocked() bool { return len(s.missingSites) > 0 ||
 func (s *siteServerScope) packageBlocked() bool { return s.taskBlocked() || s.noStorageClass != "" }
 
 // Reconcile brings one SiteServer's workloads to its spec. Its status is
-// patched once, on every path, by a deferred call.
+// patched once on every path: by a deferred call once the read phases have
+// filled the scope, or, when a read fails, with only what that says.
 func (r *SiteServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	var ss siteopsv1.SiteServer
 	if err := r.Get(ctx, req.NamespacedName, &ss); err != nil {
@@ -238,16 +239,12 @@ func (r *SiteServerReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		return ctrl.Result{}, nil
 	}
 	s := &siteServerScope{ss: &ss}
-	// The read phases fill the scope from the cache; a failure there (with
-	// nothing new to report) is retried before any status is written from
-	// a half-filled scope.
-	if err := r.checkPrerequisites(ctx, s); err != nil {
-		return ctrl.Result{}, err
-	}
-	if err := r.readWorkloads(ctx, s); err != nil {
-		return ctrl.Result{}, err
-	}
-	if err := r.readExposure(ctx, s); err != nil {
+	if err := r.readState(ctx, s); err != nil {
+		// The scope is half filled: the status says only that the read
+		// failed (siteServerReadFailedStatus), and the error retries it.
+		if patchErr := r.writeStatus(ctx, &ss, siteServerReadFailedStatus(&ss, err)); patchErr != nil {
+			err = errors.Join(err, patchErr)
+		}
 		return ctrl.Result{}, err
 	}
 	s.advertise(r.Workloads)
@@ -281,35 +278,51 @@ func resultOfApplyError(err error) (ctrl.Result, error) {
 	return ctrl.Result{}, err
 }
 
-// patchStatus writes the status computed from the scope, when it differs,
-// and records an Event when Ready changed reason (siteServerReadyWarning).
-// The write is conditional on the version read: a reconcile from a cache
-// that does not hold the last write yet fails with a conflict and runs
-// again, instead of announcing the same change twice.
+// readState runs the read phases, which fill the scope from the cache.
+func (r *SiteServerReconciler) readState(ctx context.Context, s *siteServerScope) error {
+	if err := r.checkPrerequisites(ctx, s); err != nil {
+		return err
+	}
+	if err := r.readWorkloads(ctx, s); err != nil {
+		return err
+	}
+	return r.readExposure(ctx, s)
+}
+
+// patchStatus writes the status computed from the scope.
 func (r *SiteServerReconciler) patchStatus(ctx context.Context, s *siteServerScope) error {
 	status := siteServerStatus(s, r.Workloads)
 	setCertificateReady(status, s, r.Certificates.certManager(), s.ss.Generation)
-	if equality.Semantic.DeepEqual(status, &s.ss.Status) {
+	return r.writeStatus(ctx, s.ss, status)
+}
+
+// writeStatus writes status into ss when it differs from ss's, and records
+// an Event when Ready changed reason (siteServerReadyWarning). The write is
+// conditional on the version read: a reconcile from a cache that does not
+// hold the last write yet fails with a conflict and runs again, instead of
+// announcing the same change twice.
+func (r *SiteServerReconciler) writeStatus(ctx context.Context, ss *siteopsv1.SiteServer, status *siteopsv1.SiteServerStatus) error {
+	if equality.Semantic.DeepEqual(status, &ss.Status) {
 		return nil
 	}
-	log.FromContext(ctx).V(1).Info("Updating SiteServer status", "siteServer", klog.KObj(s.ss))
-	before := readyCondition(s.ss.Status.Conditions)
-	patch := client.MergeFromWithOptions(s.ss.DeepCopy(), client.MergeFromWithOptimisticLock{})
-	s.ss.Status = *status
-	if err := r.Status().Patch(ctx, s.ss, patch); err != nil {
-		return fmt.Errorf("patching status of SiteServer %s: %w", s.ss.Name, err)
+	log.FromContext(ctx).V(1).Info("Updating SiteServer status", "siteServer", klog.KObj(ss))
+	before := readyCondition(ss.Status.Conditions)
+	patch := client.MergeFromWithOptions(ss.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	ss.Status = *status
+	if err := r.Status().Patch(ctx, ss, patch); err != nil {
+		return fmt.Errorf("patching status of SiteServer %s: %w", ss.Name, err)
 	}
-	recordReadyChange(r.Events, s.ss, before, readyCondition(s.ss.Status.Conditions), eventActionRun, siteServerReadyWarning)
+	recordReadyChange(r.Events, ss, before, readyCondition(ss.Status.Conditions), eventActionRun, siteServerReadyWarning)
 	return nil
 }
 
-// siteServerReadyWarning: what stops a SiteServer (a failed apply, an
-// object in the way, a storage change it cannot make, a missing
+// siteServerReadyWarning: what stops a SiteServer (a failed read or apply,
+// an object in the way, a storage change it cannot make, a missing
 // prerequisite, running degraded) and services that stopped being ready
 // are Warnings; progress and ServicesReady are Normal.
 func siteServerReadyWarning(before, after *metav1.Condition) bool {
 	switch after.Reason {
-	case siteopsv1.ReasonApplyFailed, siteopsv1.ReasonNotOwned, siteopsv1.ReasonStorageChangePending,
+	case reasonReadFailed, siteopsv1.ReasonApplyFailed, siteopsv1.ReasonNotOwned, siteopsv1.ReasonStorageChangePending,
 		siteopsv1.ReasonSiteNotFound, siteopsv1.ReasonNoMatchingNode, siteopsv1.ReasonStorageClassNotFound,
 		siteopsv1.ReasonDegraded:
 		return true
