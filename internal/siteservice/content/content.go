@@ -16,15 +16,20 @@
 //	                         and upload.json, kept across restarts
 //	quarantine/              files withdrawn from serving, for a look
 //
-// Content enters only through [Store.Ingest], which writes a temporary
-// file in tmp/, hashes it while writing, checks the digest and the size,
-// syncs it and renames it into sha256/. Serving reads an index, not the
-// directory: a file that appears there by another way is not served. It
-// opens only regular files (Lstat, then open with O_NOFOLLOW|O_NONBLOCK,
-// then fstat: no symbolic links, FIFOs or devices) whose size is the one
-// verified, so a truncated, emptied or replaced file is never served: it
-// is moved to quarantine/ and the request answered 500 with what was wrong
-// (404 afterwards), never with its bytes.
+// Content enters three ways, each ending in the same verified install:
+// [Store.Ingest] writes a temporary file in tmp/ and hashes it while
+// writing; [Store.Resume], for replication, continues a transfer in
+// partial/ and hashes the whole; a capture upload's PUT adopts the data
+// file of uploads/<id>/, hashed as its chunks came in (upload.go). Each
+// checks the digest and the size first; the install then syncs the file,
+// renames it into sha256/ and records its size in meta/. Serving reads an
+// index, not the directory: a file that appears there by another way is
+// not served (after a restart it is one without a recorded size, below).
+// It opens only regular files (Lstat, then open with
+// O_NOFOLLOW|O_NONBLOCK, then fstat: no symbolic links, FIFOs or devices)
+// whose size is the one verified, so a truncated, emptied or replaced file
+// is never served: it is moved to quarantine/ and the request answered 500
+// with what was wrong (404 afterwards), never with its bytes.
 //
 // Start-up is bounded in time whatever the size of the store: the scan
 // costs one stat per file and checks each size against the one recorded at

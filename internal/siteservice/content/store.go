@@ -206,13 +206,14 @@ func (s *Store) Has(digest string) bool {
 	return e != nil && e.servable()
 }
 
-// Ingest stores the content of digest, read from r: the only way content
-// enters the store. It writes a temporary file inside the store, hashes
-// while it writes, checks the digest and, when size is not negative, the
-// size, then syncs and renames the file into place, so that a crash or a
-// bad source never leaves a partial or wrong file under a digest. Content
-// already served here is not read again. Errors that come from the source's
-// bytes wrap ErrMismatch; ctx cancels the copy. It waits for Start.
+// Ingest stores the content of digest, read from r (Resume and the capture
+// upload's adopt are the other ways in, through the same install). It
+// writes a temporary file inside the store, hashes while it writes, checks
+// the digest and, when size is not negative, the size, then syncs and
+// renames the file into place, so that a crash or a bad source never leaves
+// a partial or wrong file under a digest. Content already served here is
+// not read again. Errors that come from the source's bytes wrap
+// ErrMismatch; ctx cancels the copy. It waits for Start.
 func (s *Store) Ingest(ctx context.Context, digest string, size int64, r io.Reader) error {
 	h, err := parseDigest(digest)
 	if err != nil {
