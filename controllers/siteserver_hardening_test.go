@@ -95,6 +95,44 @@ var _ = Describe("SiteServer hardening", func() {
 		Eventually(kstatusOf(ctx, ss), timeout, interval).Should(Equal(kstatus.CurrentStatus))
 	})
 
+	It("keeps running when the node that runs its workloads is deleted, and says that no node matches", func() {
+		createSite(ctx, "h4-site")
+		node := createNode(ctx, "h4-node", map[string]string{"test.siteops.io/role": "h4"})
+		createStorageClass(ctx, "h4-class")
+		ss := createSiteServer(ctx, "h4-srv", []string{"h4-site"}, "h4", "h4-class")
+		Eventually(exists(ctx, &appsv1.Deployment{}, workload("h4-srv-task")), timeout, interval).Should(BeTrue())
+		Eventually(exists(ctx, &appsv1.StatefulSet{}, workload("h4-srv-package")), timeout, interval).Should(BeTrue())
+		// The pods run on h4-node.
+		createReadyPod(ctx, "h4-srv", "task-service", "h4-node", "10.244.9.4")
+		createReadyPod(ctx, "h4-srv", "package-service", "h4-node", "10.244.9.5")
+		markDeploymentAvailable(ctx, "h4-srv-task")
+		markStatefulSetAvailable(ctx, "h4-srv-package")
+		Eventually(condition(ctx, "h4-srv", siteopsv1.ConditionReady), timeout, interval).Should(Equal("True/ServicesReady"))
+		Eventually(siteReady(ctx, "h4-site"), timeout, interval).Should(HavePrefix("True/"))
+
+		By("deleting the node: the workloads stay, the conditions say what is missing")
+		Expect(k8sClient.Delete(ctx, node)).To(Succeed())
+		Eventually(condition(ctx, "h4-srv", siteopsv1.ConditionPrerequisitesMet), timeout, interval).Should(Equal("False/NoMatchingNode"))
+		Expect(conditionMessage(ctx, "h4-srv", siteopsv1.ConditionPrerequisitesMet)).To(
+			ContainSubstring("no node matches spec.nodeSelector map[test.siteops.io/role:h4]"))
+		Expect(condition(ctx, "h4-srv", siteopsv1.ConditionReady)(Default)).To(Equal("False/Degraded"))
+		Expect(conditionMessage(ctx, "h4-srv", siteopsv1.ConditionReady)).To(
+			And(ContainSubstring("The services run and are available"), ContainSubstring("no node matches")))
+		Expect(condition(ctx, "h4-srv", siteopsv1.ConditionStalled)(Default)).To(Equal("True/NoMatchingNode"))
+		Expect(condition(ctx, "h4-srv", siteopsv1.ConditionTaskServiceReady)(Default)).To(Equal("True/Available"))
+		Expect(condition(ctx, "h4-srv", siteopsv1.ConditionPackageServiceReady)(Default)).To(Equal("True/Available"))
+		Expect(kstatusOf(ctx, ss)(Default)).To(Equal(kstatus.FailedStatus))
+		Consistently(exists(ctx, &appsv1.Deployment{}, workload("h4-srv-task")), 2*time.Second, interval).Should(BeTrue())
+		Expect(exists(ctx, &appsv1.StatefulSet{}, workload("h4-srv-package"))()).To(BeTrue())
+		Expect(siteReady(ctx, "h4-site")(Default)).To(HavePrefix("True/"))
+
+		By("a node with the label joining: Ready again")
+		createNode(ctx, "h4-node-2", map[string]string{"test.siteops.io/role": "h4"})
+		Eventually(condition(ctx, "h4-srv", siteopsv1.ConditionReady), timeout, interval).Should(Equal("True/ServicesReady"))
+		Expect(condition(ctx, "h4-srv", siteopsv1.ConditionPrerequisitesMet)(Default)).To(Equal("True/PrerequisitesMet"))
+		Eventually(kstatusOf(ctx, ss), timeout, interval).Should(Equal(kstatus.CurrentStatus))
+	})
+
 	It("leaves an object of another owner alone and reports NotOwned", func() {
 		createSite(ctx, "h2-site")
 		createNode(ctx, "h2-node", map[string]string{"test.siteops.io/role": "h2"})
@@ -187,21 +225,7 @@ var _ = Describe("SiteServer hardening", func() {
 var _ = Describe("SiteServer exposure", func() {
 	ctx := context.Background()
 
-	// readyPod plays the ReplicaSet controller and the kubelet, which
-	// envtest does not run: a pod of the service, bound to node, ready at ip.
-	readyPod := func(ss, component, node, ip string) *corev1.Pod {
-		pod := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: ss + "-" + component + "-0", Namespace: workloadNamespace,
-				Labels: map[string]string{"siteops.io/siteserver": ss, "app.kubernetes.io/component": component}},
-			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "i"}}},
-		}
-		Expect(k8sClient.Create(ctx, pod)).To(Succeed())
-		DeferCleanup(deleteIgnoringNotFound, ctx, pod)
-		pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
-			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
-		Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
-		return pod
-	}
+	readyPod := func(ss, component, node, ip string) *corev1.Pod { return createReadyPod(ctx, ss, component, node, ip) }
 	advertised := func(name string) func(Gomega) []string {
 		return func(g Gomega) []string {
 			var ss siteopsv1.SiteServer
@@ -356,6 +380,24 @@ var _ = Describe("SiteServer admission", func() {
 		// The builder golden test shows the requests following the limits.
 	})
 })
+
+// createReadyPod plays the ReplicaSet or StatefulSet controller and the
+// kubelet, which envtest does not run: a pod of a SiteServer's component,
+// bound to node, ready at ip.
+func createReadyPod(ctx context.Context, ss, component, node, ip string) *corev1.Pod {
+	GinkgoHelper()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: ss + "-" + component + "-0", Namespace: workloadNamespace,
+			Labels: map[string]string{"siteops.io/siteserver": ss, "app.kubernetes.io/component": component}},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "i"}}},
+	}
+	Expect(k8sClient.Create(ctx, pod)).To(Succeed())
+	DeferCleanup(deleteIgnoringNotFound, ctx, pod)
+	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
+	Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
+	return pod
+}
 
 // updateSiteServer changes a SiteServer as a user would, retrying on a
 // conflict with the operator's status writes.
