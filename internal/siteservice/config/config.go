@@ -85,7 +85,8 @@ type TaskConfig struct {
 	// HealthPort serves /healthz and /readyz.
 	HealthPort int `json:"healthPort"`
 	// MaxConnections caps the open connections of the agent API; 0 means a
-	// default under the process's file limit.
+	// default under the process's file limit. A larger value than the file
+	// limit allows is lowered to it, with a warning.
 	MaxConnections int `json:"maxConnections,omitempty"`
 	// MinTransferRate is the slowest a request body or a response may move,
 	// in bytes per second, before it is cut; 0 means the default (1 KiB/s).
@@ -149,7 +150,9 @@ type PackageConfig struct {
 	// Replication configures how the service fills its store.
 	Replication ReplicationConfig `json:"replication,omitzero"`
 	// MaxConnections caps the open connections of the content API; 0 means
-	// a default under the process's file limit.
+	// a default under the process's file limit. A larger value than the
+	// file limit allows (two files per connection: a download holds the
+	// file it sends) is lowered to it, with a warning.
 	MaxConnections int `json:"maxConnections,omitempty"`
 	// MinTransferRate is the slowest a request body or a response may move,
 	// in bytes per second, before it is cut; 0 means the default (1 KiB/s).
