@@ -7,10 +7,12 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"net/http"
+	"os"
 	"slices"
 	"syscall"
 	"time"
@@ -19,6 +21,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
@@ -29,7 +32,9 @@ import (
 // every manager replica, and an HTTPS client that trusts only the CA the
 // operator publishes reaches exactly the server it names, at the URL the
 // SiteServer advertises (its pod's own address, the site services running
-// as processes).
+// as processes). The answers follow the processes: a killed or hung task
+// service leaves the advertised URLs, its site falls back to the
+// unassigned servers while it has no ready one, and both come back.
 var _ = Describe("Locating servers", Ordered, func() {
 	const (
 		siteA, siteB, siteDown = "loc-a", "loc-b", "loc-down"
@@ -169,12 +174,23 @@ var _ = Describe("Locating servers", Ordered, func() {
 		Expect(second.LogTail(1<<20)).NotTo(ContainSubstring("Successfully acquired lease"), "the second replica does not lead")
 	})
 
-	It("follows a killed task-service process: restarted, advertised again, located again", func(ctx SpecContext) {
+	It("follows a killed task-service process: unadvertised, restarted, advertised again, located again", func(ctx SpecContext) {
 		var pod corev1.Pod
+		var url string
 		Eventually(func(g Gomega) {
 			pod = expectPodsOn(ctx, g, srvA, taskComponent, 1, siteServerNodes)[0]
+			url = advertisedPod(ctx, g, srvA, pod)
 		}).WithContext(ctx).Should(Succeed())
+		// The pod is unready from the kill until the restarted process
+		// passes its readiness probe: the 2 s back-off, then up to a probe
+		// period (the first probe comes as the process starts, before it
+		// listens). A watch sees every status the controller writes in
+		// that time, however short.
+		changes := watchSiteServer(ctx, srvA)
 		Expect(syscall.Kill(containerPid(pod), syscall.SIGKILL)).To(Succeed())
+		awaitSiteServer(ctx, changes, time.Minute, "status.task.advertised without "+url, func(ss *siteopsv1.SiteServer) bool {
+			return !slices.Contains(ss.Status.Task.Advertised, url)
+		})
 		Eventually(func(g Gomega) {
 			var now corev1.Pod
 			g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(&pod), &now)).To(Succeed())
@@ -183,7 +199,45 @@ var _ = Describe("Locating servers", Ordered, func() {
 			g.Expect(now.Status.ContainerStatuses[0].Ready).To(BeTrue())
 		}).WithContext(ctx).Should(Succeed())
 		a := expectServedBy(ctx, locatorAddress, agentA, siteA, protocol.RuleSite, srvA)
-		expectInfo(ctx, a.TaskEndpoints[0], srvA)
+		Expect(a.TaskEndpoints).To(Equal([]string{url}), "the same pod, at the same address")
+		expectInfo(ctx, url, srvA)
+	})
+
+	It("falls back while a site's only server hangs, and returns to it once it answers again", func(ctx SpecContext) {
+		var pod corev1.Pod
+		var url string
+		Eventually(func(g Gomega) {
+			pod = expectPodsOn(ctx, g, srvB, taskComponent, 1, siteServerNodes)[0]
+			url = advertisedPod(ctx, g, srvB, pod)
+		}).WithContext(ctx).Should(Succeed())
+		expectServedBy(ctx, locatorAddress, agentB, siteB, protocol.RuleSite, srvB)
+
+		By("stopping the task-service process of " + srvB + ": it stays, but answers nothing")
+		resume := stopProcess(containerPid(pod))
+		// Its readiness probe fails after 3 periods of 10 s.
+		Eventually(func(g Gomega) {
+			var now corev1.Pod
+			g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(&pod), &now)).To(Succeed())
+			g.Expect(now.Status.Conditions).To(ContainElement(And(
+				HaveField("Type", corev1.PodReady), HaveField("Status", corev1.ConditionFalse))), "pod %s is not Ready", pod.Name)
+			g.Expect(getSiteServer(ctx, g, srvB).Status.Task.Advertised).NotTo(ContainElement(url), "status.task.advertised")
+		}).WithContext(ctx).Should(Succeed())
+		unassigned := unassignedServers(ctx)
+		Expect(unassigned).To(ContainElement(srvCentral))
+		fallback := expectServedBy(ctx, locatorAddress, agentB, siteB, protocol.RuleSiteNotReady, unassigned...)
+		Expect(fallback.RetryAfterSeconds).To(BeNumerically(">", 0), "a fallback for a site says when to locate again")
+		expectInfo(ctx, fallback.TaskEndpoints[0], ownerOf(ctx, fallback.TaskEndpoints[0]))
+
+		By("continuing the process")
+		// The liveness probe has the readiness probe's settings, so it
+		// usually fails in the same round and the pod runner has asked the
+		// process to stop (SIGTERM, held until SIGCONT) to restart it.
+		// Resumed or restarted, the server is the same pod at the same
+		// address.
+		resume()
+		back := expectServedBy(ctx, locatorAddress, agentB, siteB, protocol.RuleSite, srvB)
+		Expect(back.TaskEndpoints).To(Equal([]string{url}), "the same pod, at the same address")
+		expectInfo(ctx, url, srvB)
 	})
 
 	It("lets every server serve every agent once no Site exists", func(ctx SpecContext) {
@@ -260,6 +314,68 @@ func ownerOf(ctx context.Context, url string) string {
 	}
 	Fail("no SiteServer advertises " + url)
 	return ""
+}
+
+// advertisedPod is the one URL SiteServer name advertises for its task
+// service, which must be that of pod, its only ready one.
+func advertisedPod(ctx context.Context, g Gomega, name string, pod corev1.Pod) string {
+	urls := getSiteServer(ctx, g, name).Status.Task.Advertised
+	g.Expect(urls).To(HaveExactElements(ContainSubstring("//"+pod.Status.PodIP+":")), "status.task.advertised of %s", name)
+	return urls[0]
+}
+
+// stopProcess stops process pid (SIGSTOP) and returns what continues it
+// (SIGCONT). The spec's end continues it too, so that a failed spec leaves
+// no stopped process behind. The signals go through a pidfd
+// (os.FindProcess), never to another process that took the same id.
+func stopProcess(pid int) (resume func()) {
+	GinkgoHelper()
+	proc, err := os.FindProcess(pid)
+	Expect(err).NotTo(HaveOccurred())
+	resume = func() {
+		GinkgoHelper()
+		if err := proc.Signal(syscall.SIGCONT); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			Fail(fmt.Sprintf("continuing process %d: %v", pid, err))
+		}
+	}
+	DeferCleanup(func() {
+		resume()
+		Expect(proc.Release()).To(Succeed())
+	})
+	Expect(proc.Signal(syscall.SIGSTOP)).To(Succeed(), "stopping process %d", pid)
+	return resume
+}
+
+// watchSiteServer watches SiteServer name from now until the spec ends.
+func watchSiteServer(ctx context.Context, name string) <-chan watch.Event {
+	GinkgoHelper()
+	watcher, err := client.NewWithWatch(kc.Config, client.Options{Scheme: k8s.Scheme()})
+	Expect(err).NotTo(HaveOccurred())
+	w, err := watcher.Watch(ctx, &siteopsv1.SiteServerList{}, client.MatchingFields{"metadata.name": name})
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(w.Stop)
+	return w.ResultChan()
+}
+
+// awaitSiteServer reads changes until a SiteServer in them matches, and
+// fails after timeout; what says what was awaited.
+func awaitSiteServer(ctx context.Context, changes <-chan watch.Event, timeout time.Duration, what string, match func(*siteopsv1.SiteServer) bool) {
+	GinkgoHelper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case <-ctx.Done():
+			Fail("awaiting " + what + ": " + ctx.Err().Error())
+		case <-deadline:
+			Fail(fmt.Sprintf("no %s within %v", what, timeout))
+		case ev, ok := <-changes:
+			Expect(ok).To(BeTrue(), "the watch ended awaiting %s", what)
+			Expect(ev.Type).NotTo(Equal(watch.Error), "awaiting %s: %v", what, ev.Object)
+			if ss, ok := ev.Object.(*siteopsv1.SiteServer); ok && match(ss) {
+				return
+			}
+		}
+	}
 }
 
 // locate asks the locator at address (host:port) which servers serve an
