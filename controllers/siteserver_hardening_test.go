@@ -11,6 +11,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/utils/ptr"
@@ -374,10 +375,61 @@ var _ = Describe("SiteServer admission", func() {
 			"spec.tolerations[0]", "only with effect NoExecute"),
 	)
 
-	It("accepts limits below the default requests, and the requests follow them", func() {
-		Expect(create("adm-low-limits", svc("task", map[string]any{"resources": res(nil,
-			map[string]any{"cpu": "10m", "memory": "32Mi"})}))).To(Succeed())
-		// The builder golden test shows the requests following the limits.
+	It("accepts limits below the default requests, and runs the services with requests that follow them", func() {
+		createSite(ctx, "adm-ll-site")
+		createNode(ctx, "adm-ll-node", map[string]string{"test.siteops.io/role": "adm-ll"})
+		createStorageClass(ctx, "adm-ll-class")
+		// Below the requests the operator adds (50m of CPU, 64Mi of
+		// memory) where the spec names none.
+		Expect(create("adm-low-limits", map[string]any{
+			"sites":        []any{"adm-ll-site"},
+			"nodeSelector": map[string]any{"test.siteops.io/role": "adm-ll"},
+			"services": map[string]any{
+				"task": map[string]any{"resources": res(nil, map[string]any{"cpu": "10m", "memory": "32Mi"})},
+				"package": map[string]any{
+					"resources": res(map[string]any{"memory": "16Mi"}, map[string]any{"cpu": "20m", "memory": "48Mi"}),
+					"storage":   map[string]any{"storageClassName": "adm-ll-class", "size": "1Gi"},
+				},
+			},
+		})).To(Succeed())
+
+		// resources reads what the API server stored for a pod template.
+		resources := func(spec corev1.PodSpec) (requests, limits map[corev1.ResourceName]string) {
+			GinkgoHelper()
+			Expect(spec.Containers).To(HaveLen(1))
+			str := func(list corev1.ResourceList) map[corev1.ResourceName]string {
+				out := map[corev1.ResourceName]string{}
+				for name, q := range list {
+					out[name] = q.String()
+				}
+				return out
+			}
+			return str(spec.Containers[0].Resources.Requests), str(spec.Containers[0].Resources.Limits)
+		}
+		// On a timeout, what the operator reported.
+		ready := func() string {
+			var ss siteopsv1.SiteServer
+			if err := k8sClient.Get(ctx, client.ObjectKey{Name: "adm-low-limits"}, &ss); err != nil {
+				return err.Error()
+			}
+			return fmt.Sprintf("Ready: %+v", meta.FindStatusCondition(ss.Status.Conditions, siteopsv1.ConditionReady))
+		}
+		var dep appsv1.Deployment
+		Eventually(exists(ctx, &dep, workload("adm-low-limits-task")), timeout, interval).Should(BeTrue(), ready)
+		requests, limits := resources(dep.Spec.Template.Spec)
+		Expect(limits).To(Equal(map[corev1.ResourceName]string{corev1.ResourceCPU: "10m", corev1.ResourceMemory: "32Mi"}))
+		Expect(requests).To(Equal(limits))
+		var sts appsv1.StatefulSet
+		Eventually(exists(ctx, &sts, workload("adm-low-limits-package")), timeout, interval).Should(BeTrue(), ready)
+		requests, limits = resources(sts.Spec.Template.Spec)
+		Expect(limits).To(Equal(map[corev1.ResourceName]string{corev1.ResourceCPU: "20m", corev1.ResourceMemory: "48Mi"}))
+		Expect(requests).To(Equal(map[corev1.ResourceName]string{corev1.ResourceCPU: "20m", corev1.ResourceMemory: "16Mi"}),
+			"the CPU request follows the limit, the memory request is the spec's")
+
+		Eventually(condition(ctx, "adm-low-limits", siteopsv1.ConditionReady), timeout, interval).Should(Equal("False/Progressing"))
+		markDeploymentAvailable(ctx, "adm-low-limits-task")
+		markStatefulSetAvailable(ctx, "adm-low-limits-package")
+		Eventually(condition(ctx, "adm-low-limits", siteopsv1.ConditionReady), timeout, interval).Should(Equal("True/ServicesReady"))
 	})
 })
 
