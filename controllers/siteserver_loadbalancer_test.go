@@ -9,6 +9,7 @@ import (
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -45,6 +46,42 @@ var _ = Describe("SiteServer LoadBalancer exposure", func() {
 			return k8sClient.Status().Update(ctx, &svc)
 		}, timeout, interval).Should(Succeed())
 	}
+
+	It("refuses a change of loadBalancerClass while the type stays LoadBalancer, and allows it through ClusterIP", func() {
+		ss := &siteopsv1.SiteServer{ObjectMeta: metav1.ObjectMeta{Name: "lb2-srv"}, Spec: siteopsv1.SiteServerSpec{
+			Exposure: siteopsv1.Exposure{Type: siteopsv1.ExposureLoadBalancer, LoadBalancerClass: ptr.To("example.net/a")}}}
+		Expect(k8sClient.Create(ctx, ss)).To(Succeed())
+		DeferCleanup(deleteIgnoringNotFound, ctx, ss)
+		const refused = "spec.exposure.loadBalancerClass cannot change while type stays LoadBalancer"
+		for _, tc := range []struct {
+			name  string
+			class *string
+		}{{"another class", ptr.To("example.net/b")}, {"no class", nil}} {
+			err := tryUpdate(ctx, ss, func(ss *siteopsv1.SiteServer) { ss.Spec.Exposure.LoadBalancerClass = tc.class })
+			Expect(apierrors.IsInvalid(err)).To(BeTrue(), "%s: want Invalid, got %v", tc.name, err)
+			Expect(err.Error()).To(ContainSubstring(refused))
+		}
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(ss), ss)).To(Succeed())
+		Expect(ss.Spec.Exposure.LoadBalancerClass).To(HaveValue(Equal("example.net/a")), "nothing changed")
+
+		By("through ClusterIP, then LoadBalancer with the new class")
+		updateSiteServer(ctx, ss, func(ss *siteopsv1.SiteServer) {
+			ss.Spec.Exposure = siteopsv1.Exposure{Type: siteopsv1.ExposureClusterIP}
+		})
+		updateSiteServer(ctx, ss, func(ss *siteopsv1.SiteServer) {
+			ss.Spec.Exposure = siteopsv1.Exposure{Type: siteopsv1.ExposureLoadBalancer, LoadBalancerClass: ptr.To("example.net/b")}
+		})
+		By("a class set on a LoadBalancer that had none is refused too, as a Service refuses it")
+		updateSiteServer(ctx, ss, func(ss *siteopsv1.SiteServer) {
+			ss.Spec.Exposure = siteopsv1.Exposure{Type: siteopsv1.ExposureNodePort}
+		})
+		updateSiteServer(ctx, ss, func(ss *siteopsv1.SiteServer) {
+			ss.Spec.Exposure = siteopsv1.Exposure{Type: siteopsv1.ExposureLoadBalancer}
+		})
+		err := tryUpdate(ctx, ss, func(ss *siteopsv1.SiteServer) { ss.Spec.Exposure.LoadBalancerClass = ptr.To("example.net/c") })
+		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "want Invalid, got %v", err)
+		Expect(err.Error()).To(ContainSubstring(refused))
+	})
 
 	It("makes LoadBalancer Services of the class asked, advertises their ingress, and lets explicit addresses win", func() {
 		createSite(ctx, "lb1-site")

@@ -61,6 +61,7 @@ const (
 
 // Exposure is how agents reach a SiteServer's services.
 // +kubebuilder:validation:XValidation:rule="!has(self.loadBalancerClass) || (has(self.type) && self.type == 'LoadBalancer')",message="spec.exposure.loadBalancerClass is allowed only with type LoadBalancer"
+// +kubebuilder:validation:XValidation:rule="!(has(oldSelf.type) && oldSelf.type == 'LoadBalancer' && has(self.type) && self.type == 'LoadBalancer') || (has(self.loadBalancerClass) == has(oldSelf.loadBalancerClass) && (!has(self.loadBalancerClass) || self.loadBalancerClass == oldSelf.loadBalancerClass))",message="spec.exposure.loadBalancerClass cannot change while type stays LoadBalancer (a Service's class is immutable): set type ClusterIP first, then LoadBalancer with the new class"
 type Exposure struct {
 	// type of the server's own task and package Services: ClusterIP
 	// (default), NodePort or LoadBalancer. NodePort and LoadBalancer use
@@ -71,7 +72,9 @@ type Exposure struct {
 	Type ExposureType `json:"type,omitempty"`
 
 	// loadBalancerClass selects the load-balancer implementation, with type
-	// LoadBalancer.
+	// LoadBalancer. Like a Service's, it cannot change while the type stays
+	// LoadBalancer: go through ClusterIP (the load balancer's address
+	// changes).
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	LoadBalancerClass *string `json:"loadBalancerClass,omitempty"`
