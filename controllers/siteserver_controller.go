@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -114,8 +116,8 @@ func (r *SiteServerReconciler) SetupWithManager(mgr ctrl.Manager, concurrency in
 		Watches(&siteopsv1.Site{}, handler.EnqueueRequestsFromMapFunc(r.siteServersOfSite),
 			builder.WithPredicates(predicate.Funcs{UpdateFunc: func(event.UpdateEvent) bool { return false }})).
 		// Nodes and StorageClasses are few and change rarely; node status
-		// heartbeats are filtered out by the label predicate.
-		Watches(&corev1.Node{}, all, builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		// heartbeats are filtered out (nodeChanged).
+		Watches(&corev1.Node{}, all, builder.WithPredicates(nodeChanged)).
 		Watches(&storagev1.StorageClass{}, all)
 	if r.Certificates.certManager() {
 		// The Certificate's Ready condition, and the Secret cert-manager
@@ -137,6 +139,21 @@ func siteServerOfPod(_ context.Context, pod client.Object) []reconcile.Request {
 		return nil
 	}
 	return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: name}}}
+}
+
+// nodeChanged passes the node events that can change a SiteServer's
+// status: creation, deletion, and a change of labels (spec.nodeSelector,
+// PrerequisitesMet) or of addresses (the URLs advertised on a node port).
+// The kubelet's status heartbeats change neither.
+var nodeChanged = predicate.Funcs{
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		before, ok1 := e.ObjectOld.(*corev1.Node)
+		after, ok2 := e.ObjectNew.(*corev1.Node)
+		if !ok1 || !ok2 {
+			return true
+		}
+		return !maps.Equal(before.Labels, after.Labels) || !slices.Equal(before.Status.Addresses, after.Status.Addresses)
+	},
 }
 
 // podAddressChanged passes the pod events that can change what a SiteServer

@@ -266,6 +266,20 @@ var _ = Describe("SiteServer exposure", func() {
 		Expect(nodePort).NotTo(BeZero())
 		Eventually(advertised("x1-srv"), timeout, interval).Should(Equal([]string{fmt.Sprintf("https://192.0.2.21:%d", nodePort)}))
 
+		By("the node's addresses change: the URL follows, its ExternalIP ahead of its InternalIP")
+		setAddresses := func(addresses ...corev1.NodeAddress) {
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(node), node)).To(Succeed())
+			node.Status.Addresses = addresses
+			Expect(k8sClient.Status().Update(ctx, node)).To(Succeed())
+		}
+		setAddresses(corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: "192.0.2.22"})
+		Eventually(advertised("x1-srv"), timeout, interval).Should(Equal([]string{fmt.Sprintf("https://192.0.2.22:%d", nodePort)}))
+		setAddresses(corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: "192.0.2.22"},
+			corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: "198.51.100.7"})
+		Eventually(advertised("x1-srv"), timeout, interval).Should(Equal([]string{fmt.Sprintf("https://198.51.100.7:%d", nodePort)}))
+		Eventually(func(g Gomega) []string { return siteStatus(ctx, "x1-site")(g).TaskEndpoints }, timeout, interval).
+			Should(Equal([]string{fmt.Sprintf("https://198.51.100.7:%d", nodePort)}))
+
 		By("the pod no longer ready: nothing to advertise on a node port")
 		pod.Status.Conditions[0].Status = corev1.ConditionFalse
 		Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
