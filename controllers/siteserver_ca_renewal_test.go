@@ -96,10 +96,22 @@ func expectEveryServerIssuedBy(ctx context.Context, ca *x509.Certificate) {
 	}, timeout, interval).Should(Succeed())
 }
 
+// expectServingCertificatesKept checks for a while that no SiteServer's
+// certificate is re-issued: each keeps the serial number it had.
+func expectServingCertificatesKept(ctx context.Context, issued map[string]*x509.Certificate) {
+	GinkgoHelper()
+	Consistently(func(g Gomega) {
+		for name, before := range issued {
+			g.Expect(servingCertificate(ctx, name)(g).SerialNumber).To(Equal(before.SerialNumber), "SiteServer %s's certificate", name)
+		}
+	}, 3*time.Second, interval).Should(Succeed())
+}
+
 var _ = Describe("Operator CA renewal", func() {
 	ctx := context.Background()
+	const year = 365 * 24 * time.Hour
 
-	It("renews the CA past 2/3 of its lifetime, keeps the previous one in the published bundle, and re-issues every serving certificate from the new one", func() {
+	It("prepares the next CA at 2/3 of the current one's lifetime and publishes it while the current one signs, then switches the signing to it and re-issues every serving certificate", func() {
 		createSite(ctx, "car-site")
 		createNode(ctx, "car-node", map[string]string{"test.siteops.io/role": "car"})
 		createStorageClass(ctx, "car-class")
@@ -127,12 +139,12 @@ var _ = Describe("Operator CA renewal", func() {
 			expectEveryServerIssuedBy(ctx, current.Cert)
 		})
 
-		By("the CA four years into its five: past 2/3 of its lifetime, which editing its Secret makes the operator look at")
+		By("the CA four years into its five: past 2/3 of its lifetime, before 5/6, which editing its Secret makes the operator look at")
 		now := time.Now()
-		aged := redatedCA(current, now.Add(-4*365*24*time.Hour), now.Add(365*24*time.Hour))
+		aged := redatedCA(current, now.Add(-4*year), now.Add(year))
 		agedCert, err := certs.ParseCertificate(aged)
 		Expect(err).NotTo(HaveOccurred())
-		Expect(certs.RenewAt(agedCert)).To(BeTemporally("<", now))
+		Expect(certs.PrepareAt(agedCert)).To(BeTemporally("<", now))
 		for name, cert := range issued {
 			Expect(cert.CheckSignatureFrom(agedCert)).To(Succeed(), "the aged CA is still the issuer of SiteServer %s's certificate", name)
 		}
@@ -142,28 +154,77 @@ var _ = Describe("Operator CA renewal", func() {
 				delete(s.Data, certs.PreviousCAKey)
 			})
 
-		By("making a new CA and keeping the aged one as the previous")
-		var renewed *certs.Authority
+		By("making the next CA and keeping it beside the current one, which still signs")
+		var next *certs.Authority
 		Eventually(func(g Gomega) {
 			secret := caSecret(ctx)(g)
-			g.Expect(secret.Data[certs.CACertKey]).NotTo(Equal(aged))
-			renewed, err = certs.ParseAuthority(secret.Data[certs.CACertKey], secret.Data[certs.CAKeyKey])
+			next, err = certs.ParseAuthority(secret.Data[certs.NextCAKey], secret.Data[certs.NextCAKeyKey])
 			g.Expect(err).NotTo(HaveOccurred())
 		}, timeout, interval).Should(Succeed())
-		Expect(renewed.Key.Public().(*ecdsa.PublicKey).Equal(current.Key.Public())).To(BeFalse(), "the new CA has a new key")
-		Expect(renewed.Cert.NotAfter).To(BeTemporally(">", now.Add(4*365*24*time.Hour)))
-		Expect(certs.RenewAt(renewed.Cert)).To(BeTemporally(">", now.Add(3*365*24*time.Hour)))
-		Expect(caSecret(ctx)(Default).Data[certs.PreviousCAKey]).To(Equal(aged), "the CA renewed once, from the aged one")
-		// Renewed once: the operator's own write does not renew it again.
-		Consistently(func(g Gomega) []byte { return caSecret(ctx)(g).Data[certs.CACertKey] }, 2*time.Second, interval).
-			Should(Equal(renewed.CertPEM))
+		prepared := caSecret(ctx)(Default).Data
+		Expect(prepared[certs.CACertKey]).To(Equal(aged), "the aged CA still signs")
+		Expect(prepared[certs.CAKeyKey]).To(Equal(original[certs.CAKeyKey]))
+		Expect(prepared).NotTo(HaveKey(certs.PreviousCAKey))
+		Expect(next.Key.Public().(*ecdsa.PublicKey).Equal(current.Key.Public())).To(BeFalse(), "the next CA has a new key")
+		Expect(next.Cert.NotAfter).To(BeTemporally(">", now.Add(4*year)))
+		switchAt := certs.SwitchAt(agedCert, next.Cert)
+		Expect(switchAt).To(BeTemporally(">", now.Add(6*30*24*time.Hour)),
+			"agents get 7 months to receive the new bundle (up to 11/12 of the aged CA's lifetime), not the 2 months left to its 5/6")
+		// Prepared once: the operator's own write does not prepare it again.
+		Consistently(func(g Gomega) map[string][]byte { return caSecret(ctx)(g).Data }, 2*time.Second, interval).
+			Should(Equal(prepared))
 
-		By("publishing a bundle of both, the new CA first")
+		By("publishing a bundle of both, the current CA first")
 		Eventually(func(g Gomega) []*x509.Certificate { return pemCertificates([]byte(publishedBundle(ctx)(g))) }, timeout, interval).
 			Should(HaveLen(2))
 		bundle := pemCertificates([]byte(publishedBundle(ctx)(Default)))
-		Expect(bundle[0].Equal(renewed.Cert)).To(BeTrue(), "the bundle's first CA is the new one")
-		Expect(bundle[1].Equal(agedCert)).To(BeTrue(), "the bundle's second CA is the previous one")
+		Expect(bundle[0].Equal(agedCert)).To(BeTrue(), "the bundle's first CA is the current one")
+		Expect(bundle[1].Equal(next.Cert)).To(BeTrue(), "the bundle's second CA is the next one")
+		preparedRoots := publishedRoots(ctx) // what agents receive from now on
+
+		By("leaving every SiteServer's certificate signed by the current CA, with the new bundle as its ca.crt")
+		expectEveryServerIssuedBy(ctx, agedCert)
+		expectServingCertificatesKept(ctx, issued)
+		agentRoots := x509.NewCertPool() // an agent installed with the old bundle
+		agentRoots.AddCert(current.Cert)
+		for name, cert := range issued {
+			_, err := cert.Verify(x509.VerifyOptions{DNSName: inClusterNames(name)[0], Roots: agentRoots})
+			Expect(err).NotTo(HaveOccurred(), "an agent with the old bundle verifying SiteServer %s's certificate", name)
+		}
+
+		By("the switch time reached: the current CA 4.5 years into its five and the next one made 11 months ago")
+		now = time.Now()
+		agedFurther := redatedCA(current, now.Add(-9*year/2), now.Add(year/2))
+		agedFurtherCert, err := certs.ParseCertificate(agedFurther)
+		Expect(err).NotTo(HaveOccurred())
+		nextAged := redatedCA(next, now.Add(-11*30*24*time.Hour), now.Add(-11*30*24*time.Hour).Add(certs.DefaultCALifetime))
+		nextAgedCert, err := certs.ParseCertificate(nextAged)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(certs.SwitchAt(agedFurtherCert, nextAgedCert)).To(BeTemporally("<", now))
+		updateObject(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: controllers.CAName, Namespace: workloadNamespace}},
+			func(s *corev1.Secret) {
+				s.Data[certs.CACertKey] = agedFurther
+				s.Data[certs.NextCAKey] = nextAged
+			})
+
+		By("signing with the next CA, and keeping the old one as the previous")
+		Eventually(func(g Gomega) []byte { return caSecret(ctx)(g).Data[certs.CACertKey] }, timeout, interval).Should(Equal(nextAged))
+		switched := caSecret(ctx)(Default).Data
+		Expect(switched[certs.CAKeyKey]).To(Equal(next.KeyPEM))
+		Expect(switched[certs.PreviousCAKey]).To(Equal(agedFurther))
+		Expect(switched).NotTo(HaveKey(certs.NextCAKey))
+		Expect(switched).NotTo(HaveKey(certs.NextCAKeyKey))
+		// Switched once: the operator's own write does not prepare or
+		// switch again.
+		Consistently(func(g Gomega) map[string][]byte { return caSecret(ctx)(g).Data }, 2*time.Second, interval).
+			Should(Equal(switched))
+
+		By("publishing the new CA first and the previous one after it")
+		Eventually(func(g Gomega) []*x509.Certificate { return pemCertificates([]byte(publishedBundle(ctx)(g))) }, timeout, interval).
+			Should(HaveLen(2))
+		bundle = pemCertificates([]byte(publishedBundle(ctx)(Default)))
+		Expect(bundle[0].Equal(nextAgedCert)).To(BeTrue(), "the bundle's first CA is the new one")
+		Expect(bundle[1].Equal(agedFurtherCert)).To(BeTrue(), "the bundle's second CA is the previous one")
 		By("agents with the new bundle still trusting the certificates of the previous CA, while servers are re-issued")
 		roots := publishedRoots(ctx)
 		for name, cert := range issued {
@@ -172,13 +233,17 @@ var _ = Describe("Operator CA renewal", func() {
 		}
 
 		By("re-issuing every SiteServer's certificate from the new CA")
-		expectEveryServerIssuedBy(ctx, renewed.Cert)
+		expectEveryServerIssuedBy(ctx, nextAgedCert)
 		for name, before := range issued {
 			after := servingCertificate(ctx, name)(Default)
 			Expect(after.SerialNumber).NotTo(Equal(before.SerialNumber))
 			Expect(certs.NamesOfCertificate(after).Equal(certs.NamesOfCertificate(before))).To(BeTrue(),
 				"SiteServer %s's certificate keeps its names", name)
 			Expect(after.CheckSignatureFrom(current.Cert)).NotTo(Succeed(), "SiteServer %s's certificate is not the previous CA's", name)
+			_, err := after.Verify(x509.VerifyOptions{DNSName: inClusterNames(name)[0], Roots: preparedRoots})
+			Expect(err).NotTo(HaveOccurred(), "an agent with the bundle published at 2/3 verifying SiteServer %s's new certificate", name)
+			_, err = after.Verify(x509.VerifyOptions{DNSName: inClusterNames(name)[0], Roots: agentRoots})
+			Expect(err).To(HaveOccurred(), "an agent with only the old CA cannot verify SiteServer %s's new certificate", name)
 		}
 	})
 })

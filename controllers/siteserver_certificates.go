@@ -2,12 +2,15 @@ package controllers
 
 // The operator's CA and the SiteServers' serving certificates (see
 // internal/certs for the rules). The CA lives in the Secret
-// site-operator-ca of the workload namespace and its bundle, which agents
-// trust, in the ConfigMap of the same name (key ca.crt). Each SiteServer
-// gets a kubernetes.io/tls Secret <name>-tls, signed by the CA, with every
-// name agents and the cluster reach its services by; its pods mount it and
-// reload it when it is renewed. The reconcile of a SiteServer issues it
-// when certs.Decide says so and is requeued for its renewal.
+// site-operator-ca of the workload namespace, with its successor from 2/3
+// of its lifetime and its predecessor until that expires, and the bundle
+// of all of them, which agents trust, in the ConfigMap of the same name
+// (key ca.crt). Each SiteServer gets a kubernetes.io/tls Secret
+// <name>-tls, signed by the CA, with every name agents and the cluster
+// reach its services by; its pods mount it and reload it when it is
+// renewed. The reconcile of a SiteServer issues it when certs.Decide says
+// so and is requeued for its renewal or the CA's next stage, whichever
+// comes first.
 
 import (
 	"context"
@@ -140,12 +143,20 @@ var advertisedChanged = predicate.Funcs{
 type certificateState struct {
 	// secret is the serving certificate's Secret to apply.
 	secret *corev1ac.SecretApplyConfiguration
-	// renewAt is when the certificate is due; the reconcile is requeued
-	// for it.
+	// renewAt is when the certificate is due, or the CA's next stage
+	// (certs.CAPlan.RecheckAt) if sooner; the reconcile is requeued for it.
 	renewAt time.Time
 	// certManager is set in cert-manager mode instead of secret
 	// (siteserver_certificates_certmanager.go).
 	certManager *certManagerState
+}
+
+// earliest is the earlier of two times, a zero one left out.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
 }
 
 // requeueAfter is how long until the certificate is due, 0 when nothing is.
@@ -164,10 +175,11 @@ func (r *SiteServerReconciler) reconcileCertificate(ctx context.Context, s *site
 		return r.reconcileCertManagerCertificate(ctx, s)
 	}
 	now := time.Now()
-	ca, bundle, err := ensureCA(ctx, r.Client, r.Workloads.Namespace, now)
+	caPlan, bundle, err := reconcileCA(ctx, r.Client, r.Workloads.Namespace, now)
 	if err != nil {
 		return err
 	}
+	ca := caPlan.Signer
 	names, bad := certificateNames(append(certificateHosts(s.ss, r.Workloads.Namespace), s.upcomingHosts()...))
 	if len(bad) > 0 {
 		log.FromContext(ctx).Info("Leaving out of the serving certificate hosts that cannot be names of one",
@@ -194,7 +206,7 @@ func (r *SiteServerReconciler) reconcileCertificate(ctx context.Context, s *site
 	}
 	s.certificate = certificateState{
 		secret:  desiredTLSSecret(s.ss, r.Workloads, certPEM, keyPEM, bundle),
-		renewAt: decision.RenewAt,
+		renewAt: earliest(decision.RenewAt, caPlan.RecheckAt),
 	}
 	return nil
 }
@@ -217,10 +229,19 @@ var caLock sync.Mutex
 // the caller retries, and then reads the winner's from the cache.
 var errCAPending = errors.New("the CA is being written by another reconcile; retrying")
 
-// ensureCA returns the operator's CA and the bundle agents trust, creating
-// or renewing the CA when certs.DecideCA says so and publishing the bundle
-// in the ConfigMap. A steady state reads the cache and writes nothing.
+// ensureCA returns the CA that signs the serving certificates and the
+// bundle agents trust; see reconcileCA.
 func ensureCA(ctx context.Context, c client.Client, namespace string, now time.Time) (*certs.Authority, []byte, error) {
+	plan, bundle, err := reconcileCA(ctx, c, namespace, now)
+	return plan.Signer, bundle, err
+}
+
+// reconcileCA keeps the operator's CA Secret as certs.RotateCA says
+// (created, its successor prepared at 2/3 of its lifetime, signing
+// switched to it at 5/6) and publishes the bundle in the ConfigMap. It
+// returns the plan left (its signer, and when it changes by time alone)
+// and the bundle. A steady state reads the cache and writes nothing.
+func reconcileCA(ctx context.Context, c client.Client, namespace string, now time.Time) (certs.CAPlan, []byte, error) {
 	caLock.Lock()
 	defer caLock.Unlock()
 	key := client.ObjectKey{Namespace: namespace, Name: CAName}
@@ -228,28 +249,24 @@ func ensureCA(ctx context.Context, c client.Client, namespace string, now time.T
 	exists := true
 	if err := c.Get(ctx, key, &secret); err != nil {
 		if !apierrors.IsNotFound(err) {
-			return nil, nil, fmt.Errorf("reading the CA Secret %s: %w", key, err)
+			return certs.CAPlan{}, nil, fmt.Errorf("reading the CA Secret %s: %w", key, err)
 		}
 		exists = false
 	}
-	ca, decision := certs.DecideCA(secret.Data[certs.CACertKey], secret.Data[certs.CAKeyKey], now)
-	if decision.Issue {
-		renewed, err := certs.NewAuthority("site-operator CA", now, certs.DefaultCALifetime)
-		if err != nil {
-			return nil, nil, err
-		}
-		log.FromContext(ctx).Info("Issuing the CA", "secret", key, "reason", decision.Reason)
-		previous := secret.Data[certs.CACertKey]
-		if _, err := certs.ParseCertificate(previous); err != nil {
-			previous = nil
-		}
+	files, plan, changes, err := certs.RotateCA(certs.CAFilesOf(secret.Data), now, func() (*certs.Authority, error) {
+		return certs.NewAuthority("site-operator CA", now, certs.DefaultCALifetime)
+	})
+	if err != nil {
+		return certs.CAPlan{}, nil, fmt.Errorf("renewing the CA in Secret %s: %w", key, err)
+	}
+	for _, change := range changes {
+		log.FromContext(ctx).Info(caChangeMessages[change.Step], "secret", key, "reason", change.Reason)
+	}
+	if len(changes) > 0 {
 		secret.Name, secret.Namespace, secret.Type = CAName, namespace, corev1.SecretTypeOpaque
 		secret.Labels = map[string]string{"app.kubernetes.io/name": "site-operator", "app.kubernetes.io/managed-by": "site-operator",
 			LabelComponent: "ca"}
-		secret.Data = map[string][]byte{certs.CACertKey: renewed.CertPEM, certs.CAKeyKey: renewed.KeyPEM}
-		if previous != nil {
-			secret.Data[certs.PreviousCAKey] = previous
-		}
+		secret.Data = files.Data()
 		// Create, or Update on the version read: two writers at once
 		// cannot both win, and the loser retries with the winner's CA.
 		write := c.Update
@@ -260,19 +277,25 @@ func ensureCA(ctx context.Context, c client.Client, namespace string, now time.T
 		}
 		if err := write(ctx, &secret); err != nil {
 			if apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err) {
-				return nil, nil, errCAPending
+				return certs.CAPlan{}, nil, errCAPending
 			}
-			return nil, nil, fmt.Errorf("writing the CA Secret %s: %w", key, err)
+			return certs.CAPlan{}, nil, fmt.Errorf("writing the CA Secret %s: %w", key, err)
 		}
-		ca = renewed
 	}
-	bundle := certs.Bundle(now, secret.Data[certs.CACertKey], secret.Data[certs.PreviousCAKey])
+	bundle := files.Bundle(now)
 	cm := corev1ac.ConfigMap(CAName, namespace).
 		WithLabels(map[string]string{"app.kubernetes.io/name": "site-operator", "app.kubernetes.io/managed-by": "site-operator",
 			LabelComponent: "ca"}).
 		WithData(map[string]string{certs.CACertKey: string(bundle)})
 	if err := applyIfChanged(ctx, c, &corev1.ConfigMap{}, cm, corev1ac.ExtractConfigMap); err != nil {
-		return nil, nil, fmt.Errorf("publishing the CA bundle: %w", err)
+		return certs.CAPlan{}, nil, fmt.Errorf("publishing the CA bundle: %w", err)
 	}
-	return ca, bundle, nil
+	return plan, bundle, nil
+}
+
+// caChangeMessages are the log messages of the CA's changes.
+var caChangeMessages = map[certs.CAStep]string{
+	certs.CACreate:  "Issuing the CA",
+	certs.CAPrepare: "Preparing the next CA, published beside the current one which keeps signing",
+	certs.CASwitch:  "Switching the signing to the next CA; the current one stays in the bundle until it expires",
 }

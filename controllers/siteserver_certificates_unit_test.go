@@ -96,3 +96,15 @@ func TestCertificateRequeue(t *testing.T) {
 		}
 	}
 }
+
+func TestEarliest(t *testing.T) {
+	now := time.Now()
+	later := now.Add(time.Hour)
+	for _, tt := range []struct{ a, b, want time.Time }{
+		{now, later, now}, {later, now, now}, {time.Time{}, later, later}, {later, time.Time{}, later}, {time.Time{}, time.Time{}, time.Time{}},
+	} {
+		if got := earliest(tt.a, tt.b); !got.Equal(tt.want) {
+			t.Errorf("earliest(%v, %v) = %v, want %v", tt.a, tt.b, got, tt.want)
+		}
+	}
+}

@@ -22,7 +22,8 @@ import (
 
 // Lifetimes of what the operator issues.
 const (
-	// DefaultCALifetime is the CA's: renewed after about 3 years and 4 months.
+	// DefaultCALifetime is the CA's: its successor is made after about 3
+	// years and 4 months and signs from 4 years and 2 months (SwitchAt).
 	DefaultCALifetime = 5 * 365 * 24 * time.Hour
 	// DefaultLifetime is a serving certificate's: renewed after 60 days.
 	DefaultLifetime = 90 * 24 * time.Hour
@@ -39,8 +40,8 @@ const (
 	CACertKey = "ca.crt"
 	// CAKeyKey holds the CA's private key, in the CA Secret only.
 	CAKeyKey = "ca.key"
-	// PreviousCAKey holds the CA that the current one renewed, in the CA
-	// Secret only: it stays in the bundle until it expires.
+	// PreviousCAKey holds the CA that signed before the current one, in
+	// the CA Secret only: it stays in the bundle until it expires.
 	PreviousCAKey = "previous-ca.crt"
 )
 
@@ -93,20 +94,26 @@ func NewAuthority(commonName string, now time.Time, lifetime time.Duration) (*Au
 
 // ParseAuthority reads a CA from PEM; the error says which part is wrong.
 func ParseAuthority(certPEM, keyPEM []byte) (*Authority, error) {
+	return parseAuthority(certPEM, keyPEM, CACertKey, CAKeyKey)
+}
+
+// parseAuthority is ParseAuthority, its errors naming the keys the PEMs
+// were read from.
+func parseAuthority(certPEM, keyPEM []byte, certKey, keyKey string) (*Authority, error) {
 	cert, err := ParseCertificate(certPEM)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", CACertKey, err)
+		return nil, fmt.Errorf("%s: %w", certKey, err)
 	}
 	if !cert.IsCA {
-		return nil, fmt.Errorf("%s: the certificate is not a CA", CACertKey)
+		return nil, fmt.Errorf("%s: the certificate is not a CA", certKey)
 	}
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", CAKeyKey, err)
+		return nil, fmt.Errorf("%s: %w", keyKey, err)
 	}
 	signer, ok := pair.PrivateKey.(crypto.Signer)
 	if !ok {
-		return nil, fmt.Errorf("%s: the key cannot sign", CAKeyKey)
+		return nil, fmt.Errorf("%s: the key cannot sign", keyKey)
 	}
 	return &Authority{Cert: cert, Key: signer, CertPEM: certPEM, KeyPEM: keyPEM}, nil
 }
@@ -283,24 +290,6 @@ func Decide(ca *Authority, certPEM, keyPEM []byte, want Names, now time.Time) De
 			renew.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339))}
 	}
 	return Decision{RenewAt: renew}
-}
-
-// DecideCA says whether the CA must be made anew at now: when there is
-// none, it does not parse, or it is due for renewal (2/3 of its lifetime).
-// It returns the CA to keep when not.
-func DecideCA(certPEM, keyPEM []byte, now time.Time) (*Authority, Decision) {
-	if len(certPEM) == 0 || len(keyPEM) == 0 {
-		return nil, Decision{Issue: true, Reason: "no CA yet"}
-	}
-	ca, err := ParseAuthority(certPEM, keyPEM)
-	if err != nil {
-		return nil, Decision{Issue: true, Reason: "the CA does not parse: " + err.Error()}
-	}
-	renew := RenewAt(ca.Cert)
-	if !now.Before(renew) {
-		return nil, Decision{Issue: true, Reason: "the CA is due for renewal since " + renew.UTC().Format(time.RFC3339)}
-	}
-	return ca, Decision{RenewAt: renew}
 }
 
 // Bundle is the PEM of the CA certificates agents should trust at now: each

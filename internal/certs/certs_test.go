@@ -160,28 +160,6 @@ func TestDecide(t *testing.T) {
 	}
 }
 
-func TestDecideCA(t *testing.T) {
-	ca := mustCA(t, t0, 300*time.Hour)
-	renew := RenewAt(ca.Cert)
-	if _, d := DecideCA(nil, nil, t0); !d.Issue {
-		t.Error("no CA: not issued")
-	}
-	if _, d := DecideCA(ca.CertPEM, []byte("junk"), t0); !d.Issue || !strings.Contains(d.Reason, CAKeyKey) {
-		t.Errorf("a broken CA key: %+v", d)
-	}
-	leaf, leafKey, _ := ca.Issue(mustNames(t, "a.example"), t0, time.Hour)
-	if _, d := DecideCA(leaf, leafKey, t0); !d.Issue || !strings.Contains(d.Reason, "not a CA") {
-		t.Errorf("a leaf as CA: %+v", d)
-	}
-	kept, d := DecideCA(ca.CertPEM, ca.KeyPEM, renew.Add(-time.Second))
-	if d.Issue || kept == nil || !kept.Cert.Equal(ca.Cert) || !d.RenewAt.Equal(renew) {
-		t.Errorf("a CA before 2/3 of its lifetime: %+v", d)
-	}
-	if _, d := DecideCA(ca.CertPEM, ca.KeyPEM, renew); !d.Issue {
-		t.Error("a CA at 2/3 of its lifetime is kept")
-	}
-}
-
 func TestBundle(t *testing.T) {
 	old := mustCA(t, t0, 10*time.Hour)
 	current := mustCA(t, t0, DefaultCALifetime)

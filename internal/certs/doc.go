@@ -14,18 +14,40 @@
 //     certificate is for server authentication only and carries every name
 //     it is reached by as a SAN (DNS names and IP addresses, no common-name
 //     fallback).
-//   - A certificate is renewed at 2/3 of its lifetime ([RenewAt]), so a
-//     failed renewal has a third of the lifetime to succeed; the same holds
-//     for the CA.
+//   - A serving certificate is renewed at 2/3 of its lifetime ([RenewAt]),
+//     so a failed renewal has a third of the lifetime to succeed.
 //   - [Decide] says whether a serving certificate must be (re-)issued, and
 //     why: none or unreadable, a key that does not match, not signed by the
-//     current CA (the CA was renewed), its names differ from the wanted
-//     ones, or it is due for renewal. Otherwise it is kept as it is, so a
-//     steady state writes nothing.
-//   - When the CA is renewed the previous one stays in the published bundle
-//     ([Bundle]) until it expires, so an agent holding an older bundle and a
-//     server still serving an older certificate keep trusting each other
-//     while the new certificates roll out.
+//     current CA (signing switched to the next CA), its names differ from
+//     the wanted ones, or it is due for renewal. Otherwise it is kept as it
+//     is, so a steady state writes nothing.
+//
+// # The CA's rotation
+//
+// Agents are given the bundle once and may take months to receive a new
+// one, so the CA is replaced in stages ([PlanCA], [RotateCA]); the CA
+// Secret holds the CA that signs, the next one and the previous one
+// ([CAFiles]):
+//
+//   - At 2/3 of the current CA's lifetime ([PrepareAt]) the next CA is made
+//     and published in the bundle beside the current one, which keeps
+//     signing: no serving certificate changes.
+//   - At 5/6 of the current CA's lifetime ([SwitchAt]) the next CA takes
+//     over the signing, and every serving certificate is re-issued by it
+//     ([Decide]: not signed by the current CA). Between the two, a sixth
+//     of the lifetime (10 months of [DefaultCALifetime]), agents are to
+//     receive the new bundle. A next CA made late (the operator was off)
+//     still gets that window, except that the switch comes no later than
+//     11/12 of the current CA's lifetime, so that the servers move before
+//     it expires.
+//   - The CA signing before the switch becomes the previous one and stays
+//     in the bundle ([CAFiles.Bundle], [Bundle]) until it expires, so
+//     certificates it signed keep verifying while they are re-issued.
+//
+// An agent holding only the old CA therefore keeps trusting every server
+// until the switch, and one holding the bundle published after 2/3 trusts
+// them across it. A CA that is missing or does not load is made anew and
+// signs at once ([CACreate]): there is nothing to stage from.
 //
 // # Serving
 //
