@@ -339,7 +339,7 @@ func (r *SiteServerReconciler) writeStatus(ctx context.Context, ss *siteopsv1.Si
 // are Warnings; progress and ServicesReady are Normal.
 func siteServerReadyWarning(before, after *metav1.Condition) bool {
 	switch after.Reason {
-	case reasonReadFailed, siteopsv1.ReasonApplyFailed, siteopsv1.ReasonNotOwned, siteopsv1.ReasonStorageChangePending,
+	case siteopsv1.ReasonReadFailed, siteopsv1.ReasonApplyFailed, siteopsv1.ReasonNotOwned, siteopsv1.ReasonStorageChangePending,
 		siteopsv1.ReasonSiteNotFound, siteopsv1.ReasonNoMatchingNode, siteopsv1.ReasonStorageClassNotFound,
 		siteopsv1.ReasonDegraded:
 		return true

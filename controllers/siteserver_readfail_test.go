@@ -99,13 +99,13 @@ var _ = Describe("SiteServer read failures", func() {
 				ready := meta.FindStatusCondition(after.Status.Conditions, siteopsv1.ConditionReady)
 				g.Expect(ready).NotTo(BeNil())
 				g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
-				g.Expect(ready.Reason).To(Equal("ReadFailed"))
+				g.Expect(ready.Reason).To(Equal(siteopsv1.ReasonReadFailed))
 				g.Expect(ready.Message).To(And(ContainSubstring(tc.want), ContainSubstring(injected.Error())))
 				g.Expect(ready.ObservedGeneration).To(Equal(after.Generation))
 				reconciling := meta.FindStatusCondition(after.Status.Conditions, siteopsv1.ConditionReconciling)
 				g.Expect(reconciling).NotTo(BeNil())
 				g.Expect(reconciling.Status).To(Equal(metav1.ConditionTrue))
-				g.Expect(reconciling.Reason).To(Equal("ReadFailed"))
+				g.Expect(reconciling.Reason).To(Equal(siteopsv1.ReasonReadFailed))
 				g.Expect(meta.FindStatusCondition(after.Status.Conditions, siteopsv1.ConditionStalled)).To(BeNil())
 				// Nothing else is computed from what was half read: the
 				// services, their conditions and observedGeneration stay.

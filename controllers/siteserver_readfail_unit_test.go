@@ -64,14 +64,14 @@ func TestSiteServerReadFailedStatus(t *testing.T) {
 				t.Errorf("the SiteServer passed in changed")
 			}
 			ready := meta.FindStatusCondition(got.Conditions, siteopsv1.ConditionReady)
-			if ready == nil || ready.Status != metav1.ConditionFalse || ready.Reason != reasonReadFailed ||
+			if ready == nil || ready.Status != metav1.ConditionFalse || ready.Reason != siteopsv1.ReasonReadFailed ||
 				ready.Message != readErr.Error() || ready.ObservedGeneration != tc.generation {
-				t.Errorf("Ready: got %+v, want False/%s with the error, for generation %d", ready, reasonReadFailed, tc.generation)
+				t.Errorf("Ready: got %+v, want False/%s with the error, for generation %d", ready, siteopsv1.ReasonReadFailed, tc.generation)
 			}
 			reconciling := meta.FindStatusCondition(got.Conditions, siteopsv1.ConditionReconciling)
-			if reconciling == nil || reconciling.Status != metav1.ConditionTrue || reconciling.Reason != reasonReadFailed ||
+			if reconciling == nil || reconciling.Status != metav1.ConditionTrue || reconciling.Reason != siteopsv1.ReasonReadFailed ||
 				!strings.Contains(reconciling.Message, readErr.Error()) {
-				t.Errorf("Reconciling: got %+v, want True/%s with the error", reconciling, reasonReadFailed)
+				t.Errorf("Reconciling: got %+v, want True/%s with the error", reconciling, siteopsv1.ReasonReadFailed)
 			}
 			if stalled := meta.FindStatusCondition(got.Conditions, siteopsv1.ConditionStalled); stalled != nil {
 				t.Errorf("Stalled: got %+v, want none", stalled)

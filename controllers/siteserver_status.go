@@ -44,13 +44,6 @@ func siteServerStatus(s *siteServerScope, wc WorkloadConfig) *siteopsv1.SiteServ
 	return status
 }
 
-// reasonReadFailed: reading what a SiteServer's status is made of (its
-// Sites, nodes, StorageClass, workloads, Services or pods) failed; the
-// message names what and the error. Ready=False and Reconciling=True while
-// the read is retried with back-off. It belongs with the reasons in
-// api/v1alpha1/conditions.go.
-const reasonReadFailed = "ReadFailed"
-
 // siteServerReadFailedStatus is the status after a read phase failed with
 // err. What the phases found is incomplete, so nothing is computed from
 // it: the services' statuses and conditions stay as last reported, only
@@ -61,9 +54,9 @@ func siteServerReadFailedStatus(ss *siteopsv1.SiteServer, err error) *siteopsv1.
 	status := ss.Status.DeepCopy()
 	gen := ss.Generation
 	message := boundedMessage(err.Error())
-	setReconciling(&status.Conditions, gen, reasonReadFailed, "Retrying: "+message)
+	setReconciling(&status.Conditions, gen, siteopsv1.ReasonReadFailed, "Retrying: "+message)
 	meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: siteopsv1.ConditionReady, Status: metav1.ConditionFalse,
-		Reason: reasonReadFailed, Message: message, ObservedGeneration: gen})
+		Reason: siteopsv1.ReasonReadFailed, Message: message, ObservedGeneration: gen})
 	return status
 }
 

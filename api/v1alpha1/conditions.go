@@ -38,6 +38,12 @@ const (
 	// server refused the request (invalid, forbidden), Reconciling=True while
 	// a transient failure (conflict, timeout, unavailable) is retried.
 	ReasonApplyFailed = "ApplyFailed"
+	// ReasonReadFailed: reading what a status is made of failed (on a
+	// SiteServer: its Sites, nodes, StorageClass, workloads, Services or
+	// pods); the message names what and the error. Ready=False and
+	// Reconciling=True while the read is retried; the other conditions and
+	// observedGeneration keep their last values.
+	ReasonReadFailed = "ReadFailed"
 	// ReasonNotOwned: an object the operator would create exists already
 	// and is controlled by something else; the operator leaves it alone. On
 	// a Site: Ready=False and Stalled=True until the object is removed.
