@@ -129,7 +129,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var locators, addresses, macs list
 	fs.Var(&locators, "locator", "locator base URL (https://…); repeat for each manager replica, tried in turn")
-	caFile := fs.String("ca-file", "", "PEM bundle of the CAs to trust (the only ones trusted; required)")
+	caFile := fs.String("ca-file", "", "PEM bundle of the CAs to trust (the only ones trusted; required); reread when it changes, without a restart")
 	token := fs.String("token", "", "bootstrap token \"id.secret\"")
 	tokenFile := fs.String("token-file", "", "file holding the bootstrap token, read at each registration")
 	stateDir := fs.String("state-dir", agent.DefaultStateDir, "directory of the agent's credential and state")
@@ -230,7 +230,7 @@ func simulate(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&opts.SourceAddresses, "source-addresses", "", "CIDR of local addresses, one each, to bind the agents' connections to (e.g. 127.1.0.0/16)")
 	fs.StringVar(&opts.HostnamePrefix, "hostname-prefix", "sim-agent-", "start of the agents' host names")
 	fs.Var(&locators, "locator", "locator base URL (https://…); repeat for each manager replica")
-	caFile := fs.String("ca-file", "", "PEM bundle of the CAs to trust (required)")
+	caFile := fs.String("ca-file", "", "PEM bundle of the CAs to trust (required); reread when it changes")
 	fs.StringVar(&opts.Token, "token", "", "bootstrap token \"id.secret\"")
 	tokenFile := fs.String("token-file", "", "file holding the bootstrap token")
 	fs.Float64Var(&opts.RegisterRate, "register-rate", 200, "registrations per second at most, all agents together (0: no limit)")

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -25,21 +24,25 @@ import (
 const maxResponseBytes = 1 << 20
 
 // LoadCAFile reads a PEM bundle of CA certificates: the only roots the
-// agent trusts.
+// agent trusts. An agent given the pool it returns (Config.RootCAs,
+// SimulateOptions.RootCAs) rereads the file when it changes, at its next
+// connection (looked at at most once a second), so a new bundle is
+// trusted without a restart; a file that does not load then leaves the
+// CAs in place that were loaded last.
 func LoadCAFile(path string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(path)
+	f, err := openCAFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading the CA bundle: %w", err)
+		return nil, err
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("reading the CA bundle %s: no PEM certificate in it", path)
-	}
-	return pool, nil
+	roots := f.pool.Load()
+	caFiles.Store(roots, f)
+	return roots, nil
 }
 
 // transportOptions say how an agent connects.
 type transportOptions struct {
+	// roots are the CAs to trust: those of their file when LoadCAFile
+	// returned them.
 	roots *x509.CertPool
 	// source, when valid, is the local address of every connection.
 	source netip.Addr
@@ -49,22 +52,29 @@ type transportOptions struct {
 	dialTimeout time.Duration
 }
 
-// newTransport returns an HTTP/1.1 transport that trusts only roots and
-// keeps at most one idle connection per host: an agent sends one request at
-// a time.
+// newTransport returns an HTTP/1.1 transport that trusts only roots (as
+// their file holds them at each new connection) and keeps at most one idle
+// connection per host: an agent sends one request at a time.
 func newTransport(o transportOptions) *http.Transport {
 	dialer := &net.Dialer{Timeout: o.dialTimeout, KeepAlive: 30 * time.Second}
 	if o.source.IsValid() {
 		dialer.LocalAddr = &net.TCPAddr{IP: o.source.AsSlice()}
 	}
-	return &http.Transport{
-		DialContext: dialer.DialContext,
-		TLSClientConfig: &tls.Config{
-			RootCAs:            o.roots, // never the system roots
+	d := &tlsDialer{
+		dialer: dialer,
+		config: &tls.Config{
 			MinVersion:         tls.VersionTLS12,
 			ClientSessionCache: o.sessions,
 		},
-		TLSHandshakeTimeout:   o.dialTimeout,
+		roots:            func() *x509.CertPool { return o.roots },
+		handshakeTimeout: o.dialTimeout,
+	}
+	if f := caFileOf(o.roots); f != nil {
+		d.roots, d.file = f.roots, f
+	}
+	return &http.Transport{
+		DialContext:           dialer.DialContext,
+		DialTLSContext:        d.dial,
 		MaxIdleConnsPerHost:   1,
 		IdleConnTimeout:       5 * time.Minute,
 		ResponseHeaderTimeout: 0, // a check-in is held: the request's context bounds it
@@ -72,6 +82,48 @@ func newTransport(o transportOptions) *http.Transport {
 		WriteBufferSize:       4 << 10,
 		DisableCompression:    true,
 	}
+}
+
+// tlsDialer makes the transport's TLS connections, each verified against
+// the roots of the moment (the CA file reloaded when it changed).
+type tlsDialer struct {
+	dialer *net.Dialer
+	// config is cloned for each connection, with its server name and
+	// roots.
+	config           *tls.Config
+	roots            func() *x509.CertPool
+	file             *caFile
+	handshakeTimeout time.Duration
+}
+
+func (d *tlsDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := d.dialer.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	config := d.config.Clone()
+	config.ServerName = host
+	config.RootCAs = d.roots() // never the system roots
+	if d.handshakeTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d.handshakeTimeout)
+		defer cancel()
+	}
+	conn := tls.Client(raw, config)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		_ = raw.Close()
+		if d.file != nil {
+			if loadErr := d.file.loadError(); loadErr != nil {
+				return nil, fmt.Errorf("%w (the changed CA bundle was not loaded: %w)", err, loadErr)
+			}
+		}
+		return nil, err
+	}
+	return conn, nil
 }
 
 // statusError is an answer other than 200: its status, the protocol.Error
