@@ -119,10 +119,11 @@ bench-directory: ## DirectoryImport of 500 sites and 5,000 subnets from a real S
 	KUBEBUILDER_ASSETS="$$($(CONTROLPLANE))" go run ./test/bench/directory -sites 500 -subnets 5000
 
 .PHONY: bench
-bench: ## Resolver benchmarks, the locator load harness and the controller load harness (not bench-agents); see docs/benchmarks.md.
+bench: ## Resolver benchmarks, the locator load harness, the controller load harness and DispatchShard writes (not bench-agents); see docs/benchmarks.md.
 	go test ./internal/topology -run='^$$' -bench=. -benchmem -count=5
 	go run ./test/bench/locator
 	KUBEBUILDER_ASSETS="$$($(CONTROLPLANE))" go run ./test/bench/topology
+	KUBEBUILDER_ASSETS="$$($(CONTROLPLANE))" go run ./test/bench/shardwrites
 
 ##@ Build
 
