@@ -161,9 +161,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	if *caFile == "" {
 		return errors.New("--ca-file is required: the agent trusts only the CAs it is given")
 	}
-	if cfg.RootCAs, err = agent.LoadCAFile(*caFile); err != nil {
-		return err
-	}
+	cfg.CAFile = *caFile
 	switch {
 	case *token != "" && *tokenFile != "":
 		return errors.New("give --token or --token-file, not both")
@@ -253,9 +251,7 @@ func simulate(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *caFile == "" {
 		return errors.New("--ca-file is required")
 	}
-	if opts.RootCAs, err = agent.LoadCAFile(*caFile); err != nil {
-		return err
-	}
+	opts.CAFile = *caFile
 	if *tokenFile != "" {
 		if opts.Token != "" {
 			return errors.New("give --token or --token-file, not both")

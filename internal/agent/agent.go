@@ -54,7 +54,14 @@ type Config struct {
 	// Locators are the locators' base URLs ("https://manager:9443"), tried
 	// in turn.
 	Locators []string
-	// RootCAs are the only CAs the agent trusts.
+	// CAFile is the PEM bundle of the only CAs the agent trusts (--ca-file):
+	// reread when it changes, at the next connection (looked at at most
+	// once a second), so a bundle rewritten with the operator's next CA is
+	// trusted without a restart; a rewrite that does not load leaves the
+	// CAs loaded last. It is read at New: a missing or empty file fails it.
+	CAFile string
+	// RootCAs, when CAFile is empty, are the only CAs the agent trusts: a
+	// fixed pool.
 	RootCAs *x509.CertPool
 	// Token is the bootstrap token; nil when the agent has none (it then
 	// only checks in with the credential it already has).
@@ -238,7 +245,14 @@ func newAgent(cfg Config, t timings, topts transportOptions) (*Agent, error) {
 			return nil, fmt.Errorf("locator %q: the agent speaks HTTPS only", l)
 		}
 	}
-	if cfg.RootCAs == nil {
+	if cfg.CAFile != "" && topts.caFile == nil {
+		f, err := openCAFile(cfg.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		topts.caFile = f
+	}
+	if cfg.RootCAs == nil && topts.caFile == nil {
 		return nil, errors.New("no CA bundle: the agent trusts only the CAs it is given")
 	}
 	if cfg.Wait == 0 {

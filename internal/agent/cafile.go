@@ -109,17 +109,3 @@ func (f *caFile) load(stamp caFileStamp) error {
 	f.stamp = stamp
 	return nil
 }
-
-// caFiles maps the pool LoadCAFile returned to its file, so that the
-// transport of an agent given that pool (Config.RootCAs) follows the file.
-var caFiles sync.Map // *x509.CertPool → *caFile
-
-// caFileOf is the file that roots was loaded from by LoadCAFile, or nil.
-func caFileOf(roots *x509.CertPool) *caFile {
-	if roots == nil {
-		return nil
-	}
-	f, _ := caFiles.Load(roots)
-	file, _ := f.(*caFile)
-	return file
-}

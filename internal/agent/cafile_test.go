@@ -143,14 +143,14 @@ func TestAgentFollowsCAFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ca.crt")
 	writeFile(t, path, caA.PEM)
 	cfg := baseConfig(t, caA, locator.URL)
-	var err error
-	if cfg.RootCAs, err = LoadCAFile(path); err != nil {
+	cfg.RootCAs, cfg.CAFile = nil, path
+	file, err := openCAFile(path)
+	if err != nil {
 		t.Fatal(err)
 	}
 	clock := newTestClock()
-	file := caFileOf(cfg.RootCAs)
 	file.now = clock.Now
-	a, err := newAgent(cfg, testTimings(), transportOptions{roots: cfg.RootCAs})
+	a, err := newAgent(cfg, testTimings(), transportOptions{caFile: file})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,10 +212,7 @@ func TestRunningAgentPicksUpCAFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ca.crt")
 	writeFile(t, path, caA.PEM)
 	cfg := baseConfig(t, caA, locator.URL)
-	var err error
-	if cfg.RootCAs, err = LoadCAFile(path); err != nil {
-		t.Fatal(err)
-	}
+	cfg.RootCAs, cfg.CAFile = nil, path
 	start(t, cfg, testTimings())
 	time.Sleep(300 * time.Millisecond)
 	if n, m := len(locator.Requests()), task.SuccessfulCheckIns(); n != 0 || m != 0 {

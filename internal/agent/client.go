@@ -23,27 +23,23 @@ import (
 // maxResponseBytes bounds what the agent reads of an answer.
 const maxResponseBytes = 1 << 20
 
-// LoadCAFile reads a PEM bundle of CA certificates: the only roots the
-// agent trusts. An agent given the pool it returns (Config.RootCAs,
-// SimulateOptions.RootCAs) rereads the file when it changes, at its next
-// connection (looked at at most once a second), so a new bundle is
-// trusted without a restart; a file that does not load then leaves the
-// CAs in place that were loaded last.
+// LoadCAFile reads a PEM bundle of CA certificates once, for a fixed pool
+// (Config.RootCAs). An agent given the file instead (Config.CAFile,
+// SimulateOptions.CAFile) rereads it when it changes.
 func LoadCAFile(path string) (*x509.CertPool, error) {
 	f, err := openCAFile(path)
 	if err != nil {
 		return nil, err
 	}
-	roots := f.pool.Load()
-	caFiles.Store(roots, f)
-	return roots, nil
+	return f.pool.Load(), nil
 }
 
 // transportOptions say how an agent connects.
 type transportOptions struct {
-	// roots are the CAs to trust: those of their file when LoadCAFile
-	// returned them.
-	roots *x509.CertPool
+	// roots are the CAs to trust, unless caFile is set: then those its
+	// file holds at each new connection.
+	roots  *x509.CertPool
+	caFile *caFile
 	// source, when valid, is the local address of every connection.
 	source netip.Addr
 	// sessions, when set, is shared by agents for TLS session resumption.
@@ -69,8 +65,8 @@ func newTransport(o transportOptions) *http.Transport {
 		roots:            func() *x509.CertPool { return o.roots },
 		handshakeTimeout: o.dialTimeout,
 	}
-	if f := caFileOf(o.roots); f != nil {
-		d.roots, d.file = f.roots, f
+	if o.caFile != nil {
+		d.roots, d.file = o.caFile.roots, o.caFile
 	}
 	return &http.Transport{
 		DialContext:           dialer.DialContext,

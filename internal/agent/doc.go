@@ -5,7 +5,11 @@
 // process for load tests.
 //
 // An agent talks HTTPS only and trusts only the CA bundle it is given,
-// never the system roots. Its loop, one goroutine per agent:
+// never the system roots. Its bundle file (--ca-file, Config.CAFile) is
+// reread when it changes, at a new connection and at most once a second,
+// so a bundle rewritten with the operator's next CA is trusted without a
+// restart (docs/tls.md, the CA's rotation). Its loop, one goroutine per
+// agent:
 //
 //   - Locate: POST the agent's addresses to a locator (several may be
 //     given, tried in turn) and receive its site's task endpoints and

@@ -33,9 +33,10 @@ type SimulateOptions struct {
 	SourceAddresses string
 	// HostnamePrefix starts every host name; empty means "sim-agent-".
 	HostnamePrefix string
-	// Locators, RootCAs, Token, Wait, RelocateInterval and Version are as in
-	// Config.
+	// Locators, CAFile, RootCAs, Token, Wait, RelocateInterval and Version
+	// are as in Config; every agent follows the one CA file.
 	Locators         []string
+	CAFile           string
 	RootCAs          *x509.CertPool
 	Token            string
 	Wait             time.Duration
@@ -140,11 +141,18 @@ func Simulate(ctx context.Context, opts SimulateOptions) (SimStats, error) {
 	stats := newSimStats(opts.Count)
 	pace := newPacer(opts.RegisterRate)
 	sessions := newSessionCache(256)
+	var bundle *caFile
+	if opts.CAFile != "" {
+		var err error
+		if bundle, err = openCAFile(opts.CAFile); err != nil {
+			return SimStats{}, fmt.Errorf("simulating: %w", err)
+		}
+	}
 	agents := make([]*Agent, opts.Count)
 	for i := range agents {
 		index := opts.FirstIndex + i
 		hostname, mac, hwid := SimulatedIdentity(opts.HostnamePrefix, index)
-		topts := transportOptions{roots: opts.RootCAs, sessions: sessions}
+		topts := transportOptions{roots: opts.RootCAs, caFile: bundle, sessions: sessions}
 		if sources != nil {
 			topts.source = sources[i]
 		}

@@ -4,9 +4,11 @@
 // CA, whose certificate agents trust through the published bundle.
 //
 // It is pure Go standard library (crypto/x509, crypto/tls) and links
-// neither controller-runtime nor client-go: the site services (and the
-// agent, some day) import it to serve and to load certificates, and the
-// controllers import it to decide what to issue.
+// neither controller-runtime nor client-go: the site services import it
+// to serve and to load certificates, and the controllers import it to
+// decide what to issue. The agent does not import it (it links only the
+// standard library and internal/protocol); it reloads its own bundle file
+// (internal/agent, Config.CAFile).
 //
 // # Rules
 //
