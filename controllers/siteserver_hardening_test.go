@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
+	"github.com/siteops/site-operator/controllers"
 )
 
 // kstatusOf computes what kubectl wait, Helm 4, Argo CD and Flux make of the
@@ -454,7 +455,7 @@ func createReadyPod(ctx context.Context, ss, component, node, ip string) *corev1
 	GinkgoHelper()
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: ss + "-" + component + "-0", Namespace: workloadNamespace,
-			Labels: map[string]string{"siteops.io/siteserver": ss, "app.kubernetes.io/component": component}},
+			Labels: map[string]string{controllers.LabelSiteServer: ss, controllers.LabelComponent: component}},
 		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "i"}}},
 	}
 	Expect(k8sClient.Create(ctx, pod)).To(Succeed())

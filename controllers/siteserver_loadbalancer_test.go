@@ -15,7 +15,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	siteopsv1 "github.com/siteops/site-operator/api/v1alpha1"
-	"github.com/siteops/site-operator/controllers"
 )
 
 var _ = Describe("SiteServer LoadBalancer exposure", func() {
@@ -116,8 +115,8 @@ var _ = Describe("SiteServer LoadBalancer exposure", func() {
 		Consistently(advertised("lb1-srv"), time.Second, interval).Should(Equal(advertisedURLs{}))
 
 		By("ready pods before the load balancer answers: their own addresses, not the node port")
-		readySiteServicePod(ctx, "lb1-srv", "task-service", "lb1-node", "10.244.9.5")
-		readySiteServicePod(ctx, "lb1-srv", "package-service", "lb1-node", "10.244.9.6")
+		createReadyPod(ctx, "lb1-srv", "task-service", "lb1-node", "10.244.9.5")
+		createReadyPod(ctx, "lb1-srv", "package-service", "lb1-node", "10.244.9.6")
 		Eventually(advertised("lb1-srv"), timeout, interval).Should(Equal(advertisedURLs{
 			Task: []string{"https://10.244.9.5:8080"}, Package: []string{"https://10.244.9.6:8080"}}))
 
@@ -163,21 +162,3 @@ var _ = Describe("SiteServer LoadBalancer exposure", func() {
 			Package: []string{"https://lb-packages.lyon.example.net:8080"}}))
 	})
 })
-
-// readySiteServicePod plays the workload controllers and the kubelet, which
-// envtest does not run: a pod of one of a SiteServer's services, bound to
-// node, ready at ip, deleted when the spec ends.
-func readySiteServicePod(ctx context.Context, server, component, node, ip string) *corev1.Pod {
-	GinkgoHelper()
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: server + "-" + component + "-0", Namespace: workloadNamespace,
-			Labels: map[string]string{controllers.LabelSiteServer: server, controllers.LabelComponent: component}},
-		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "i"}}},
-	}
-	Expect(k8sClient.Create(ctx, pod)).To(Succeed())
-	DeferCleanup(deleteIgnoringNotFound, ctx, pod)
-	pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
-		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}}
-	Expect(k8sClient.Status().Update(ctx, pod)).To(Succeed())
-	return pod
-}
