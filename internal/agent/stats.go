@@ -89,6 +89,30 @@ type TaskStats struct {
 	// Succeeded and Failed count the acknowledged results by state.
 	Succeeded int64 `json:"succeeded"`
 	Failed    int64 `json:"failed"`
+	// ReportToAck summarizes how long each result took from its first
+	// send to the service's 200, which the service answers only once the
+	// result is in the task's dispatch state: report → recorded, as the
+	// agent sees it, retries included.
+	ReportToAck Durations `json:"reportToAck"`
+}
+
+// Durations summarizes durations, in milliseconds. Percentiles are exact
+// (nearest rank).
+type Durations struct {
+	Count int64 `json:"count"`
+	P50Ms int64 `json:"p50Ms"`
+	P99Ms int64 `json:"p99Ms"`
+	MaxMs int64 `json:"maxMs"`
+}
+
+// durationsOf summarizes sorted durations (ms).
+func durationsOf(sorted []int64) Durations {
+	n := len(sorted)
+	if n == 0 {
+		return Durations{}
+	}
+	rank := func(q float64) int64 { return sorted[max(int(math.Ceil(q*float64(n))), 1)-1] }
+	return Durations{Count: int64(n), P50Ms: rank(0.50), P99Ms: rank(0.99), MaxMs: sorted[n-1]}
 }
 
 // EventTimes summarizes when events of one kind happened (items received,
@@ -132,6 +156,7 @@ func eventTimesOf(sorted []int64, agents int) EventTimes {
 // taskTimes are the times kept for one task.
 type taskTimes struct {
 	received, acknowledged []int64 // Unix ms, in the order recorded
+	reportToAck            []int64 // ms
 	succeeded, failed      int64
 }
 
@@ -201,12 +226,15 @@ func (s *simStats) workEnded() {
 	}
 }
 
-func (s *simStats) resultAcknowledged(task, state string, at time.Time) {
+// resultAcknowledged counts a result of task acknowledged at, first sent
+// at sent.
+func (s *simStats) resultAcknowledged(task, state string, sent, at time.Time) {
 	if s != nil {
 		s.resultsAcknowledged.Add(1)
 		s.workMu.Lock()
 		t := s.task(task)
 		t.acknowledged = append(t.acknowledged, at.UnixMilli())
+		t.reportToAck = append(t.reportToAck, at.Sub(sent).Milliseconds())
 		if state == protocol.WorkSucceeded {
 			t.succeeded++
 		} else {
@@ -338,14 +366,14 @@ func (s *simStats) snapshotWork(st *SimStats) {
 	st.ProgressReportErrors = s.progressReportErrors.Load()
 	// Copied under the lock, sorted outside it: agents keep recording.
 	type copied struct {
-		received, acknowledged []int64
-		succeeded, failed      int64
+		received, acknowledged, reportToAck []int64
+		succeeded, failed                   int64
 	}
 	s.workMu.Lock()
 	st.ReportErrors = maps.Clone(s.reportErrors)
 	tasks := make(map[string]copied, len(s.tasks))
 	for name, t := range s.tasks {
-		tasks[name] = copied{slices.Clone(t.received), slices.Clone(t.acknowledged), t.succeeded, t.failed}
+		tasks[name] = copied{slices.Clone(t.received), slices.Clone(t.acknowledged), slices.Clone(t.reportToAck), t.succeeded, t.failed}
 	}
 	s.workMu.Unlock()
 	st.Tasks = make(map[string]TaskStats, len(tasks))
@@ -353,8 +381,9 @@ func (s *simStats) snapshotWork(st *SimStats) {
 	for name, t := range tasks {
 		slices.Sort(t.received)
 		slices.Sort(t.acknowledged)
+		slices.Sort(t.reportToAck)
 		st.Tasks[name] = TaskStats{Received: eventTimesOf(t.received, s.agents), Acknowledged: eventTimesOf(t.acknowledged, s.agents),
-			Succeeded: t.succeeded, Failed: t.failed}
+			Succeeded: t.succeeded, Failed: t.failed, ReportToAck: durationsOf(t.reportToAck)}
 		allReceived = append(allReceived, t.received...)
 		allAcknowledged = append(allAcknowledged, t.acknowledged...)
 	}

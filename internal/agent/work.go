@@ -573,6 +573,7 @@ const (
 func (a *Agent) deliver(ctx context.Context, rec *workRecord) delivery {
 	st, id := *rec.Result, rec.Item.ID
 	retry := backoff{base: a.t.reportBase, max: a.t.reportMax}
+	sent := time.Now()
 	for attempt := 0; ; attempt++ {
 		endpoint, credential, ok := a.awaitLink(ctx)
 		if !ok {
@@ -586,7 +587,7 @@ func (a *Agent) deliver(ctx context.Context, rec *workRecord) delivery {
 			return deliveryStopped
 		}
 		if err == nil {
-			a.stats.resultAcknowledged(rec.Item.Task, st.State, time.Now())
+			a.stats.resultAcknowledged(rec.Item.Task, st.State, sent, time.Now())
 			a.log.Info("The task service recorded the result", "id", id, "state", st.State, "recorded", resp.Recorded, "endpoint", endpoint)
 			return deliveryAcknowledged
 		}

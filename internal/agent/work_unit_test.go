@@ -190,6 +190,27 @@ func TestEventTimes(t *testing.T) {
 	}
 }
 
+// TestReportToAck: each acknowledged result's time from its first send to
+// the 200 is kept per task, and summarized by nearest rank.
+func TestReportToAck(t *testing.T) {
+	s := newSimStats(200)
+	sent := time.UnixMilli(1_000_000)
+	for i := int64(1); i <= 200; i++ {
+		s.resultAcknowledged("ns/task", protocol.WorkSucceeded, sent, sent.Add(time.Duration(i)*time.Millisecond))
+	}
+	s.resultAcknowledged("ns/other", protocol.WorkFailed, sent, sent.Add(time.Minute))
+	st := s.snapshot(true)
+	if got, want := st.Tasks["ns/task"].ReportToAck, (Durations{Count: 200, P50Ms: 100, P99Ms: 198, MaxMs: 200}); got != want {
+		t.Errorf("ns/task: %+v, want %+v", got, want)
+	}
+	if got, want := st.Tasks["ns/other"].ReportToAck, (Durations{Count: 1, P50Ms: 60_000, P99Ms: 60_000, MaxMs: 60_000}); got != want {
+		t.Errorf("ns/other: %+v, want %+v", got, want)
+	}
+	if d := durationsOf(nil); d != (Durations{}) {
+		t.Errorf("none: %+v", d)
+	}
+}
+
 func TestWorkFiles(t *testing.T) {
 	dir := t.TempDir()
 	a := &Agent{cfg: Config{StateDir: dir}, log: slog.New(slog.DiscardHandler)}

@@ -107,7 +107,12 @@ type taskResult struct {
 	heldAtT0, activeAtT0, maxHeld float64
 
 	// From T0 (just before the create).
-	received, acknowledged              eventTimes
+	received, acknowledged eventTimes
+	// reportToAck is an agent's first send of a result → the service's
+	// 200 (given once the result is in the dispatch state), in seconds:
+	// each figure the largest of the processes' (an upper bound), n their
+	// sum.
+	reportToAck                         dist
 	succeededAgents, failedAgents       int64 // acknowledged, by state (agents' lines)
 	workIgnored, reportRetries, dropped int64
 	progressErrors                      int64
@@ -472,8 +477,14 @@ func (tr *taskResult) fromAgents(sim *simulation, t0 time.Time) {
 	tr.succeededAgents, tr.failedAgents = 0, 0
 	tr.workIgnored, tr.reportRetries, tr.dropped, tr.progressErrors = 0, 0, 0, 0
 	tr.reportErrors = map[string]int64{}
+	tr.reportToAck = dist{}
 	for _, l := range sim.last {
 		ts := l.Tasks[taskKey]
+		d := ts.ReportToAck
+		tr.reportToAck.n += int(d.Count)
+		tr.reportToAck.p50 = max(tr.reportToAck.p50, float64(d.P50Ms)/1000)
+		tr.reportToAck.p99 = max(tr.reportToAck.p99, float64(d.P99Ms)/1000)
+		tr.reportToAck.max = max(tr.reportToAck.max, float64(d.MaxMs)/1000)
 		rec = append(rec, ts.Received)
 		ack = append(ack, ts.Acknowledged)
 		tr.succeededAgents += ts.Succeeded
