@@ -133,17 +133,26 @@ func TestCAFileReloads(t *testing.T) {
 	}
 }
 
+// caFileAgent sets up servers of CA B (a task service of paris and a
+// locator sending paris's agents to it) and an agent's Config that follows
+// a bundle file holding CA A only.
+func caFileAgent(t *testing.T) (caA, caB *agenttest.CA, task *agenttest.TaskServer, locator *agenttest.Locator, path string, cfg Config) {
+	t.Helper()
+	caA, caB = agenttest.NewCA(t), agenttest.NewCA(t)
+	task = agenttest.NewTaskServer(t, caB, "paris-1", "paris", testToken)
+	locator = agenttest.NewLocator(t, caB, agenttest.Endpoints("paris", task.URL))
+	path = filepath.Join(t.TempDir(), "ca.crt")
+	writeFile(t, path, caA.PEM)
+	cfg = baseConfig(t, caA, locator.URL)
+	cfg.RootCAs, cfg.CAFile = nil, path
+	return caA, caB, task, locator, path, cfg
+}
+
 // TestAgentFollowsCAFile: an agent trusting a file of CA A is refused by
 // servers of CA B; once the file holds A and B, its next request succeeds
 // with the same agent, and it follows the file back (over real sockets).
 func TestAgentFollowsCAFile(t *testing.T) {
-	caA, caB := agenttest.NewCA(t), agenttest.NewCA(t)
-	task := agenttest.NewTaskServer(t, caB, "paris-1", "paris", testToken)
-	locator := agenttest.NewLocator(t, caB, agenttest.Endpoints("paris", task.URL))
-	path := filepath.Join(t.TempDir(), "ca.crt")
-	writeFile(t, path, caA.PEM)
-	cfg := baseConfig(t, caA, locator.URL)
-	cfg.RootCAs, cfg.CAFile = nil, path
+	caA, caB, _, locator, path, cfg := caFileAgent(t)
 	file, err := openCAFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -206,13 +215,7 @@ func TestAgentFollowsCAFile(t *testing.T) {
 // servers checks in once its bundle file is rewritten to trust them,
 // without a restart.
 func TestRunningAgentPicksUpCAFile(t *testing.T) {
-	caA, caB := agenttest.NewCA(t), agenttest.NewCA(t)
-	task := agenttest.NewTaskServer(t, caB, "paris-1", "paris", testToken)
-	locator := agenttest.NewLocator(t, caB, agenttest.Endpoints("paris", task.URL))
-	path := filepath.Join(t.TempDir(), "ca.crt")
-	writeFile(t, path, caA.PEM)
-	cfg := baseConfig(t, caA, locator.URL)
-	cfg.RootCAs, cfg.CAFile = nil, path
+	caA, caB, task, locator, path, cfg := caFileAgent(t)
 	start(t, cfg, testTimings())
 	time.Sleep(300 * time.Millisecond)
 	if n, m := len(locator.Requests()), task.SuccessfulCheckIns(); n != 0 || m != 0 {

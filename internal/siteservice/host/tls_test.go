@@ -222,18 +222,27 @@ func TestHostReloadsRotatedCertificate(t *testing.T) {
 // TestListenHost: with a listen host, the API and the probes bind that
 // address only, as a pod binds its own IP on the simulated cluster's
 // shared loopback.
-func TestListenHost(t *testing.T) {
-	port, healthPort := hosttest.FreePort(t), hosttest.FreePort(t)
-	ctx, cancel := context.WithCancel(WithServing(context.Background(), Serving{ListenHost: "127.0.0.2"}))
-	done := make(chan error, 1)
+// serveOn runs a Host with okHandler on free ports as serving says, until
+// the test ends, and checks that it then returns cleanly; done receives
+// what ListenAndServe returned, if it returns early.
+func serveOn(t *testing.T, serving Serving) (port, healthPort int, done <-chan error) {
+	t.Helper()
+	port, healthPort = hosttest.FreePort(t), hosttest.FreePort(t)
+	ctx, cancel := context.WithCancel(WithServing(context.Background(), serving))
+	result := make(chan error, 1)
 	h := &Host{Name: "test", Handler: okHandler(), Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}
-	go func() { done <- h.ListenAndServe(ctx, PortAddr(port), PortAddr(healthPort)) }()
-	defer func() {
+	go func() { result <- h.ListenAndServe(ctx, PortAddr(port), PortAddr(healthPort)) }()
+	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
+		if err := <-result; err != nil {
 			t.Errorf("ListenAndServe: %v", err)
 		}
-	}()
+	})
+	return port, healthPort, result
+}
+
+func TestListenHost(t *testing.T) {
+	port, healthPort, done := serveOn(t, Serving{ListenHost: "127.0.0.2"})
 	hosttest.WaitReady(t, fmt.Sprintf("http://127.0.0.2:%d/readyz", healthPort), done)
 	if code, _ := get(t, fmt.Sprintf("http://127.0.0.2:%d/v1/info", port)); code != http.StatusOK {
 		t.Errorf("API on the listen host: %d", code)
@@ -268,18 +277,7 @@ func TestNotReadyUntilTheCertificateNamesTheListenIP(t *testing.T) {
 	}
 	files.Interval = 20 * time.Millisecond
 
-	port, healthPort := hosttest.FreePort(t), hosttest.FreePort(t)
-	ctx, cancel := context.WithCancel(WithServing(context.Background(),
-		Serving{ListenHost: "127.0.0.1", TLS: certs.ServerConfig(files.GetCertificate)}))
-	done := make(chan error, 1)
-	h := &Host{Name: "test", Handler: okHandler(), Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}
-	go func() { done <- h.ListenAndServe(ctx, PortAddr(port), PortAddr(healthPort)) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("ListenAndServe: %v", err)
-		}
-	}()
+	port, healthPort, _ := serveOn(t, Serving{ListenHost: "127.0.0.1", TLS: certs.ServerConfig(files.GetCertificate)})
 	readyz := fmt.Sprintf("http://127.0.0.1:%d/readyz", healthPort)
 	api := fmt.Sprintf("https://127.0.0.1:%d/v1/info", port)
 
