@@ -175,12 +175,7 @@ var _ = Describe("Locating servers", Ordered, func() {
 	})
 
 	It("follows a killed task-service process: unadvertised, restarted, advertised again, located again", func(ctx SpecContext) {
-		var pod corev1.Pod
-		var url string
-		Eventually(func(g Gomega) {
-			pod = expectPodsOn(ctx, g, srvA, taskComponent, 1, siteServerNodes)[0]
-			url = advertisedPod(ctx, g, srvA, pod)
-		}).WithContext(ctx).Should(Succeed())
+		pod, url := advertisedTaskPod(ctx, srvA)
 		// The pod is unready from the kill until the restarted process
 		// passes its readiness probe: the 2 s back-off, then up to a probe
 		// period (the first probe comes as the process starts, before it
@@ -204,12 +199,7 @@ var _ = Describe("Locating servers", Ordered, func() {
 	})
 
 	It("falls back while a site's only server hangs, and returns to it once it answers again", func(ctx SpecContext) {
-		var pod corev1.Pod
-		var url string
-		Eventually(func(g Gomega) {
-			pod = expectPodsOn(ctx, g, srvB, taskComponent, 1, siteServerNodes)[0]
-			url = advertisedPod(ctx, g, srvB, pod)
-		}).WithContext(ctx).Should(Succeed())
+		pod, url := advertisedTaskPod(ctx, srvB)
 		expectServedBy(ctx, locatorAddress, agentB, siteB, protocol.RuleSite, srvB)
 
 		By("stopping the task-service process of " + srvB + ": it stays, but answers nothing")
@@ -316,12 +306,17 @@ func ownerOf(ctx context.Context, url string) string {
 	return ""
 }
 
-// advertisedPod is the one URL SiteServer name advertises for its task
-// service, which must be that of pod, its only ready one.
-func advertisedPod(ctx context.Context, g Gomega, name string, pod corev1.Pod) string {
-	urls := getSiteServer(ctx, g, name).Status.Task.Advertised
-	g.Expect(urls).To(HaveExactElements(ContainSubstring("//"+pod.Status.PodIP+":")), "status.task.advertised of %s", name)
-	return urls[0]
+// advertisedTaskPod waits until SiteServer name has one task pod, on a
+// site-server node, and advertises exactly its URL; it returns both.
+func advertisedTaskPod(ctx context.Context, name string) (pod corev1.Pod, url string) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		pod = expectPodsOn(ctx, g, name, taskComponent, 1, siteServerNodes)[0]
+		urls := getSiteServer(ctx, g, name).Status.Task.Advertised
+		g.Expect(urls).To(HaveExactElements(ContainSubstring("//"+pod.Status.PodIP+":")), "status.task.advertised of %s", name)
+		url = urls[0]
+	}).WithContext(ctx).Should(Succeed())
+	return pod, url
 }
 
 // stopProcess stops process pid (SIGSTOP) and returns what continues it
