@@ -95,7 +95,10 @@ func TestRunThenStatus(t *testing.T) {
 			"--state-dir", stateDir, "--addresses", "10.0.0.9,fd00::9", "--hostname", "pc-7", "--hardware-id", "hw-7",
 			"--mac-addresses", "AA:BB:CC:00:00:07", "--wait", "1s"}, &bytes.Buffer{}, &stderr)
 	}()
-	agenttest.Eventually(t, 10*time.Second, func() bool { return task.SuccessfulCheckIns() >= 1 }, "the agent did not check in")
+	// The second check-in starts once the agent has taken the first one's
+	// answer (and noted it in its state): cancelling as soon as the server
+	// answered the first could stop the agent before that.
+	agenttest.Eventually(t, 10*time.Second, func() bool { return task.SuccessfulCheckIns() >= 2 }, "the agent did not check in twice")
 	cancel()
 	select {
 	case code := <-done:
