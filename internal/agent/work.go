@@ -567,9 +567,10 @@ const (
 )
 
 // deliver sends rec's result until the task service acknowledges or
-// refuses it, or ctx ends. It retries after transport errors, 5xx, 429 and
-// 421 with the back-off (and at least the Retry-After asked), and after a
-// 401 once the loop has dealt with the refused credential.
+// refuses it, or ctx ends. It retries after the Retry-After asked when
+// there is one, else after transport errors, 5xx, 429 and 421 with the
+// back-off, and after a 401 once the loop has dealt with the refused
+// credential.
 func (a *Agent) deliver(ctx context.Context, rec *workRecord) delivery {
 	st, id := *rec.Result, rec.Item.ID
 	retry := backoff{base: a.t.reportBase, max: a.t.reportMax}
@@ -611,8 +612,14 @@ func (a *Agent) deliver(ctx context.Context, rec *workRecord) delivery {
 			a.stats.resultDropped()
 			a.log.Error("The task service refused the result as invalid: dropping it", "id", id, "state", st.State, "status", code, "error", err)
 			return deliveryDropped
+		case retryAfterOf(err) > 0:
+			// The service set the pace (a result it holds queued is
+			// answered "come back in a second"): its delay, spread, and
+			// not the back-off, which would stretch each round.
+			d = jitter(retryAfterOf(err), a.t.retryJitter, nil)
+			a.log.Warn("Sending the result failed: retrying", "id", id, "endpoint", endpoint, "error", err, "retryIn", d.String())
 		default:
-			d = max(retry.next(), jitter(retryAfterOf(err), a.t.retryJitter, nil))
+			d = retry.next()
 			a.log.Warn("Sending the result failed: retrying", "id", id, "endpoint", endpoint, "error", err, "retryIn", d.String())
 		}
 		timer := time.NewTimer(d)

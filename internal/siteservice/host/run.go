@@ -11,6 +11,10 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/go-logr/logr"
+	"k8s.io/klog/v2"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
 	"github.com/siteops/site-operator/internal/certs"
 	"github.com/siteops/site-operator/internal/siteservice/config"
 )
@@ -122,6 +126,11 @@ func run(ctx context.Context, cmd Command, args []string, stdout, stderr io.Writ
 		return 0
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	// The libraries log too (controller-runtime's cache, client-go's
+	// reflectors): to the same handler. Without a logger set,
+	// controller-runtime drops their lines and prints a stack trace.
+	ctrllog.SetLogger(logr.FromSlogHandler(log.Handler()))
+	klog.SetSlogLogger(log)
 	fail := func(msg string, err error) int {
 		log.Error(msg, "error", err)
 		return 1

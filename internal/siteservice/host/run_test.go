@@ -3,14 +3,20 @@ package host
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
+	"os/exec"
 	"reflect"
 	"strconv"
 	"strings"
 	"testing"
+
+	"k8s.io/klog/v2"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/siteops/site-operator/internal/siteservice/config"
 	"github.com/siteops/site-operator/internal/siteservice/host/hosttest"
@@ -127,5 +133,47 @@ func TestRun(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The libraries' logs (controller-runtime, client-go through klog) go to
+// the service's JSON log: without a logger set, controller-runtime drops
+// them and prints a stack trace instead. Run sets the process's loggers
+// once, as a binary does, so the test runs it in a process of its own.
+func TestRunLogsTheLibrariesAsJSON(t *testing.T) {
+	if os.Getenv("HOST_TEST_RUN_LOGS") == "1" {
+		path := hosttest.WriteConfig(t, "siteServer: paris-1\ntask: {port: 9000, healthPort: 9001}\n"+
+			"package: {port: 9100, healthPort: 9101, storagePath: /data}\n")
+		cmd := testCommand(new(config.Config), new(Serving), nil)
+		cmd.New = func(config.Config, string, *slog.Logger) (Service, error) {
+			ctrllog.Log.WithName("cache").Info("from controller-runtime", "n", 1)
+			klog.InfoS("from client-go", "n", 2)
+			return nil, errors.New("stop here")
+		}
+		os.Exit(run(context.Background(), cmd, []string{"--config", path, "--insecure-http"}, os.Stdout, os.Stderr))
+	}
+	child := exec.Command(os.Args[0], "-test.run=^TestRunLogsTheLibrariesAsJSON$")
+	child.Env = append(os.Environ(), "HOST_TEST_RUN_LOGS=1")
+	var stderr bytes.Buffer
+	child.Stderr = &stderr
+	err := child.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("run: %v, want exit status 1; output %s", err, stderr.String())
+	}
+	want := map[string]bool{"from controller-runtime": false, "from client-go": false}
+	for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("a line of the log is not JSON: %q (%v)", line, err)
+		}
+		if msg, _ := rec["msg"].(string); strings.HasPrefix(msg, "from ") {
+			want[msg] = true
+		}
+	}
+	for msg, seen := range want {
+		if !seen {
+			t.Errorf("%q is not in the log:\n%s", msg, stderr.String())
+		}
 	}
 }

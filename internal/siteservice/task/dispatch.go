@@ -569,7 +569,10 @@ type shardOp struct {
 	// requeued counts the writes that failed for a passing reason and
 	// left this op for the next one (maxRequeues).
 	requeued int
-	then     []func(opResult)
+	// queued is when the op was submitted: a report waits for the claims
+	// in flight (claimsFirst) at most claimsFirstWait from then.
+	queued time.Time
+	then   []func(opResult)
 }
 
 // progressDelay is the longest a Running report waits for a write of its
@@ -607,7 +610,11 @@ type shardWriter struct {
 	// computer.
 	held      map[string][]*shardOp
 	heldTimer *time.Timer
-	writing   bool
+	// inflight is the batch of the write in flight, until its ops are
+	// answered or go back to pending: a result sent again meanwhile joins
+	// its op there (sameReport).
+	inflight map[string][]*shardOp
+	writing  bool
 	// counts of cur
 	running, failed, entries int64
 }
@@ -666,6 +673,7 @@ func (w *shardWriter) entry(computer string) (siteopsv1.DispatchEntry, bool) {
 // ops of one computer are decided in the order they came.
 func (w *shardWriter) submit(computer string, op *shardOp, then func(opResult)) {
 	op.then = append(op.then, then)
+	op.queued = w.d.now()
 	w.mu.Lock()
 	if op.claim {
 		if w.claims == nil {
@@ -684,9 +692,22 @@ func (w *shardWriter) submit(computer string, op *shardOp, then func(opResult)) 
 		w.mu.Unlock()
 		return
 	}
-	if same := sameReport(w.pending[computer], op); same != nil {
+	if e, ok := w.recordedLocked(computer, op); ok {
+		// The agent sent a result the API server holds already (it was
+		// told to come back, and the write landed since): it is
+		// acknowledged at once, with no write.
+		w.mu.Unlock()
+		then(opResult{entry: e})
+		return
+	}
+	same := sameReport(w.pending[computer], op)
+	if same == nil {
+		same = sameReport(w.inflight[computer], op)
+	}
+	if same != nil {
 		// The agent sent its result again while the first still waits
-		// (it was told to come back): one op, answered once for both.
+		// for its write, queued or in flight (it was told to come back):
+		// one op, answered once for both.
 		same.then = append(same.then, then)
 		w.mu.Unlock()
 		return
@@ -697,6 +718,20 @@ func (w *shardWriter) submit(computer string, op *shardOp, then func(opResult)) 
 	if idle && !w.d.deferWrite(w) {
 		w.start()
 	}
+}
+
+// recordedLocked returns computer's entry in the current view when it
+// holds op, a final report, as recorded: the same attempt and state. w.mu
+// is held.
+func (w *shardWriter) recordedLocked(computer string, op *shardOp) (siteopsv1.DispatchEntry, bool) {
+	if w.cur == nil || op.claim || op.progress || op.report == nil {
+		return siteopsv1.DispatchEntry{}, false
+	}
+	e, ok := w.cur.Entries[computer]
+	if !ok || e.Attempt != op.attempt || e.State != op.report.State {
+		return siteopsv1.DispatchEntry{}, false
+	}
+	return e, e.State == siteopsv1.DispatchSucceeded || e.State == siteopsv1.DispatchFailed
 }
 
 // sameReport returns the final report among queued that op repeats: the
@@ -815,10 +850,13 @@ func (w *shardWriter) loop() {
 			return
 		}
 		claims := false
+		var oldest time.Time
 		for _, ops := range w.pending {
-			if slices.ContainsFunc(ops, func(op *shardOp) bool { return op.claim }) {
-				claims = true
-				break
+			for _, op := range ops {
+				claims = claims || op.claim
+				if oldest.IsZero() || op.queued.Before(oldest) {
+					oldest = op.queued
+				}
 			}
 		}
 		w.mu.Unlock()
@@ -827,13 +865,20 @@ func (w *shardWriter) loop() {
 		} else {
 			// Reports wait for the claims in flight (of every shard): an
 			// agent waits in its check-in for a claim, while a result
-			// has a minute to be recorded.
-			w.d.claimsFirst(claimsFirstWait)
+			// has a minute to be recorded. The wait counts from the oldest
+			// report's arrival: one that has waited through a write
+			// already does not wait again, or, with claims in flight at
+			// every instant (a task for more agents than are held), each
+			// of its shard's writes would start claimsFirstWait late.
+			if wait := claimsFirstWait - w.d.now().Sub(oldest); wait > 0 {
+				w.d.claimsFirst(wait)
+			}
 		}
 		w.mu.Lock()
 		batch := w.pending
 		w.pending = map[string][]*shardOp{}
 		w.takeHeldLocked(batch)
+		w.inflight = batch
 		w.mu.Unlock()
 		requeued := w.write(batch)
 		if claims {
@@ -856,8 +901,8 @@ func retryDelay(n int) time.Duration {
 	return time.Second << min(n-1, 4)
 }
 
-// claimsFirstWait bounds how long a write of reports waits for the claims
-// in flight.
+// claimsFirstWait bounds how long a report waits for the claims in
+// flight, from its arrival.
 const claimsFirstWait = 5 * time.Second
 
 func (d *dispatcher) claimWriteStarted() {
@@ -975,6 +1020,7 @@ func (w *shardWriter) write(batch map[string][]*shardOp) (requeued bool) {
 	// write that failed for a passing reason go back to the front of the
 	// queue instead, each computer's in their order.
 	w.mu.Lock()
+	w.inflight = nil
 	thens := make(map[*shardOp][]func(opResult), len(results))
 	for computer, ops := range batch {
 		if _, unwritten := patch[computer]; again && unwritten {

@@ -474,3 +474,150 @@ func TestContentGatesTheDispatchPerSite(t *testing.T) {
 		t.Errorf("pc-lyon got %+v once the content is ready at lyon", it)
 	}
 }
+
+// namesInShards returns n computer names of the shard of first, or, with
+// other set, of a shard other than first's.
+func namesInShards(n int, first string, other bool) []string {
+	var names []string
+	for i := 0; len(names) < n; i++ {
+		name := fmt.Sprintf("pc-%d", i)
+		if (tasks.ShardOf(name) == tasks.ShardOf(first)) != other {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// gatedShards holds the patches of the shards named in gates, each until
+// its gate closes, and counts every patch.
+type gatedShards struct {
+	gates   map[string]chan struct{}
+	entered chan string
+	patches atomic.Int32
+}
+
+func (g *gatedShards) funcs() interceptor.Funcs {
+	return genFuncs(interceptor.Funcs{
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+			g.patches.Add(1)
+			if gate, ok := g.gates[obj.GetName()]; ok {
+				g.entered <- obj.GetName()
+				<-gate
+			}
+			return c.Patch(ctx, obj, patch, opts...)
+		},
+	})
+}
+
+// A result sent again while the first is in its shard's write in flight
+// joins it there (answered by that write, no op queued behind it); sent
+// again once recorded, it is acknowledged at once, with no write.
+func TestRepeatedResultJoinsTheWriteInFlight(t *testing.T) {
+	g := &gatedShards{gates: map[string]chan struct{}{}, entered: make(chan string, 10)}
+	fc := fake.NewClientBuilder().WithScheme(unitScheme(t)).WithInterceptorFuncs(g.funcs()).Build()
+	d := newDispatcher(&kube{writer: fc, live: fc}, "srv", slog.Default(), func() {})
+	d.taskChanged(unitTask(10))
+	pc := comp("pc-0")
+	if it := nextSync(d, pc); it == nil {
+		t.Fatal("pc-0 got no work")
+	}
+	shard := tasks.ShardName("t", tasks.ShardOf(pc.Name))
+	gate := make(chan struct{})
+	g.gates[shard] = gate
+	result := protocol.WorkStatus{Attempt: 1, State: protocol.WorkSucceeded}
+	answers := make(chan opResult, 3)
+	d.report(pc, d.task("uid-1"), result, func(r opResult) { answers <- r })
+	<-g.entered // the write is in flight
+	d.report(pc, d.task("uid-1"), result, func(r opResult) { answers <- r })
+	w := d.writer("uid-1", "ns", "t", tasks.ShardOf(pc.Name))
+	w.mu.Lock()
+	queued := len(w.pending)
+	w.mu.Unlock()
+	if queued != 0 {
+		t.Errorf("the result sent again was queued behind the write in flight (%d computers pending), not joined to it", queued)
+	}
+	before := g.patches.Load()
+	close(gate)
+	changed := 0
+	for range 2 {
+		r := <-answers
+		if r.err != nil || r.entry.State != siteopsv1.DispatchSucceeded {
+			t.Fatalf("an answer: %+v", r)
+		}
+		if r.changed {
+			changed++
+		}
+	}
+	if changed != 1 {
+		t.Errorf("%d answers counted the change, want 1", changed)
+	}
+
+	d.report(pc, d.task("uid-1"), result, func(r opResult) { answers <- r })
+	select {
+	case r := <-answers:
+		if r.err != nil || r.changed || r.entry.State != siteopsv1.DispatchSucceeded {
+			t.Errorf("the result sent once recorded: %+v", r)
+		}
+	default:
+		t.Error("the result sent once recorded was not acknowledged at once")
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := g.patches.Load() - before; n != 0 {
+		t.Errorf("%d more writes after the write in flight, want 0", n)
+	}
+}
+
+// A report waits for the claims in flight at most claimsFirstWait from its
+// arrival: one that waited that long behind its shard's write in flight is
+// written as soon as that write lands, claims in flight or not.
+func TestReportsWaitForClaimsFromTheirArrival(t *testing.T) {
+	g := &gatedShards{gates: map[string]chan struct{}{}, entered: make(chan string, 10)}
+	fc := fake.NewClientBuilder().WithScheme(unitScheme(t)).WithInterceptorFuncs(g.funcs()).Build()
+	d := newDispatcher(&kube{writer: fc, live: fc}, "srv", slog.Default(), func() {})
+	var skew atomic.Int64
+	d.now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	d.taskChanged(unitTask(10))
+	reporting := namesInShards(2, "pc-0", false)
+	claiming := namesInShards(2, namesInShards(1, "pc-0", true)[0], false)
+	for _, n := range append(reporting, claiming[0]) {
+		if it := nextSync(d, comp(n)); it == nil {
+			t.Fatalf("%s got no work", n)
+		}
+	}
+	reportShard := tasks.ShardName("t", tasks.ShardOf(reporting[0]))
+	claimShard := tasks.ShardName("t", tasks.ShardOf(claiming[0]))
+	reportGate, claimGate := make(chan struct{}), make(chan struct{})
+	g.gates[reportShard], g.gates[claimShard] = reportGate, claimGate
+	defer close(claimGate)
+
+	result := protocol.WorkStatus{Attempt: 1, State: protocol.WorkSucceeded}
+	first, second := make(chan opResult, 1), make(chan opResult, 1)
+	d.report(comp(reporting[0]), d.task("uid-1"), result, func(r opResult) { first <- r })
+	if got := <-g.entered; got != reportShard {
+		t.Fatalf("%s written first, want %s", got, reportShard)
+	}
+	claimed := make(chan *protocol.WorkItem, 1)
+	d.next(comp(claiming[1]), "", func(i *protocol.WorkItem) { claimed <- i })
+	if got := <-g.entered; got != claimShard {
+		t.Fatalf("%s written, want the claim's shard %s", got, claimShard)
+	}
+	d.report(comp(reporting[1]), d.task("uid-1"), result, func(r opResult) { second <- r })
+	skew.Store(int64(claimsFirstWait + time.Second)) // the second result has waited that long
+	close(reportGate)
+	if r := <-first; r.err != nil {
+		t.Fatalf("the first result: %+v", r)
+	}
+	select {
+	case r := <-second:
+		if r.err != nil || r.entry.State != siteopsv1.DispatchSucceeded {
+			t.Errorf("the second result: %+v", r)
+		}
+	case <-time.After(claimsFirstWait - time.Second):
+		t.Fatalf("the second result, which had waited %s, still waits for the claim in flight", claimsFirstWait+time.Second)
+	}
+	select {
+	case <-claimed:
+		t.Error("the claim was answered before its write landed")
+	default:
+	}
+}

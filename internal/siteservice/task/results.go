@@ -18,8 +18,15 @@ import (
 )
 
 // reportWait bounds how long a report waits for its write before the
-// agent is told to come back (it retries until acknowledged).
+// agent is told to come back (it retries until acknowledged), well within
+// the agent's 30 s request timeout.
 const reportWait = 20 * time.Second
+
+// reportComeBack is the Retry-After of a report that waited reportWait:
+// its result stays queued, and the report sent again joins it (or, once
+// the write has landed, is acknowledged at once), so the agent comes back
+// soon at no cost.
+const reportComeBack = time.Second
 
 // workStatus serves POST /v1/work/{id}/status: an agent's report on its
 // work. The answer to a result is 200 once it is recorded in the task's
@@ -82,7 +89,7 @@ func (s *Server) workStatus(w http.ResponseWriter, r *http.Request) {
 	select {
 	case res = <-done:
 	case <-time.After(reportWait):
-		comeBack(w, 5*time.Second, "the report could not be recorded in time")
+		comeBack(w, reportComeBack, "the report is not recorded yet")
 		return
 	case <-r.Context().Done():
 		return
