@@ -385,13 +385,7 @@ func TestRepeatedResultCountsOnce(t *testing.T) {
 	d := newDispatcher(&kube{writer: fc, live: fc}, "srv", slog.Default(), func() {})
 	d.taskChanged(unitTask(10))
 	// Two computers of one shard, so that their reports share its writer.
-	var names []string
-	for i := 0; len(names) < 2; i++ {
-		name := fmt.Sprintf("pc-%d", i)
-		if tasks.ShardOf(name) == tasks.ShardOf("pc-0") {
-			names = append(names, name)
-		}
-	}
+	names := namesInShards(2, "pc-0", false)
 	for _, n := range names {
 		if it := nextSync(d, comp(n)); it == nil {
 			t.Fatalf("%s got no work", n)
@@ -408,11 +402,18 @@ func TestRepeatedResultCountsOnce(t *testing.T) {
 	block.Store(false)
 	close(gate)
 	<-first
+	changedOnce(t, results, 2)
+}
+
+// changedOnce takes n answers to one result from answers: each must say
+// Succeeded, and only one may count the change.
+func changedOnce(t *testing.T, answers <-chan opResult, n int) {
+	t.Helper()
 	changed := 0
-	for range 2 {
-		r := <-results
+	for range n {
+		r := <-answers
 		if r.err != nil || r.entry.State != siteopsv1.DispatchSucceeded {
-			t.Fatalf("a repeated result: %+v", r)
+			t.Fatalf("an answer to a result sent again: %+v", r)
 		}
 		if r.changed {
 			changed++
@@ -538,19 +539,7 @@ func TestRepeatedResultJoinsTheWriteInFlight(t *testing.T) {
 	}
 	before := g.patches.Load()
 	close(gate)
-	changed := 0
-	for range 2 {
-		r := <-answers
-		if r.err != nil || r.entry.State != siteopsv1.DispatchSucceeded {
-			t.Fatalf("an answer: %+v", r)
-		}
-		if r.changed {
-			changed++
-		}
-	}
-	if changed != 1 {
-		t.Errorf("%d answers counted the change, want 1", changed)
-	}
+	changedOnce(t, answers, 2)
 
 	d.report(pc, d.task("uid-1"), result, func(r opResult) { answers <- r })
 	select {
