@@ -612,14 +612,14 @@ func (a *Agent) deliver(ctx context.Context, rec *workRecord) delivery {
 			a.stats.resultDropped()
 			a.log.Error("The task service refused the result as invalid: dropping it", "id", id, "state", st.State, "status", code, "error", err)
 			return deliveryDropped
-		case retryAfterOf(err) > 0:
-			// The service set the pace (a result it holds queued is
-			// answered "come back in a second"): its delay, spread, and
-			// not the back-off, which would stretch each round.
-			d = jitter(retryAfterOf(err), a.t.retryJitter, nil)
-			a.log.Warn("Sending the result failed: retrying", "id", id, "endpoint", endpoint, "error", err, "retryIn", d.String())
 		default:
 			d = retry.next()
+			if asked := retryAfterOf(err); asked > 0 {
+				// The service set the pace (a result it holds queued is
+				// answered "come back in a second"): its delay, spread,
+				// not the back-off, which would stretch each round.
+				d = jitter(asked, a.t.retryJitter, nil)
+			}
 			a.log.Warn("Sending the result failed: retrying", "id", id, "endpoint", endpoint, "error", err, "retryIn", d.String())
 		}
 		timer := time.NewTimer(d)

@@ -304,6 +304,48 @@ func TestResultRetriedUntilAcknowledged(t *testing.T) {
 	}
 }
 
+// A result answered 503 with Retry-After is sent again after what was
+// asked (spread by up to half), round after round: the back-off, which
+// doubles from 1 s here, does not stretch the rounds.
+func TestResultFollowsRetryAfter(t *testing.T) {
+	e := newWorkEnv(t)
+	const id = "uid-f.1"
+	const rounds = 6
+	var mu sync.Mutex
+	var refused int
+	e.task.Set(func(b *agenttest.Behaviour) {
+		b.Offer = []protocol.WorkItem{scriptItem(id, "true", 30)}
+		b.OnReport = func(_ int, w http.ResponseWriter, r *http.Request) bool {
+			var st protocol.WorkStatus
+			if json.NewDecoder(r.Body).Decode(&st) != nil || !st.Final() {
+				return false
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if refused++; refused > rounds {
+				return false
+			}
+			w.Header().Set("Retry-After", "10") // 100ms in tests
+			agenttest.WriteError(w, http.StatusServiceUnavailable, "the report is not recorded yet")
+			return true
+		}
+	})
+	tm := testTimings()
+	tm.reportBase, tm.reportMax = time.Second, time.Minute
+	start(t, e.cfg, tm)
+	e.result(t, id, 30*time.Second)
+	final := e.reports(id, true)
+	if len(final) != rounds+1 {
+		t.Fatalf("%d final reports, want %d", len(final), rounds+1)
+	}
+	for i := 1; i < len(final); i++ {
+		// 100–150ms asked; the back-off's windows would be 1 s, 2 s, 4 s…
+		if gap := final[i].At.Sub(final[i-1].At); gap < 100*time.Millisecond || gap > time.Second {
+			t.Errorf("report %d sent %s after a 503 with Retry-After 100ms", i+1, gap)
+		}
+	}
+}
+
 func TestRefusedResultIsDropped(t *testing.T) {
 	for _, code := range []int{http.StatusConflict, http.StatusNotFound, http.StatusBadRequest} {
 		t.Run(strconv.Itoa(code), func(t *testing.T) {
