@@ -200,6 +200,31 @@ func writeKwokStages(src, dst string, cmds []string) error {
 	if err := writeYAMLDoc(&out, assign); err != nil {
 		return err
 	}
+	// kwok plays one pod stage at a time: with several at once, the first
+	// pods of a new cluster can be given the same address (kwok creates
+	// its address pool on first use without a lock, so two plays may each
+	// create one), and the runner's second process then fails to bind it.
+	// Seen in `make run`: two task-service pods on one address. kwok
+	// does not default the options of a configuration it is given, so the
+	// others are its defaults, written out.
+	kwokConfig := map[string]any{
+		"apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+		"kind":       "KwokConfiguration",
+		"options": map[string]any{
+			"podPlayStageParallelism":         1,
+			"nodePlayStageParallelism":        4,
+			"nodeLeaseParallelism":            4,
+			"podsOnNodeSyncParallelism":       1,
+			"enablePodsOnNodeSyncListPager":   true,
+			"enablePodsOnNodeSyncStreamWatch": false,
+			"enableDebuggingHandlers":         true,
+			"enableProfilingHandler":          true,
+			"enableContentionProfiling":       false,
+		},
+	}
+	if err := writeYAMLDoc(&out, kwokConfig); err != nil {
+		return err
+	}
 	if err := os.WriteFile(dst, out.Bytes(), 0o600); err != nil {
 		return fmt.Errorf("writing kwok's stages: %w", err)
 	}

@@ -133,21 +133,38 @@ spec:
 			Next     map[string]any
 		}
 	}
+	configured := false
 	for doc := range strings.SplitSeq(string(data), "---\n") {
 		if strings.TrimSpace(doc) == "" {
 			continue
 		}
 		var s struct {
+			Kind     string
 			Metadata struct{ Name string }
 			Spec     struct {
 				Selector struct{ MatchExpressions []expr }
 				Next     map[string]any
 			}
+			Options map[string]any
 		}
 		if err := yaml.Unmarshal([]byte(doc), &s); err != nil {
 			t.Fatal(err)
 		}
-		stages = append(stages, s)
+		if s.Kind == "KwokConfiguration" {
+			// One pod stage at a time, so that no two pods get one address.
+			if p, _ := s.Options["podPlayStageParallelism"].(float64); p != 1 {
+				t.Errorf("kwok's options %v: want podPlayStageParallelism 1", s.Options)
+			}
+			configured = true
+			continue
+		}
+		stages = append(stages, struct {
+			Metadata struct{ Name string }
+			Spec     struct {
+				Selector struct{ MatchExpressions []expr }
+				Next     map[string]any
+			}
+		}{s.Metadata, s.Spec})
 	}
 	names := []string{}
 	exclusion := expr{Key: ".spec.containers[].command[0]", Operator: "NotIn", Values: cmds}
@@ -178,6 +195,9 @@ spec:
 				t.Errorf("the runner's stage should give the pod its address and leave it not Ready:\n%s", tmpl)
 			}
 		}
+	}
+	if !configured {
+		t.Error("no KwokConfiguration in kwok's configuration")
 	}
 	if strings.Join(names, ",") != "node-initialize,pod-ready,pod-delete,pod-runner-assign" {
 		t.Errorf("stages %v", names)
