@@ -185,8 +185,7 @@ func TestSimulatedAgentsTakeWork(t *testing.T) {
 		b.MaxHold, b.NextCheckIn = 200*time.Millisecond, 20*time.Millisecond
 		b.Offer = []protocol.WorkItem{item}
 		b.OnReport = func(_ int, w http.ResponseWriter, r *http.Request) bool {
-			var st protocol.WorkStatus
-			if json.NewDecoder(r.Body).Decode(&st) != nil || !st.Final() {
+			if !isResult(r) {
 				return false
 			}
 			mu.Lock()

@@ -245,6 +245,13 @@ func TestOutputKeepsTheEnd(t *testing.T) {
 	}
 }
 
+// isResult reads a report sent to the test task server and tells whether
+// it is a result (not a progress report, nor unreadable).
+func isResult(r *http.Request) bool {
+	var st protocol.WorkStatus
+	return json.NewDecoder(r.Body).Decode(&st) == nil && st.Final()
+}
+
 func TestResultRetriedUntilAcknowledged(t *testing.T) {
 	e := newWorkEnv(t)
 	const id = "uid-b.1"
@@ -253,8 +260,7 @@ func TestResultRetriedUntilAcknowledged(t *testing.T) {
 	e.task.Set(func(b *agenttest.Behaviour) {
 		b.Offer = []protocol.WorkItem{scriptItem(id, `echo run >> "`+e.path("runs")+`"; echo done`, 30)}
 		b.OnReport = func(_ int, w http.ResponseWriter, r *http.Request) bool {
-			var st protocol.WorkStatus
-			if json.NewDecoder(r.Body).Decode(&st) != nil || !st.Final() {
+			if !isResult(r) {
 				return false // progress reports go through
 			}
 			mu.Lock()
@@ -316,8 +322,7 @@ func TestResultFollowsRetryAfter(t *testing.T) {
 	e.task.Set(func(b *agenttest.Behaviour) {
 		b.Offer = []protocol.WorkItem{scriptItem(id, "true", 30)}
 		b.OnReport = func(_ int, w http.ResponseWriter, r *http.Request) bool {
-			var st protocol.WorkStatus
-			if json.NewDecoder(r.Body).Decode(&st) != nil || !st.Final() {
+			if !isResult(r) {
 				return false
 			}
 			mu.Lock()
@@ -500,8 +505,7 @@ func TestRefusedCredentialForAResult(t *testing.T) {
 	e.task.Set(func(b *agenttest.Behaviour) {
 		b.Offer = []protocol.WorkItem{scriptItem(id, `sleep 0.3; echo done`, 30)}
 		b.OnReport = func(_ int, w http.ResponseWriter, r *http.Request) bool {
-			var st protocol.WorkStatus
-			if json.NewDecoder(r.Body).Decode(&st) != nil || !st.Final() || len(e.task.Registrations()) != 1 {
+			if !isResult(r) || len(e.task.Registrations()) != 1 {
 				return false
 			}
 			e.task.RevokeAll()
